@@ -1,0 +1,313 @@
+"""The `icdedit` command line: thin commands over `icdedit.workflow` and the Editor.
+
+Results (paths, figures, `--json`) go to stdout; logs, progress and hints to stderr. Errors
+the user can fix are one line and exit code 1; usage errors exit 2; a traceback only with
+`--debug` (or ICDEDIT_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import IcdEditError, SettingsError
+
+stdout = Console(soft_wrap=True, highlight=False)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+app = typer.Typer(
+    name="icdedit",
+    help=(
+        "Edit real photos from text in about 7 network evaluations with Invertible Consistency "
+        "Distillation (iCD).\n\n"
+        "Example:\n\n"
+        "  icdedit edit photo.jpg --src 'a photo of a pug' --tgt 'a photo of a bear'"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# -- shared options, defined once ---------------------------------------------------------------
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="Model name (sd15-4step-v1, sd15-4step-v2, sd15-3step, tiny) or a model .yaml file. Default: sd15-4step-v1."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the inversion's start noise (drawn on the CPU: same result on every device).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.")]
+SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Long side in pixels the photo is processed at (multiple of 64). Default: the model's (512 for SD1.5).")]
+OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line on stdout.")]
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        stdout.print(f"icdedit {__version__}")
+        raise typer.Exit()
+    ctx.obj = {"debug": debug or os.environ.get("ICDEDIT_DEBUG", "") not in ("", "0"), "quiet": quiet}
+    _configure_logging(quiet)
+
+
+def _configure_logging(quiet: bool) -> None:
+    logger = logging.getLogger("icdedit")
+    logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=False)]
+    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
+    for name in ("diffusers", "transformers"):  # their notes about our own loading are noise here
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        dlog.set_verbosity_error()
+        tlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+    except ImportError:  # pragma: no cover - both are dependencies
+        pass
+
+
+def _options() -> dict:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return (root.obj if root and isinstance(root.obj, dict) else None) or {"debug": False, "quiet": False}
+
+
+def handles_errors(command):
+    """Turn IcdEditError into one line on stderr and exit code 1 (tracebacks with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except IcdEditError as exc:
+            if _options()["debug"]:
+                raise
+            stderr.print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), markup=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            stderr.print("interrupted: nothing was written", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def note(message: str) -> None:
+    """A hint or warning for the person at the terminal (stderr; silent with --quiet)."""
+    if not _options()["quiet"]:
+        stderr.print(message, markup=False)
+
+
+@contextmanager
+def progress_bar(enabled: bool):
+    """A rich progress bar on stderr, shown only on a terminal and not with --json/--quiet."""
+    show = enabled and stderr.is_terminal and not _options()["quiet"]
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=stderr, transient=True, disable=not show,
+    ) as progress:  # fmt: skip
+        yield progress
+
+
+def emit(result: dict, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        stdout.print(json.dumps(result, default=str), markup=False, soft_wrap=True)
+    else:
+        for line in lines:
+            stdout.print(line, markup=False)
+
+
+# -- commands --------------------------------------------------------------------------------------
+from . import workflow  # noqa: E402  (after the Typer app so that `--help` stays fast)
+
+
+@app.command(
+    help=(
+        "Invert a photo to a reusable noise latent (.safetensors) with the forward model.\n\n"
+        "Example:\n\n  icdedit invert photo.jpg --prompt 'a photo of a pug' -o pug.safetensors"
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def invert(
+    image: Annotated[Path, typer.Argument(help="Photo to invert (JPEG, PNG, WebP, BMP, TIFF).")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text describing the photo.")],
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    output: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    started = time.perf_counter()
+    request = workflow.InvertRequest(image, prompt, model, seed, size, device, dtype, output, overwrite)
+    with progress_bar(not as_json) as progress:
+        result = workflow.run_invert(request, workflow.Reporter(progress, note))
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    emit(result, as_json, [str(result["output"])])
+
+
+@app.command(
+    help=(
+        "Invert and decode a photo (or decode a latent from `invert`) and measure how faithful "
+        "the round trip is (PSNR, SSIM against the input).\n\n"
+        "Example:\n\n  icdedit reconstruct photo.jpg --prompt 'a photo of a pug' -o pug-rec.png"
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def reconstruct(
+    source: Annotated[Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")],
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text describing the photo (a latent file's own prompt by default).")] = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    guidance: Annotated[float, typer.Option("--guidance", "-g", help="Guidance scale while decoding (0: the editing source branch).")] = 0.0,
+    tau: Annotated[float, typer.Option("--tau", help="Dynamic guidance: on for t/1000 <= tau.")] = 0.8,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    output: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    started = time.perf_counter()
+    request = workflow.ReconstructRequest(source, prompt, model, seed, guidance, tau, size, device, dtype, output, overwrite)
+    with progress_bar(not as_json) as progress:
+        result = workflow.run_reconstruct(request, workflow.Reporter(progress, note))
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    lines = [str(result["output"])]
+    if "psnr" in result:
+        lines.append(f"PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
+    emit(result, as_json, lines)
+
+
+def _parse_blend(value: tuple[str, str] | None) -> list[tuple[str, str]] | None:
+    """('pug dog', 'bear') -> every source word paired with every target word."""
+    if not value:
+        return None
+    sources, targets = value[0].split(), value[1].split()
+    if not sources or not targets:
+        raise SettingsError("--blend needs a source word and a target word", "e.g. --blend pug bear")
+    return [(s, t) for s in sources for t in targets]
+
+
+def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
+    if not values:
+        return None
+    if len(values) == 1 and values[0].strip().lower() == "none":
+        return []
+    parsed = []
+    for item in values:
+        word, sep, number = item.rpartition("=")
+        try:
+            value = float(number)
+        except ValueError:
+            value = None
+        if not sep or not word or value is None:
+            raise SettingsError(f"--amplify {item!r} is not WORD=VALUE", "e.g. --amplify bear=4, or --amplify none")
+        parsed.append((word, value))
+    return parsed
+
+
+@app.command(
+    help=(
+        "Edit a photo: invert it with the source prompt, then decode source and target(s) "
+        "together with Prompt-to-Prompt attention control and dynamic guidance.\n\n"
+        "Example:\n\n  icdedit edit pug.jpg --src 'a photo of a pug' --tgt 'a photo of a bear'\n\n"
+        "Replace mode (same word count) amplifies and blends the words that differ; refine mode "
+        "amplifies the target's new words. What was derived is printed; --blend / --amplify "
+        "override it, --no-blend / --amplify none turn it off."
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def edit(
+    source: Annotated[Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")],
+    tgt: Annotated[list[str], typer.Option("--tgt", "-t", help="Target prompt; repeat for several edits of one inversion.")],
+    src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt describing the photo (a latent file's own prompt by default).")] = None,
+    model: ModelOpt = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset name (see `icdedit presets`) or .yaml file. Default: default.")] = None,
+    seed: SeedOpt = 0,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", "-g", help="Target guidance scale (preset: 19).")] = None,
+    tau: Annotated[Optional[float], typer.Option("--tau", help="Dynamic guidance threshold (preset: 0.8).")] = None,
+    cross_replace: Annotated[Optional[float], typer.Option("--cross-replace", help="Fraction of steps with cross-attention replaced (preset: 0.3).")] = None,
+    self_replace: Annotated[Optional[float], typer.Option("--self-replace", help="Fraction of steps with self-attention injected (preset: 0.6).")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="auto, replace (same word count) or refine.")] = None,
+    blend: Annotated[Optional[tuple[str, str]], typer.Option("--blend", metavar="SRCWORD TGTWORD", help="Local blend: the edit stays inside these words' region. Several words: quote them, e.g. --blend 'pug dog' 'bear'.")] = None,
+    no_blend: Annotated[bool, typer.Option("--no-blend", help="Do not derive a local blend.")] = False,
+    amplify: Annotated[Optional[list[str]], typer.Option("--amplify", help="WORD=VALUE: scale a target word's attention (repeatable), or 'none'.")] = None,
+    save_latent: Annotated[Optional[Path], typer.Option("--save-latent", help="Also write the final latents (rows: source, then targets).")] = None,
+    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write original | edit(s) in one image.")] = False,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    output: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    started = time.perf_counter()
+    request = workflow.EditRequest(
+        source=source, targets=list(tgt), src=src, model=model, preset=preset, seed=seed,
+        overrides=dict(guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode),
+        blend=_parse_blend(blend), no_blend=no_blend,
+        amplify=_parse_amplify(amplify), save_latent=save_latent, side_by_side=side_by_side,
+        size=size, device=device, dtype=dtype, output=output, overwrite=overwrite,
+    )  # fmt: skip
+    with progress_bar(not as_json) as progress:
+        result = workflow.run_edit(request, workflow.Reporter(progress, note))
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    lines = [str(p) for p in result["outputs"]]
+    lines += [str(result[k]) for k in ("side_by_side", "latent") if result.get(k)]
+    emit(result, as_json, lines)
+
+
+@app.command(help="List the edit presets and their values.\n\nExample:\n\n  icdedit presets")
+@handles_errors
+def presets(as_json: JsonOpt = False) -> None:
+    from .presets import builtin_presets, load_preset
+
+    rows = {name: load_preset(name) for name in builtin_presets()}
+    if as_json:
+        stdout.print(json.dumps({n: {**s.as_dict(), "description": s.description} for n, s in rows.items()}), markup=False)
+        return
+    keys = ["guidance", "tau", "cross_replace", "self_replace", "amplify", "blend_threshold", "mode"]
+    table = Table("preset", *keys, "what it is for")
+    for name, settings in rows.items():
+        table.add_row(name, *[f"{getattr(settings, k):g}" if k != "mode" else settings.mode for k in keys], settings.description)
+    stdout.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

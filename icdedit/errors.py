@@ -1,0 +1,35 @@
+"""One exception family: every user-facing failure is an `IcdEditError` with a hint.
+
+The CLI turns these into a single line on stderr and exit code 1; anything else is a bug
+and is allowed to show its traceback.
+"""
+
+from __future__ import annotations
+
+
+class IcdEditError(Exception):
+    """A failure the user can fix. `hint` says how."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class InputError(IcdEditError):
+    """A bad image, latent file, prompt or word."""
+
+
+class ModelError(IcdEditError):
+    """A model description or weight file that is missing or malformed."""
+
+
+class SettingsError(IcdEditError):
+    """A bad preset, flag value or combination of flags."""
+
+
+class OutputError(IcdEditError):
+    """An output that cannot or must not be written."""

@@ -1,0 +1,46 @@
+"""Atomic output files: written to a temporary file beside the target, then renamed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def check_output(path: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
+    """Refuse an existing output (unless overwrite), an input, or a folder that cannot be written."""
+    path = Path(path)
+    for source in inputs:
+        try:
+            if source.exists() and path.exists() and path.samefile(source):
+                raise OutputError(f"output {path} is an input file", "inputs are never overwritten; choose another -o")
+        except OSError:
+            pass
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder", "give a file name, e.g. -o result.png")
+    if path.exists() and not overwrite:
+        raise OutputError(f"output {path} already exists", "pass --overwrite to replace it, or choose another -o")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"output folder {folder} does not exist", "create it first or choose another -o")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {folder} is not writable", "choose another -o")
+    return path
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call write(temp_path), then rename it onto `path`: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent or ".")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

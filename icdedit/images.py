@@ -1,0 +1,124 @@
+"""Image I/O: any common file and mode in, RGB uint8 at the model's resolution, and back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+from .files import write_atomically
+
+SIZE_MULTIPLE = 64  # latent sides stay divisible by 8 after the VAE's 8x and the UNet's 3 halvings
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB: transparency over white, 16-bit and float scaled, palettes expanded."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(np.round(array / peak * 255.0), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image as RGB with its EXIF orientation applied; bad files raise InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image not found: {path}", "check the path")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image", "give an image file (use `icdedit batch` for folders)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except UnidentifiedImageError:
+        raise InputError(f"{path} is not an image PIL can read", "use JPEG, PNG, WebP, BMP or TIFF") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: the image file is damaged ({exc})", "re-export or re-download it") from None
+
+
+def plan_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """Processing size: aspect ratio kept, long side `long_side`, both sides multiples of 64."""
+    if long_side % SIZE_MULTIPLE or long_side <= 0:
+        raise InputError(f"size {long_side} is not a positive multiple of {SIZE_MULTIPLE}", "use e.g. --size 512")
+    scale = long_side / max(width, height)
+
+    def snap(side: float) -> int:
+        return max(SIZE_MULTIPLE, int(round(side * scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+    return snap(width), snap(height)
+
+
+def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resample only when the size changes, so a 512x512 input is processed untouched."""
+    return image if image.size == tuple(size) else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def to_model_input(image: Image.Image) -> torch.Tensor:
+    """RGB uint8 -> (1, 3, H, W) float32 in [-1, 1]: x = img / 127.5 - 1 (ICD_SPEC section 4)."""
+    array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+    return (array.float() / 127.5 - 1.0).permute(2, 0, 1).unsqueeze(0)
+
+
+def from_model_output(x: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> RGB images, rounded to nearest (the official code truncates)."""
+    pixels = ((x.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy(), "RGB") for p in pixels]
+
+
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def image_format(path: Path) -> str:
+    fmt = _FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise InputError(f"cannot tell the image format of {path}", f"end the file name in one of {', '.join(_FORMATS)}")
+    return fmt
+
+
+def save_image(image: Image.Image, path: Path) -> Path:
+    fmt = image_format(path)
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    return write_atomically(path, lambda tmp: image.save(tmp, format=fmt, **options))
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An input photo and the size it is processed at."""
+
+    original: Image.Image
+    processed: Image.Image
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.original.size
+
+    @property
+    def processed_size(self) -> tuple[int, int]:
+        return self.processed.size
+
+
+def prepare_image(image: Image.Image, long_side: int) -> PreparedImage:
+    return PreparedImage(image, resize(image, plan_size(*image.size, long_side)))
+
+
+def side_by_side(images: list[Image.Image], gap: int = 8) -> Image.Image:
+    height = max(i.height for i in images)
+    width = sum(i.width for i in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    x = 0
+    for image in images:
+        canvas.paste(image, (x, 0))
+        x += image.width + gap
+    return canvas

@@ -1,0 +1,89 @@
+"""Latent files: the inverted noise (or final latents) plus what produced them, in safetensors.
+
+The header's metadata records the model identity, prompt, seed and sizes, so a latent file
+is reusable on its own and is refused by a model that did not make it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import InputError
+from .files import write_atomically
+
+LATENT_FORMAT = "icdedit-latent"
+
+
+@dataclass(frozen=True)
+class LatentFile:
+    latent: torch.Tensor  # float32 (rows, 4, h, w)
+    metadata: dict[str, str]
+
+    @property
+    def prompt(self) -> str:
+        return self.metadata.get("prompt", "")
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return _size(self.metadata.get("original_size", ""))
+
+    @property
+    def processed_size(self) -> tuple[int, int]:
+        return _size(self.metadata.get("processed_size", ""))
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    return int(width), int(height)
+
+
+def size_text(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def save_latent(path: Path, latent: torch.Tensor, metadata: dict[str, str]) -> Path:
+    from safetensors.torch import save_file
+
+    header = {"format": LATENT_FORMAT, "icdedit_version": __version__, **{k: str(v) for k, v in metadata.items()}}
+    tensor = latent.detach().to("cpu", torch.float32).contiguous()
+    return write_atomically(path, lambda tmp: save_file({"latent": tensor}, str(tmp), metadata=header))
+
+
+def is_latent_file(path: Path) -> bool:
+    return Path(path).suffix.lower() == ".safetensors"
+
+
+def load_latent(path: Path) -> LatentFile:
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"latent file not found: {path}", "check the path")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            if "latent" not in handle.keys():
+                raise InputError(f"{path}: has no 'latent' tensor", "use a file written by `icdedit invert`")
+            latent = handle.get_tensor("latent").float()
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable safetensors file ({exc})", "use a file written by `icdedit invert`") from None
+    if metadata.get("format") != LATENT_FORMAT:
+        raise InputError(f"{path}: not an icdedit latent file", "use a file written by `icdedit invert`")
+    if latent.ndim != 4:
+        raise InputError(f"{path}: latent has shape {tuple(latent.shape)}, expected (rows, 4, h, w)")
+    return LatentFile(latent, metadata)
+
+
+def check_same_model(latent: LatentFile, identity: dict[str, str], path: Path) -> None:
+    """Refuse a latent made by another model: its noise means nothing to this one."""
+    for key, value in identity.items():
+        recorded = latent.metadata.get(key)
+        if recorded != value:
+            raise InputError(
+                f"{path} was made by another model ({key} {recorded!r}, this model has {value!r})",
+                f"decode it with --model {latent.metadata.get('model', '?')}, or invert the image again",
+            )

@@ -1,0 +1,193 @@
+"""Load an iCD model into one frozen bundle: one VAE, one text encoder, one UNet.
+
+The UNet is built from the base folder's config with `time_cond_proj_dim` added, filled with
+the teacher's state dict (never the base UNet's weights), the reverse LoRA merged into it,
+and the forward LoRA available as a low-rank correction (see `lora.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ModelError, SettingsError
+from .lora import AdapterSwitch, merge_lora, read_peft_lora
+from .schedule import NoiseSchedule, StepPlan
+from .specs import ModelSpec
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    spec: ModelSpec
+    plan: StepPlan
+    schedule: NoiseSchedule
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    adapters: AdapterSwitch
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def vae_scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto -> cuda if available, else mps, else cpu; cuda:N and the rest checked for existence."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SettingsError(f"--device {name!r} is not a device", "use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(f"--device {name}: CUDA is not available on this machine", "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SettingsError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError(f"--device {name}: MPS is not available on this machine", "use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise SettingsError(f"--device {name!r} is not supported", "use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto -> fp16 on CUDA (and MPS), fp32 on CPU."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if name not in DTYPES:
+        raise SettingsError(f"--dtype {name!r} is not supported", f"use auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _require_file(path: Path, part: str, spec: ModelSpec) -> None:
+    if path.is_file():
+        return
+    source = spec.sources.get("teacher" if part == "teacher" else "loras")
+    where = f"download it from {source} and unpack it into {path.parent}" if source else f"put the file at {path}"
+    raise ModelError(f"{part} weights of model {spec.name!r} not found: {path}", where)
+
+
+def _base_kwargs(spec: ModelSpec) -> dict:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    return {"local_files_only": True} if spec.base_is_local or offline else {}
+
+
+def _load_base_part(loader, spec: ModelSpec, subfolder: str):
+    try:
+        return loader(spec.base, subfolder=subfolder, **_base_kwargs(spec))
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (
+            f"check the folder {spec.base}"
+            if spec.base_is_local
+            else f"fetch it once with `huggingface-cli download {spec.base}` (needs network), or set base to a local folder"
+        )
+        raise ModelError(f"base model {spec.base!r}: cannot load {subfolder} ({first})", hint) from None
+
+
+def _read_scheduler_config(spec: ModelSpec) -> dict:
+    if spec.base_is_local:
+        path = Path(spec.base) / "scheduler" / "scheduler_config.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(spec.base, "scheduler/scheduler_config.json", **_base_kwargs(spec))).read_text())
+    except Exception:  # noqa: BLE001 - the SD default below is what every iCD base uses
+        log.debug("no scheduler config for %s; using SD's scaled_linear schedule", spec.base)
+        return {}
+
+
+def load_teacher_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The teacher UNet's state dict from `.pt` (weights_only: nothing is unpickled) or `.safetensors`."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
+        raise ModelError(f"{path}: not a readable teacher checkpoint ({type(exc).__name__}: {exc})".splitlines()[0],
+                         "re-download it; only plain tensor state dicts are accepted") from None  # fmt: skip
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path}: teacher checkpoint is not a state dict of tensors")
+    return state
+
+
+def build_teacher_unet(spec: ModelSpec):
+    """UNet from the base config plus `time_cond_proj_dim`, holding the teacher's weights."""
+    from diffusers import UNet2DConditionModel
+
+    config = _load_base_part(UNet2DConditionModel.load_config, spec, "unet")
+    config = {**config, "time_cond_proj_dim": spec.guidance_embed_dim}
+    state = load_teacher_state_dict(spec.teacher)
+    with torch.device("meta"):  # no random init of weights that are replaced at once
+        unet = UNet2DConditionModel.from_config(config)
+    expected = unet.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ModelError(f"{spec.teacher}: teacher does not fit the base UNet of {spec.base!r} ({detail})",
+                         "teacher and base must be the same architecture (SD1.5 teacher with SD1.5 base)")  # fmt: skip
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ModelError(f"{spec.teacher}: {key} has shape {tuple(state[key].shape)}, the UNet expects {tuple(tensor.shape)}",
+                             "teacher and base must be the same architecture")  # fmt: skip
+    unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    return unet.eval().requires_grad_(False)
+
+
+def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> ModelBundle:
+    """Load every part of `spec` once; the result is reused for any number of edits."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    for path, part in ((spec.teacher, "teacher"), (spec.forward_lora, "forward LoRA"), (spec.reverse_lora, "reverse LoRA")):
+        _require_file(path, part, spec)
+
+    tokenizer = _load_base_part(CLIPTokenizer.from_pretrained, spec, "tokenizer")
+    text_encoder = _load_base_part(CLIPTextModel.from_pretrained, spec, "text_encoder")
+    vae = _load_base_part(AutoencoderKL.from_pretrained, spec, "vae")
+    unet = build_teacher_unet(spec)
+    forward = read_peft_lora(spec.forward_lora, spec.lora_alpha)
+    reverse = read_peft_lora(spec.reverse_lora, spec.lora_alpha)
+    merge_lora(unet, reverse, spec.reverse_lora)  # in float32, before the cast below
+    for module in (text_encoder, vae, unet):
+        module.to(torch_device, torch_dtype).eval().requires_grad_(False)
+    adapters = AdapterSwitch(unet, forward, reverse)
+    return ModelBundle(
+        spec=spec,
+        plan=spec.plan(),
+        schedule=NoiseSchedule.from_scheduler_config(_read_scheduler_config(spec)),
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        unet=unet,
+        adapters=adapters,
+        device=torch_device,
+        dtype=torch_dtype,
+    )

@@ -1,0 +1,182 @@
+"""LoRA files in the official PEFT layout, and the cheap forward/reverse switch.
+
+The released forward and reverse models are the same teacher UNet plus two LoRAs
+(ICD_SPEC section 1). We hold one UNet: the reverse LoRA is merged into its weights (the
+decode is the hot path: every edit runs it on two or more rows), and the forward model is
+the same UNet plus a low-rank correction  s_f B_f A_f - s_r B_r A_r  added by forward hooks
+on the targeted layers while the forward model is active. Switching is a flag: nothing is
+copied, nothing drifts, and no weight is ever un-merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelError
+
+LORA_KEY_PREFIX = "unet.base_model.model."
+LORA_TARGETS = (
+    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
+)  # fmt: skip
+
+
+def is_lora_target(name: str, module: torch.nn.Module) -> bool:
+    """Whether the official training targeted this layer (ICD_SPEC section 1)."""
+    if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+        return False
+    return any(name == t or name.endswith("." + t) for t in LORA_TARGETS)
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """One layer's factors: delta W = scale * B @ A (conv: B is 1x1, A has the base kernel)."""
+
+    down: torch.Tensor  # A: (r, in) or (r, in, kh, kw)
+    up: torch.Tensor  # B: (out, r) or (out, r, 1, 1)
+    scale: float
+
+    def delta(self) -> torch.Tensor:
+        """The full weight delta, in float32."""
+        a, b = self.down.float(), self.up.float()
+        if a.ndim == 4:
+            rank = a.shape[0]
+            return self.scale * (b.reshape(b.shape[0], rank) @ a.reshape(rank, -1)).reshape(b.shape[0], *a.shape[1:])
+        return self.scale * (b @ a)
+
+
+def read_peft_lora(path: Path, lora_alpha: float) -> dict[str, LoraFactors]:
+    """Read an official PEFT-key LoRA file into {diffusers module path: factors}.
+
+    The scale is lora_alpha / rank with rank = lora_A.shape[0]: the files do not store alpha,
+    and the official loader hard-codes 8.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable LoRA .safetensors file ({exc})", "re-download it") from None
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        if not key.startswith(LORA_KEY_PREFIX):
+            raise ModelError(
+                f"{path}: unexpected key {key!r}", f"iCD LoRA keys start with {LORA_KEY_PREFIX!r} (PEFT layout)"
+            )
+        module, _, kind = key[len(LORA_KEY_PREFIX) :].rpartition(".lora_")
+        if kind not in ("A.weight", "B.weight"):
+            raise ModelError(f"{path}: unexpected key {key!r}", "expected '<module>.lora_A.weight' / '.lora_B.weight'")
+        pairs.setdefault(module, {})[kind[0]] = tensor
+    factors = {}
+    for module, ab in pairs.items():
+        if set(ab) != {"A", "B"}:
+            raise ModelError(f"{path}: layer {module!r} has only lora_{next(iter(ab))}", "the file is incomplete")
+        rank = ab["A"].shape[0]
+        if ab["B"].shape[1] != rank:
+            raise ModelError(f"{path}: layer {module!r} has A of rank {rank} but B of rank {ab['B'].shape[1]}")
+        factors[module] = LoraFactors(ab["A"], ab["B"], lora_alpha / rank)
+    if not factors:
+        raise ModelError(f"{path}: holds no LoRA tensors", "check that this is an iCD LoRA file")
+    return factors
+
+
+def _layers(unet: torch.nn.Module, factors: dict[str, LoraFactors], path: Path) -> dict[str, torch.nn.Module]:
+    modules = dict(unet.named_modules())
+    layers = {}
+    for name, f in factors.items():
+        layer = modules.get(name)
+        if layer is None or not isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):
+            raise ModelError(f"{path}: LoRA layer {name!r} is not a linear or conv layer of this UNet",
+                             "the LoRA belongs to another base model")  # fmt: skip
+        if tuple(f.delta().shape) != tuple(layer.weight.shape):
+            raise ModelError(
+                f"{path}: LoRA layer {name!r} has shape {tuple(f.delta().shape)}, the UNet's is {tuple(layer.weight.shape)}",
+                "the LoRA belongs to another base model",
+            )
+        layers[name] = layer
+    return layers
+
+
+@torch.no_grad()
+def merge_lora(unet: torch.nn.Module, factors: dict[str, LoraFactors], path: Path) -> None:
+    """W <- W + scale * B @ A in the weights' own dtype, the delta computed in float32.
+
+    The official loader first rounds the LoRA tensors to fp16; we keep them in float32,
+    which is the more exact of the two choices the spec allows.
+    """
+    for name, layer in _layers(unet, factors, path).items():
+        layer.weight.add_(factors[name].delta().to(layer.weight.dtype))
+
+
+class _Correction:
+    """y += B_cat(A_cat(x)) on one layer: both LoRAs' factors stacked along the rank."""
+
+    def __init__(self, layer: torch.nn.Module, down: torch.Tensor, up: torch.Tensor):
+        self.layer, self.down, self.up = layer, down, up
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.layer, torch.nn.Conv2d):
+            h = F.conv2d(x, self.down, None, self.layer.stride, self.layer.padding, self.layer.dilation)
+            return F.conv2d(h, self.up)
+        return F.linear(F.linear(x, self.down), self.up)
+
+
+class AdapterSwitch:
+    """One UNet, two models: 'reverse' (merged weights) and 'forward' (plus a low-rank correction)."""
+
+    MODELS = ("forward", "reverse")
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        forward: dict[str, LoraFactors],
+        reverse: dict[str, LoraFactors],
+    ):
+        self.active = "reverse"
+        modules = dict(unet.named_modules())
+        device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
+        self._corrections: dict[str, _Correction] = {}
+        for name in sorted(set(forward) | set(reverse)):
+            downs, ups = [], []
+            if name in forward:  # + s_f B_f A_f
+                downs.append(forward[name].down.float())
+                ups.append(forward[name].scale * forward[name].up.float())
+            if name in reverse:  # - s_r B_r A_r, undoing the merged reverse delta
+                downs.append(reverse[name].down.float())
+                ups.append(-reverse[name].scale * reverse[name].up.float())
+            down = torch.cat(downs, 0).to(device, dtype)
+            up = torch.cat(ups, 1).to(device, dtype)
+            self._corrections[name] = _Correction(modules[name], down, up)
+        self._handles = [
+            c.layer.register_forward_hook(self._hook(c)) for c in self._corrections.values()
+        ]
+
+    def _hook(self, correction: _Correction):
+        def hook(module, args, output):
+            if self.active != "forward":
+                return output
+            return output + correction(args[0])
+
+        return hook
+
+    @contextmanager
+    def use(self, model: str) -> Iterator[None]:
+        """Run the block with the 'forward' or 'reverse' model active, then restore."""
+        if model not in self.MODELS:
+            raise ValueError(f"model must be one of {self.MODELS}, not {model!r}")
+        previous, self.active = self.active, model
+        try:
+            yield
+        finally:
+            self.active = previous
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()

@@ -1,0 +1,78 @@
+"""Prompts: CLIP tokenization, embeddings, and the words of a prompt (ICD_SPEC sections 2 and 6)."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+
+def words_of(prompt: str) -> list[str]:
+    """A word is a space-separated piece of the prompt, matched by exact string equality."""
+    return prompt.split(" ")
+
+
+def check_prompt(prompt: str, what: str = "prompt") -> str:
+    if not prompt or not prompt.strip():
+        raise InputError(f"the {what} is empty", f"give a short description such as --{what} 'a photo of a cat'")
+    return prompt
+
+
+def token_ids(tokenizer, prompt: str) -> list[int]:
+    """All token ids of `prompt` including the start and end tokens, before truncation."""
+    return list(tokenizer(prompt, truncation=False).input_ids)
+
+
+def truncation_warning(tokenizer, prompt: str) -> str | None:
+    """A message when the prompt is longer than the text encoder takes, else None."""
+    n = len(token_ids(tokenizer, prompt))
+    limit = tokenizer.model_max_length
+    if n <= limit:
+        return None
+    kept = tokenizer.decode(tokenizer(prompt, truncation=True, max_length=limit).input_ids[1:-1])
+    return f"prompt has {n} tokens, more than {limit}: it was truncated to {kept!r}"
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: torch.device) -> torch.Tensor:
+    """(B, 77, D) last hidden states: padded to max length, truncated, no attention mask, no clip-skip."""
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    return text_encoder(ids.to(device))[0]
+
+
+def word_token_spans(tokenizer, prompt: str) -> list[list[int]]:
+    """For each word of `prompt` (by index), its token positions (0 = start token).
+
+    Walks the decoded sub-tokens and their character counts as the official code does, so a
+    word split into several tokens maps to all of them; positions cut by the 77-token
+    truncation are left out.
+    """
+    words = words_of(prompt)
+    spans: list[list[int]] = [[] for _ in words]
+    pieces = [tokenizer.decode([i]).strip("#").strip() for i in token_ids(tokenizer, prompt)[1:-1]]
+    consumed, word_index = 0, 0
+    limit = tokenizer.model_max_length - 1  # the last kept position holds the end token
+    for i, piece in enumerate(pieces):
+        if word_index >= len(words):
+            break
+        consumed += len(piece)
+        if i + 1 < limit:
+            spans[word_index].append(i + 1)
+        if consumed >= len(words[word_index]):
+            word_index += 1
+            consumed = 0
+    return spans
+
+
+def word_token_positions(tokenizer, prompt: str, word: str) -> list[int]:
+    """Token positions of every occurrence of `word` in `prompt`; a missing word is an InputError."""
+    words = words_of(prompt)
+    if word not in words:
+        raise InputError(
+            f"word {word!r} is not in the prompt {prompt!r}",
+            f"words are matched exactly after splitting on spaces; the prompt's words are: {', '.join(map(repr, words))}",
+        )
+    spans = word_token_spans(tokenizer, prompt)
+    return sorted(p for w, span in zip(words, spans) if w == word for p in span)

@@ -1,0 +1,325 @@
+"""The I/O layer between the CLI and the Editor: read inputs, check outputs, run, write.
+
+Every check that needs no model (files, prompts, words, outputs) runs before the model is
+loaded, so a bad invocation fails in milliseconds; every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .editor import Editor, Inversion
+from .errors import InputError, OutputError
+from .files import check_output
+from .images import image_format, load_image, save_image, side_by_side
+from .latents import LatentFile, check_same_model, is_latent_file, load_latent, save_latent, size_text
+from .loader import load_model
+from .metrics import psnr, ssim
+from .p2p.plan import derive_all_edit_words
+from .presets import load_preset
+from .specs import ModelSpec, resolve_model
+from .text import check_prompt, truncation_warning
+
+
+class Reporter:
+    """Progress and notes for the person at the terminal; silent by default (library use)."""
+
+    def __init__(self, progress=None, note: Callable[[str], None] | None = None):
+        self.progress = progress
+        self._note = note
+
+    def note(self, message: str) -> None:
+        if self._note is not None:
+            self._note(message)
+
+    def stage(self, description: str, total: int | None) -> Callable[[], None]:
+        """Start a progress line; the returned callable advances it by one."""
+        if self.progress is None:
+            return lambda: None
+        task = self.progress.add_task(description, total=total)
+        return lambda: self.progress.advance(task)
+
+
+def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter) -> Editor:
+    if spec.random_weights:
+        reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
+    reporter.stage(f"loading {spec.name}", None)
+    return Editor(load_model(spec, device=device, dtype=dtype))
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "edit"
+
+
+def default_output(path: Path, overwrite: bool) -> Path:
+    """A default name never overwrites: without --overwrite, -2, -3, ... are appended."""
+    if overwrite or not path.exists():
+        return path
+    n = 2
+    while (candidate := path.with_name(f"{path.stem}-{n}{path.suffix}")).exists():
+        n += 1
+    return candidate
+
+
+def _warn_truncation(editor: Editor, prompts: list[str], reporter: Reporter) -> None:
+    for prompt in dict.fromkeys(prompts):
+        message = truncation_warning(editor.tokenizer, prompt)
+        if message:
+            reporter.note(f"warning: {message}")
+
+
+def _latent_metadata(spec: ModelSpec, inversion: Inversion, source: Path | None) -> dict[str, str]:
+    meta = {
+        **spec.identity(),
+        "reverse_timesteps": ",".join(map(str, spec.reverse_timesteps)),
+        "prompt": inversion.prompt,
+        "seed": str(inversion.seed),
+        "processed_size": size_text(inversion.processed_size),
+        "original_size": size_text(inversion.original_size),
+    }
+    if spec.path is not None:
+        meta["model_path"] = str(spec.path.resolve())
+    if source is not None:
+        meta["source_image"] = source.name
+    return meta
+
+
+def _spec_for_latent(latent: LatentFile, model: str | None) -> ModelSpec:
+    """An explicit --model wins; else the model that wrote the latent file."""
+    if model:
+        return resolve_model(model)
+    recorded = latent.metadata.get("model_path")
+    if recorded and Path(recorded).is_file():
+        return resolve_model(recorded)
+    return resolve_model(latent.metadata.get("model"))
+
+
+def _inversion_from_latent(latent: LatentFile, prompt: str | None) -> Inversion:
+    if latent.latent.shape[0] != 1:
+        raise InputError("the latent file holds final latents of an edit, not an inversion",
+                         "use a file written by `icdedit invert`")  # fmt: skip
+    return Inversion(
+        latent.latent, prompt or latent.prompt, int(latent.metadata.get("seed", 0)),
+        latent.processed_size, latent.original_size,
+    )  # fmt: skip
+
+
+# -- invert ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InvertRequest:
+    image: Path
+    prompt: str
+    model: str | None = None
+    seed: int = 0
+    size: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    output: Path | None = None
+    overwrite: bool = False
+
+
+def run_invert(request: InvertRequest, reporter: Reporter | None = None) -> dict:
+    reporter = reporter or Reporter()
+    check_prompt(request.prompt)
+    image = load_image(request.image)
+    output = request.output or default_output(Path(f"{request.image.stem}.safetensors"), request.overwrite)
+    if output.suffix.lower() != ".safetensors":
+        raise OutputError(f"latent output {output} must end in .safetensors", "e.g. -o photo.safetensors")
+    check_output(output, request.overwrite, inputs=(request.image,))
+    spec = resolve_model(request.model)
+    editor = load_editor(spec, request.device, request.dtype, reporter)
+    _warn_truncation(editor, [request.prompt], reporter)
+    step = reporter.stage("inverting", spec.plan().num_forward_steps)
+    inversion = editor.invert(image, request.prompt, request.seed, request.size, on_step=step)
+    save_latent(output, inversion.latent, _latent_metadata(spec, inversion, request.image))
+    return {
+        "command": "invert",
+        "output": str(output),
+        "model": spec.name,
+        "prompt": request.prompt,
+        "seed": request.seed,
+        "latent_shape": list(inversion.latent.shape),
+        "processed_size": list(inversion.processed_size),
+        "original_size": list(inversion.original_size),
+    }
+
+
+# -- reconstruct -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReconstructRequest:
+    source: Path
+    prompt: str | None = None
+    model: str | None = None
+    seed: int = 0
+    guidance: float = 0.0
+    tau: float = 0.8
+    size: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    output: Path | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class _Source:
+    """A photo or a latent file, read and checked before any model is loaded."""
+
+    spec: ModelSpec
+    prompt: str
+    image: object | None = None
+    latent: LatentFile | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_source(path: Path, prompt: str | None, model: str | None, what: str) -> _Source:
+    if is_latent_file(path):
+        latent = load_latent(path)
+        spec = _spec_for_latent(latent, model)
+        check_same_model(latent, spec.identity(), path)
+        return _Source(spec, check_prompt(prompt or latent.prompt, what), latent=latent)
+    image = load_image(path)
+    if prompt is None:
+        raise InputError(f"a prompt describing {path.name} is needed", f"pass --{what} 'a photo of ...'")
+    return _Source(resolve_model(model), check_prompt(prompt, what), image=image)
+
+
+def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = None) -> dict:
+    reporter = reporter or Reporter()
+    if not 0.0 <= request.tau <= 1.0:
+        raise InputError(f"--tau {request.tau} is out of range", "allowed 0..1")
+    source = _read_source(request.source, request.prompt, request.model, "prompt")
+    output = request.output or default_output(Path(f"{request.source.stem}-reconstruction.png"), request.overwrite)
+    image_format(output)
+    check_output(output, request.overwrite, inputs=(request.source,))
+    editor = load_editor(source.spec, request.device, request.dtype, reporter)
+    _warn_truncation(editor, [source.prompt], reporter)
+    plan = source.spec.plan()
+    if source.latent is not None:
+        inversion = _inversion_from_latent(source.latent, source.prompt)
+    else:
+        step = reporter.stage("inverting", plan.num_forward_steps)
+        inversion = editor.invert(source.image, source.prompt, request.seed, request.size, on_step=step)
+    step = reporter.stage("decoding", plan.num_reverse_steps)
+    image, _ = editor.reconstruct(inversion, request.guidance, request.tau, on_step=step)
+    save_image(image, output)
+    result = {
+        "command": "reconstruct",
+        "output": str(output),
+        "model": source.spec.name,
+        "prompt": source.prompt,
+        "seed": inversion.seed,
+        "guidance": request.guidance,
+        "tau": request.tau,
+        "size": list(image.size),
+    }
+    if source.image is not None:
+        result.update(psnr=round(psnr(source.image, image), 4), ssim=round(ssim(source.image, image), 5))
+    return result
+
+
+# -- edit ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EditRequest:
+    source: Path
+    targets: list[str]
+    src: str | None = None
+    model: str | None = None
+    preset: str | None = None
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)
+    blend: list[tuple[str, str]] | None = None
+    no_blend: bool = False
+    amplify: list[tuple[str, float]] | None = None
+    save_latent: Path | None = None
+    side_by_side: bool = False
+    size: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    output: Path | None = None
+    overwrite: bool = False
+
+
+def edit_outputs(request: EditRequest) -> list[Path]:
+    """One image per target: -o as given for one target, else -o's stem plus the target's slug."""
+    stem = request.source.stem
+    if request.output is None:
+        paths = [Path(f"{stem}-{_slug(t)}.png") for t in request.targets]
+        return [default_output(p, request.overwrite) for p in paths]
+    if len(request.targets) == 1:
+        return [request.output]
+    out = request.output
+    return [out.with_name(f"{out.stem}-{i + 1}-{_slug(t)}{out.suffix}") for i, t in enumerate(request.targets)]
+
+
+def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
+    reporter = reporter or Reporter()
+    settings = load_preset(request.preset).with_overrides(**request.overrides)
+    targets = [check_prompt(t, "tgt") for t in request.targets]
+    source = _read_source(request.source, request.src, request.model or settings.model, "src")
+    words = derive_all_edit_words(source.prompt, targets, settings.mode, settings.amplify,
+                                  request.amplify, request.blend, request.no_blend)  # fmt: skip
+    outputs = edit_outputs(request)
+    extra = []
+    if request.side_by_side:
+        first = outputs[0]
+        extra.append(default_output(first.with_name(f"{first.stem}-side-by-side{first.suffix}"), request.overwrite))
+    if request.save_latent is not None:
+        if request.save_latent.suffix.lower() != ".safetensors":
+            raise OutputError(f"--save-latent {request.save_latent} must end in .safetensors")
+        extra.append(request.save_latent)
+    all_outputs = outputs + extra
+    if len(set(map(str, all_outputs))) != len(all_outputs):
+        raise OutputError("two outputs would have the same name", "give distinct target prompts or -o names")
+    for path in all_outputs:
+        if path.suffix.lower() != ".safetensors":
+            image_format(path)
+        check_output(path, request.overwrite, inputs=(request.source,))
+    for target in targets:
+        if target == source.prompt:
+            reporter.note(f"warning: source and target prompts are identical ({target!r}): this is a reconstruction")
+    for target, w in zip(targets, words):
+        prefix = "derived" if w.derived else "using"
+        reporter.note(f"{prefix} for {target!r}: {w.describe()}")
+
+    editor = load_editor(source.spec, request.device, request.dtype, reporter)
+    _warn_truncation(editor, [source.prompt, *targets], reporter)
+    plan = source.spec.plan()
+    if source.latent is not None:
+        inversion = _inversion_from_latent(source.latent, source.prompt)
+    else:
+        step = reporter.stage("inverting", plan.num_forward_steps)
+        inversion = editor.invert(source.image, source.prompt, request.seed, request.size, on_step=step)
+    step = reporter.stage("editing", plan.num_reverse_steps)
+    result = editor.edit(inversion, targets, settings, source=source.prompt, amplify=request.amplify,
+                         blend=request.blend, no_blend=request.no_blend, on_step=step)  # fmt: skip
+    for image, path in zip(result.targets, outputs):
+        save_image(image, path)
+    report = {
+        "command": "edit",
+        "outputs": [str(p) for p in outputs],
+        "model": source.spec.name,
+        "src": source.prompt,
+        "targets": targets,
+        "seed": inversion.seed,
+        "settings": settings.as_dict(),
+        "words": [
+            {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)],
+             "derived": w.derived}
+            for w in result.words
+        ],  # fmt: skip
+        "size": list(result.targets[0].size),
+    }
+    if request.side_by_side:
+        original = source.image if source.image is not None else result.source
+        save_image(side_by_side([original, *result.targets]), extra[0])
+        report["side_by_side"] = str(extra[0])
+    if request.save_latent is not None:
+        meta = _latent_metadata(source.spec, inversion, request.source if source.image is not None else None)
+        meta["targets"] = " | ".join(targets)
+        save_latent(request.save_latent, result.latents, meta)
+        report["latent"] = str(request.save_latent)
+    return report
