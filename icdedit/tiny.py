@@ -22,6 +22,7 @@ TINY_WORDS = (
     "red blue green car hat house tree man woman painting smiling beach snow"
 ).split()
 TINY_RESOLUTION = 64
+CROSS_ATTENTION_SHARPNESS = 40.0
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -158,9 +159,14 @@ def build_tiny_model(
     (base / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
 
     teacher = _tiny_unet(512)
-    with torch.no_grad():  # a random time-cond projection of non-trivial size, like a trained one
-        for p in teacher.time_embedding.cond_proj.parameters():
+    with torch.no_grad():
+        for p in teacher.time_embedding.cond_proj.parameters():  # non-trivial, like a trained one
             p.normal_(0, 0.02, generator=generator)
+        # Sharpen cross-attention: random init gives near-uniform maps, trained models give
+        # peaked ones, and local blend is only testable on maps that vary over the image.
+        for name, module in teacher.named_modules():
+            if name.endswith("attn2.to_k"):
+                module.weight.mul_(CROSS_ATTENTION_SHARPNESS)
     teacher_file = directory / f"teacher.{'pt' if teacher_format == 'pt' else 'safetensors'}"
     if teacher_format == "pt":
         torch.save(teacher.state_dict(), teacher_file)

@@ -1,0 +1,89 @@
+"""Shared fixtures: one tiny model in the official formats, built once per test session.
+
+Nothing here touches the network: the hub is forced offline and the weights folder points
+into the session's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+_HOME = tempfile.mkdtemp(prefix="icdedit-test-home-")
+os.environ["ICDEDIT_HOME"] = _HOME
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Path of the tiny model's YAML (SD1.5 topology, .pt teacher, PEFT-key LoRAs)."""
+    from icdedit.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_model):
+    from icdedit.specs import load_spec
+
+    return load_spec(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def editor(tiny_spec):
+    from icdedit.editor import Editor
+    from icdedit.loader import load_model
+
+    return Editor(load_model(tiny_spec, device="cpu", dtype="fp32"))
+
+
+def make_photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A smooth synthetic photo: gradients plus a bright disc, so the VAE sees structure."""
+    rng = np.random.RandomState(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    r = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), 0.5 + 0.5 * np.sin(x / 7.0)], -1)
+    disc = ((x - width * 0.6) ** 2 + (y - height * 0.4) ** 2) < (min(width, height) * 0.25) ** 2
+    r[disc] = [0.9, 0.8, 0.2]
+    r += rng.normal(0, 0.02, r.shape)
+    return Image.fromarray((np.clip(r, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def photo_path(tmp_path) -> Path:
+    path = tmp_path / "photo.png"
+    make_photo(96, 64).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ref(tiny_spec):
+    """The independent reference's models: separately merged forward and reverse UNets."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from . import reference
+
+    base = tiny_spec.base
+    config = UNet2DConditionModel.load_config(base, subfolder="unet")
+    return {
+        "fwd": reference.merged_unet(tiny_spec.teacher, tiny_spec.forward_lora, config),
+        "rev": reference.merged_unet(tiny_spec.teacher, tiny_spec.reverse_lora, config),
+        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae").eval(),
+        "tok": CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
+        "te": CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
+    }
+
+
+def embed(ref, prompts):
+    import torch
+
+    ids = ref["tok"](prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return ref["te"](ids)[0]

@@ -1,0 +1,214 @@
+"""Prompt-to-Prompt on the tiny model: icdedit's fused processors against the explicit,
+official-style reference, plus the properties the spec promises."""
+
+import pytest
+import torch
+
+from icdedit import engine
+from icdedit.editor import Inversion
+from icdedit.p2p import control as control_module
+from icdedit.p2p.control import AttentionController, LayerInfo, attention_control
+from icdedit.p2p.plan import build_control_plan, derive_all_edit_words
+from icdedit.presets import EditSettings
+
+from . import reference
+from .conftest import embed, make_photo
+
+SIZE = 256  # latent 32x32: the local-blend level is 8x8, so masks are not trivially full
+
+
+@pytest.fixture(scope="module")
+def inversion(editor):
+    return editor.invert(make_photo(SIZE, SIZE, seed=5), "a photo of a cat on the grass", seed=3, size=SIZE)
+
+
+def plan_for(editor, source, targets, settings, **words):
+    w = derive_all_edit_words(source, targets, settings.mode, settings.amplify, **words)
+    plan = build_control_plan(editor.tokenizer, source, targets, w, num_steps=editor.bundle.plan.num_reverse_steps,
+                              cross_replace=settings.cross_replace, self_replace=settings.self_replace,
+                              blend_threshold=settings.blend_threshold)  # fmt: skip
+    return w, plan
+
+
+def reference_edit(ref, editor, inversion, source, targets, settings, plan, batch4=False):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    n = len(targets)
+    h, w = inversion.latent.shape[2:]
+    blend_words = None
+    if plan.blends:
+        blend_words = torch.zeros(1 + n, 77)
+        blend_words[0, list(plan.source_blend_positions)] = 1
+        for i, t in enumerate(plan.targets):
+            blend_words[1 + i, list(t.blend_positions)] = 1
+    ctrl = reference.OfficialStyleController(
+        n_steps=plan.num_steps,
+        mappers=[("replace", t.mapper) if t.mode == "replace" else ("refine", (t.refine_index, t.refine_weight))
+                 for t in plan.targets],
+        equalizers=[t.equalizer for t in plan.targets],
+        cross_alpha=torch.stack([t.cross_alpha for t in plan.targets], 1),
+        self_steps=plan.self_window, self_limit=(h // 2) * (w // 2),
+        blend_words=blend_words, blend_hw=(h // 4, w // 4), threshold=plan.blend_threshold,
+        offset=(1 + n) if batch4 else 0,
+    )  # fmt: skip
+    unet = ref["rev"]
+    reference.install_explicit(unet, ctrl)
+    emb = embed(ref, [source, *targets])
+    if batch4:
+        emb = torch.cat([embed(ref, [""] * (1 + n)), emb])
+    acp = reference.alphas_cumprod()
+    z = inversion.latent.expand(1 + n, -1, -1, -1)
+    try:
+        ts = [999, 779, 519, 259]
+        for k, (t, s) in enumerate(zip(ts, ts[1:] + [0])):
+            ctrl.begin_step(k)
+            rows_w = [0.0] + [reference.w_of_t(t, settings.guidance, settings.tau)] * n
+            x = torch.cat([z, z]) if batch4 else z
+            ws = ([0.0] * (1 + n) + rows_w) if batch4 else rows_w
+            with torch.no_grad():
+                eps = unet(x, t, encoder_hidden_states=emb, timestep_cond=reference.w_embedding(ws)).sample
+            eps = eps[1 + n :] if batch4 else eps
+            a_t, s_t = acp[t].sqrt(), (1 - acp[t]).sqrt()
+            x0 = (z - s_t * eps) / a_t
+            z = x0 if s == 0 else acp[s].sqrt() * x0 + (1 - acp[s]).sqrt() * eps
+            z = ctrl.step_callback(z)
+    finally:
+        unet.set_attn_processor(AttnProcessor2_0())
+    return z
+
+
+PARTIAL_MASK = {"blend_threshold": 0.6}  # on the tiny model's maps, a mask that covers part of the image
+CASES = [
+    ("replace, derived amplify and blend", "a photo of a cat on the grass", ["a photo of a dog on the grass"], {},
+     PARTIAL_MASK),
+    ("replace, multi-token word", "a photo of a cat on the grass", ["a photo of a raccoon on the grass"], {},
+     PARTIAL_MASK),
+    ("refine, inserted words", "a photo of a cat on the grass", ["a red photo of a cat sitting on the snow"], {}, {}),
+    ("refine with explicit blend", "a photo of a cat on the grass", ["a photo of a tiger cat on the grass"],
+     {"blend": [("cat", "tiger")]}, PARTIAL_MASK),
+    ("two targets", "a photo of a cat on the grass", ["a photo of a dog on the grass", "a photo of a cat on the snow"],
+     {}, {"cross_replace": 0.6, "self_replace": 1.0, **PARTIAL_MASK}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("label, source, targets, words, overrides", CASES, ids=[c[0] for c in CASES])
+def test_fused_processors_equal_the_explicit_reference(editor, ref, inversion, label, source, targets, words, overrides):
+    settings = EditSettings().with_overrides(**overrides)
+    _, plan = plan_for(editor, source, targets, settings, **words)
+    result = editor.edit(inversion, targets, settings, source=source, **words)
+    expected = reference_edit(ref, editor, inversion, source, targets, settings, plan)
+    assert torch.allclose(result.latents, expected, atol=2e-4, rtol=1e-4), (result.latents - expected).abs().max()
+    if plan.blends:  # local blend ran: some latent positions are row 0's exactly, others edited
+        same = result.latents[1] == result.latents[0]
+        assert same.any() and not same.all()
+
+
+def test_batch_of_two_equals_batch_of_four_without_unconditional_rows(editor, ref, inversion):
+    source, targets = "a photo of a cat on the grass", ["a photo of a dog on the grass"]
+    settings = EditSettings()
+    _, plan = plan_for(editor, source, targets, settings)
+    batch2 = editor.edit(inversion, targets, settings, source=source).latents
+    # icdedit's own controller on the official batch of 4 (uncond src, uncond tgt, src, tgt)
+    controller = AttentionController(plan, tuple(inversion.latent.shape[2:]), editor.device, torch.float32)
+    w = lambda t: settings.guidance if t / 1000 <= settings.tau else 0.0  # noqa: E731
+    emb = editor.prompt_embeddings(["", "", source, *targets])
+    eps4 = editor.denoiser(emb, lambda t: [0.0, 0.0, 0.0, w(t)], before_step=controller.begin_step)
+    z = inversion.latent.expand(2, -1, -1, -1)
+    with editor.bundle.adapters.use("reverse"), attention_control(editor.bundle.unet, controller):
+        batch4 = engine.decode(lambda x, t, k: eps4(torch.cat([x, x]), t, k)[2:], z, editor.bundle.plan,
+                               editor.bundle.schedule, after_step=controller.after_step)  # fmt: skip
+    assert torch.allclose(batch2, batch4, atol=1e-4), (batch2 - batch4).abs().max()
+    # and the explicit reference run the official way, batch of 4, agrees too
+    expected = reference_edit(ref, editor, inversion, source, targets, settings, plan, batch4=True)
+    assert torch.allclose(batch2, expected, atol=2e-4), (batch2 - expected).abs().max()
+
+
+@pytest.mark.parametrize("mode", ["replace", "refine"])
+def test_identical_prompts_leave_row_one_equal_to_row_zero(editor, inversion, mode):
+    settings = EditSettings(guidance=0.0, mode=mode, cross_replace=1.0, self_replace=1.0)
+    result = editor.edit(inversion, ["a photo of a cat on the grass"], settings)
+    assert torch.equal(result.latents[1], result.latents[0])
+
+
+def test_local_blend_keeps_row_zero_exactly_outside_the_mask(editor, inversion):
+    settings = EditSettings(blend_threshold=0.6)
+    result = editor.edit(inversion, ["a photo of a dog on the grass"], settings, blend=[("cat", "dog")])
+    same = result.latents[1] == result.latents[0]
+    assert same.any() and not same.all()
+    # the mask is spatial: a position is kept in every channel or in none
+    assert torch.equal(same.all(dim=0), same.any(dim=0))
+
+
+def test_without_blend_targets_are_independent_rows(editor, inversion):
+    settings = EditSettings()
+    a, b = "a photo of a dog on the grass", "a photo of a cat on the snow"
+    both = editor.edit(inversion, [a, b], settings, no_blend=True).latents
+    only_a = editor.edit(inversion, [a], settings, no_blend=True).latents
+    only_b = editor.edit(inversion, [b], settings, no_blend=True).latents
+    # equal up to float32 round-off of different batch sizes
+    assert torch.allclose(both[1], only_a[1], atol=1e-4) and torch.allclose(both[2], only_b[1], atol=1e-4)
+    assert torch.allclose(both[0], only_a[0], atol=1e-4)
+
+
+def _probe(editor, source, target, settings, amplify, step):
+    """Run one cross layer of the controller on synthetic q, k and identity values, so the
+    output *is* the attention probabilities."""
+    _, plan = plan_for(editor, source, [target], settings, amplify=amplify)
+    controller = AttentionController(plan, (8, 8), torch.device("cpu"), torch.float32)
+    controller.begin_step(step)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 2, 64, 8, generator=g)
+    k = torch.randn(1, 2, 77, 8, generator=g).expand(2, -1, -1, -1)  # same prompt: same keys
+    v = torch.eye(77).expand(2, 2, 77, 77)
+    out = controller.attend(LayerInfo("x", "down", True), q, k, v, 8**-0.5)
+    own = torch.softmax(q @ k.transpose(-1, -2) * 8**-0.5, -1)
+    return out, own
+
+
+def test_reweight_scales_exactly_the_chosen_columns_in_controlled_steps_only(editor):
+    prompt = "a photo of a cat on the grass"
+    settings = EditSettings(cross_replace=0.3)  # N = 4: only step 0 is controlled
+    cat = 5  # token position of 'cat'
+    out, own = _probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=0)
+    assert torch.allclose(out[0], own[0], atol=1e-6)  # row 0 untouched
+    expected = own[0].clone()  # identity mapper: row 1 takes row 0's map, reweighted
+    expected[..., cat] *= 3.0
+    assert torch.allclose(out[1], expected, atol=1e-6)
+    others = [c for c in range(77) if c != cat]
+    assert torch.allclose(out[1][..., others], own[0][..., others], atol=1e-6)
+    out_late, own_late = _probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=2)
+    assert torch.allclose(out_late, own_late, atol=1e-6)  # outside the window: no control, no reweight
+
+
+def test_explicit_maps_only_where_controlled_or_read(editor, inversion, monkeypatch):
+    calls = []
+    real = control_module.attention_probs
+
+    def counting(q, k, scale):
+        calls.append(q.shape[2])
+        return real(q, k, scale)
+
+    monkeypatch.setattr(control_module, "attention_probs", counting)
+    cross_layers = sum(1 for n, m in editor.bundle.unet.named_modules() if getattr(m, "is_cross_attention", False))
+    editor.edit(inversion, ["a photo of a dog on the grass"], EditSettings(cross_replace=0.3), no_blend=True)
+    assert len(calls) == cross_layers  # step 0 only, and never in self-attention
+    calls.clear()
+    editor.edit(inversion, ["a photo of a dog on the grass"], EditSettings(cross_replace=0.3))
+    blend_layers = 5  # the 1/32-of-the-image level: 2 down + 3 up (SD1.5 topology)
+    assert len(calls) == cross_layers + 3 * blend_layers
+    assert set(calls[cross_layers:]) == {(SIZE // 32) ** 2}
+
+
+def test_processors_are_restored_after_an_edit(editor, inversion):
+    before = {k: type(v) for k, v in editor.bundle.unet.attn_processors.items()}
+    editor.edit(inversion, ["a photo of a dog on the grass"], EditSettings())
+    assert {k: type(v) for k, v in editor.bundle.unet.attn_processors.items()} == before
+
+
+def test_latent_inversion_round_trip_is_deterministic(editor):
+    image = make_photo(64, 64, seed=9)
+    a = editor.invert(image, "a cat", seed=11)
+    b = editor.invert(image, "a cat", seed=11)
+    c = editor.invert(image, "a cat", seed=12)
+    assert torch.equal(a.latent, b.latent) and not torch.equal(a.latent, c.latent)
+    assert isinstance(a, Inversion) and a.processed_size == (64, 64)
