@@ -17,14 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__
+from . import __version__, workflow
 from .errors import IcdEditError, SettingsError
 
 stdout = Console(soft_wrap=True, highlight=False)
@@ -93,10 +92,10 @@ def _configure_logging(quiet: bool) -> None:
         pass
 
 
-def _options() -> dict:
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root() if ctx else None
-    return (root.obj if root and isinstance(root.obj, dict) else None) or {"debug": False, "quiet": False}
+def _options(ctx: typer.Context | None) -> dict:
+    """The root options (--debug, --quiet), which every command receives through its context."""
+    root = ctx.find_root() if ctx is not None else None
+    return (root.obj if root is not None and isinstance(root.obj, dict) else None) or {"debug": False, "quiet": False}
 
 
 def handles_errors(command):
@@ -107,7 +106,7 @@ def handles_errors(command):
         try:
             return command(*args, **kwargs)
         except IcdEditError as exc:
-            if _options()["debug"]:
+            if _options(kwargs.get("ctx"))["debug"]:
                 raise
             stderr.print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), markup=False)
             raise typer.Exit(1) from None
@@ -118,16 +117,16 @@ def handles_errors(command):
     return wrapper
 
 
-def note(message: str) -> None:
-    """A hint or warning for the person at the terminal (stderr; silent with --quiet)."""
-    if not _options()["quiet"]:
-        stderr.print(message, markup=False)
+def reporter(ctx: typer.Context, progress) -> workflow.Reporter:
+    """Progress and notes on stderr; notes are silent with --quiet."""
+    quiet = _options(ctx)["quiet"]
+    return workflow.Reporter(progress, None if quiet else lambda message: stderr.print(message, markup=False))
 
 
 @contextmanager
-def progress_bar(enabled: bool):
+def progress_bar(ctx: typer.Context, enabled: bool):
     """A rich progress bar on stderr, shown only on a terminal and not with --json/--quiet."""
-    show = enabled and stderr.is_terminal and not _options()["quiet"]
+    show = enabled and stderr.is_terminal and not _options(ctx)["quiet"]
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=stderr, transient=True, disable=not show,
@@ -144,7 +143,6 @@ def emit(result: dict, as_json: bool, lines: list[str]) -> None:
 
 
 # -- commands --------------------------------------------------------------------------------------
-from . import workflow  # noqa: E402  (after the Typer app so that `--help` stays fast)
 
 
 @app.command(
@@ -156,6 +154,7 @@ from . import workflow  # noqa: E402  (after the Typer app so that `--help` stay
 )
 @handles_errors
 def invert(
+    ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="Photo to invert (JPEG, PNG, WebP, BMP, TIFF).")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text describing the photo.")],
     model: ModelOpt = None,
@@ -169,8 +168,8 @@ def invert(
 ) -> None:
     started = time.perf_counter()
     request = workflow.InvertRequest(image, prompt, model, seed, size, device, dtype, output, overwrite)
-    with progress_bar(not as_json) as progress:
-        result = workflow.run_invert(request, workflow.Reporter(progress, note))
+    with progress_bar(ctx, not as_json) as progress:
+        result = workflow.run_invert(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
     emit(result, as_json, [str(result["output"])])
 
@@ -185,6 +184,7 @@ def invert(
 )
 @handles_errors
 def reconstruct(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")],
     prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text describing the photo (a latent file's own prompt by default).")] = None,
     model: ModelOpt = None,
@@ -200,8 +200,8 @@ def reconstruct(
 ) -> None:
     started = time.perf_counter()
     request = workflow.ReconstructRequest(source, prompt, model, seed, guidance, tau, size, device, dtype, output, overwrite)
-    with progress_bar(not as_json) as progress:
-        result = workflow.run_reconstruct(request, workflow.Reporter(progress, note))
+    with progress_bar(ctx, not as_json) as progress:
+        result = workflow.run_reconstruct(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
     lines = [str(result["output"])]
     if "psnr" in result:
@@ -250,6 +250,7 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
 )
 @handles_errors
 def edit(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")],
     tgt: Annotated[list[str], typer.Option("--tgt", "-t", help="Target prompt; repeat for several edits of one inversion.")],
     src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt describing the photo (a latent file's own prompt by default).")] = None,
@@ -281,8 +282,8 @@ def edit(
         amplify=_parse_amplify(amplify), save_latent=save_latent, side_by_side=side_by_side,
         size=size, device=device, dtype=dtype, output=output, overwrite=overwrite,
     )  # fmt: skip
-    with progress_bar(not as_json) as progress:
-        result = workflow.run_edit(request, workflow.Reporter(progress, note))
+    with progress_bar(ctx, not as_json) as progress:
+        result = workflow.run_edit(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
     lines = [str(p) for p in result["outputs"]]
     lines += [str(result[k]) for k in ("side_by_side", "latent") if result.get(k)]
@@ -291,17 +292,23 @@ def edit(
 
 @app.command(help="List the edit presets and their values.\n\nExample:\n\n  icdedit presets")
 @handles_errors
-def presets(as_json: JsonOpt = False) -> None:
+def presets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from .presets import builtin_presets, load_preset
 
     rows = {name: load_preset(name) for name in builtin_presets()}
     if as_json:
         stdout.print(json.dumps({n: {**s.as_dict(), "description": s.description} for n, s in rows.items()}), markup=False)
         return
-    keys = ["guidance", "tau", "cross_replace", "self_replace", "amplify", "blend_threshold", "mode"]
-    table = Table("preset", *keys, "what it is for")
+    columns = {"guidance": "guidance", "tau": "tau", "cross_replace": "cross", "self_replace": "self",
+               "amplify": "amplify", "blend_threshold": "blend", "mode": "mode"}  # fmt: skip
+    table = Table(box=None, pad_edge=False)
+    table.add_column("preset", no_wrap=True, style="bold")
+    for header in columns.values():
+        table.add_column(header, no_wrap=True)
+    table.add_column("what it is for", overflow="fold")
     for name, settings in rows.items():
-        table.add_row(name, *[f"{getattr(settings, k):g}" if k != "mode" else settings.mode for k in keys], settings.description)
+        values = [f"{getattr(settings, k):g}" if k != "mode" else settings.mode for k in columns]
+        table.add_row(name, *values, settings.description)
     stdout.print(table)
 
 

@@ -16,7 +16,7 @@ from .errors import InputError, OutputError
 from .files import check_output
 from .images import image_format, load_image, save_image, side_by_side
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, save_latent, size_text
-from .loader import load_model
+from .loader import load_model, resolve_device, resolve_dtype
 from .metrics import psnr, ssim
 from .p2p.plan import derive_all_edit_words
 from .presets import load_preset
@@ -44,6 +44,7 @@ class Reporter:
 
 
 def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter) -> Editor:
+    resolve_dtype(dtype, resolve_device(device))  # a bad --device/--dtype fails before anything else
     if spec.random_weights:
         reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
     reporter.stage(f"loading {spec.name}", None)
