@@ -167,6 +167,30 @@ class Editor:
         no_blend: bool = False,
         on_step: OnStep | None = None,
     ) -> EditResult:
+        """Edit an inversion: one image per target prompt, at the input's size.
+
+        `amplify` and `blend` (and `no_blend`) override the words derived from the prompts
+        (see `p2p.plan.derive_edit_words`).
+        """
+        source = check_prompt(source or inversion.prompt, "src")
+        z, words = self.edit_latents(inversion.latent, source, targets, settings, amplify=amplify, blend=blend,
+                                     no_blend=no_blend, on_step=on_step)  # fmt: skip
+        images = [resize(i, inversion.original_size) for i in self.decode_latents(z)]
+        return EditResult(images[0], images[1:], z.cpu(), words)
+
+    @torch.no_grad()
+    def edit_latents(
+        self,
+        z_T: torch.Tensor,
+        source: str,
+        targets: Sequence[str],
+        settings: EditSettings | None = None,
+        *,
+        amplify: Sequence[tuple[str, float]] | None = None,
+        blend: Sequence[tuple[str, str]] | None = None,
+        no_blend: bool = False,
+        on_step: OnStep | None = None,
+    ) -> tuple[torch.Tensor, list[EditWords]]:
         """Decode source and targets as one batch with Prompt-to-Prompt control (ICD_SPEC 5-6).
 
         Row 0 is the source prompt with w = 0 at every step (as released); rows 1..n are the
@@ -174,7 +198,6 @@ class Editor:
         unconditional rows, so the batch is 1 + n, not the official 2 (1 + n).
         """
         settings = settings or EditSettings()
-        source = check_prompt(source or inversion.prompt, "src")
         targets = [check_prompt(t, "tgt") for t in targets]
         if not targets:
             raise ValueError("edit needs at least one target prompt")
@@ -185,7 +208,7 @@ class Editor:
             num_steps=plan.num_reverse_steps, cross_replace=settings.cross_replace,
             self_replace=settings.self_replace, blend_threshold=settings.blend_threshold,
         )  # fmt: skip
-        z_T = inversion.latent.to(self.device)
+        z_T = z_T.to(self.device)
         controller = AttentionController(control, tuple(z_T.shape[2:]), self.device, self.bundle.dtype)
         w = dynamic_guidance(settings.guidance, settings.tau)
         eps = self.denoiser(
@@ -197,5 +220,4 @@ class Editor:
         rows = z_T.expand(1 + len(targets), *z_T.shape[1:])
         with self.bundle.adapters.use("reverse"), attention_control(self.bundle.unet, controller):
             z = engine.decode(eps, rows, plan, self.bundle.schedule, after_step=controller.after_step)
-        images = [resize(i, inversion.original_size) for i in self.decode_latents(z)]
-        return EditResult(images[0], images[1:], z.cpu(), words)
+        return z, words

@@ -168,26 +168,47 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Mo
     torch_dtype = resolve_dtype(dtype, torch_device)
     for path, part in ((spec.teacher, "teacher"), (spec.forward_lora, "forward LoRA"), (spec.reverse_lora, "reverse LoRA")):
         _require_file(path, part, spec)
+    return assemble_bundle(
+        spec,
+        tokenizer=_load_base_part(CLIPTokenizer.from_pretrained, spec, "tokenizer"),
+        text_encoder=_load_base_part(CLIPTextModel.from_pretrained, spec, "text_encoder"),
+        vae=_load_base_part(AutoencoderKL.from_pretrained, spec, "vae"),
+        teacher=build_teacher_unet(spec),
+        forward=read_peft_lora(spec.forward_lora, spec.lora_alpha),
+        reverse=read_peft_lora(spec.reverse_lora, spec.lora_alpha),
+        schedule=NoiseSchedule.from_scheduler_config(_read_scheduler_config(spec)),
+        device=torch_device,
+        dtype=torch_dtype,
+    )
 
-    tokenizer = _load_base_part(CLIPTokenizer.from_pretrained, spec, "tokenizer")
-    text_encoder = _load_base_part(CLIPTextModel.from_pretrained, spec, "text_encoder")
-    vae = _load_base_part(AutoencoderKL.from_pretrained, spec, "vae")
-    unet = build_teacher_unet(spec)
-    forward = read_peft_lora(spec.forward_lora, spec.lora_alpha)
-    reverse = read_peft_lora(spec.reverse_lora, spec.lora_alpha)
-    merge_lora(unet, reverse, spec.reverse_lora)  # in float32, before the cast below
-    for module in (text_encoder, vae, unet):
-        module.to(torch_device, torch_dtype).eval().requires_grad_(False)
-    adapters = AdapterSwitch(unet, forward, reverse)
+
+def assemble_bundle(
+    spec: ModelSpec,
+    *,
+    tokenizer,
+    text_encoder: torch.nn.Module,
+    vae: torch.nn.Module,
+    teacher: torch.nn.Module,
+    forward: dict,
+    reverse: dict,
+    schedule: NoiseSchedule,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> ModelBundle:
+    """Merge the reverse LoRA into the teacher (in float32, before the cast), move everything
+    to the device, and attach the forward model as a low-rank correction."""
+    merge_lora(teacher, reverse, spec.reverse_lora)
+    for module in (text_encoder, vae, teacher):
+        module.to(device, dtype).eval().requires_grad_(False)
     return ModelBundle(
         spec=spec,
         plan=spec.plan(),
-        schedule=NoiseSchedule.from_scheduler_config(_read_scheduler_config(spec)),
+        schedule=schedule,
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=vae,
-        unet=unet,
-        adapters=adapters,
-        device=torch_device,
-        dtype=torch_dtype,
+        unet=teacher,
+        adapters=AdapterSwitch(teacher, forward, reverse),
+        device=device,
+        dtype=dtype,
     )

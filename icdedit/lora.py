@@ -52,11 +52,7 @@ class LoraFactors:
 
 
 def read_peft_lora(path: Path, lora_alpha: float) -> dict[str, LoraFactors]:
-    """Read an official PEFT-key LoRA file into {diffusers module path: factors}.
-
-    The scale is lora_alpha / rank with rank = lora_A.shape[0]: the files do not store alpha,
-    and the official loader hard-codes 8.
-    """
+    """Read an official PEFT-key LoRA file into {diffusers module path: factors}."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -64,6 +60,15 @@ def read_peft_lora(path: Path, lora_alpha: float) -> dict[str, LoraFactors]:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable LoRA .safetensors file ({exc})", "re-download it") from None
+    return parse_peft_lora(tensors, lora_alpha, path)
+
+
+def parse_peft_lora(tensors: dict[str, torch.Tensor], lora_alpha: float, path: Path | str) -> dict[str, LoraFactors]:
+    """PEFT-key tensors -> {diffusers module path: factors}.
+
+    The scale is lora_alpha / rank with rank = lora_A.shape[0]: the files do not store alpha,
+    and the official loader hard-codes 8.
+    """
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         if not key.startswith(LORA_KEY_PREFIX):

@@ -42,7 +42,6 @@ def reference_edit(ref, editor, inversion, source, targets, settings, plan, batc
         for i, t in enumerate(plan.targets):
             blend_words[1 + i, list(t.blend_positions)] = 1
     ctrl = reference.OfficialStyleController(
-        n_steps=plan.num_steps,
         mappers=[("replace", t.mapper) if t.mode == "replace" else ("refine", (t.refine_index, t.refine_weight))
                  for t in plan.targets],
         equalizers=[t.equalizer for t in plan.targets],

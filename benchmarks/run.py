@@ -1,0 +1,320 @@
+"""`make bench`: time invert + edit end to end and per stage, icdedit against the baseline.
+
+Both run on the full-size SD1.5 architecture built from the configs in `benchmarks/configs`
+(random weights, fixed seed, rank-64 LoRAs in the official PEFT layout): nothing is
+downloaded. Each variant runs in its own process so that its peak memory (process RSS on the
+CPU, `torch.cuda.max_memory_allocated` on a GPU) is its own.
+
+    python -m benchmarks.run --device cpu --size 256            # what `make bench` runs
+    python -m benchmarks.run --device cuda --dtype fp16 --size 512 --runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
+STAGES = ("text", "vae_encode", "forward", "reverse", "vae_decode")
+VARIANTS = ("icdedit", "baseline")
+
+
+# -- building the models ------------------------------------------------------------------------------
+def build_components(arch: str, device: torch.device, seed: int, lora_rank: int) -> dict:
+    """Tokenizer, text encoder, VAE, teacher UNet and both LoRAs, random, on `device`, float32."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from icdedit import tiny
+
+    folder = Path(tempfile.mkdtemp(prefix="icdedit-bench-tok-"))
+    tiny.tiny_tokenizer_files(folder)  # the real CLIP vocabulary is not needed to time the models
+    tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=77)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        if arch == "sd15":
+            unet = UNet2DConditionModel(**json.loads((CONFIGS / "sd15_unet.json").read_text()))
+            vae = AutoencoderKL(**json.loads((CONFIGS / "sd15_vae.json").read_text()))
+            text_encoder = CLIPTextModel(CLIPTextConfig(**json.loads((CONFIGS / "sd15_text_encoder.json").read_text())))
+        elif arch == "tiny":
+            unet, vae = tiny._tiny_unet(512), tiny._tiny_vae()
+            text_encoder = tiny._tiny_text_encoder(len(tokenizer))
+        else:
+            raise SystemExit(f"unknown --arch {arch!r}")
+    generator = torch.Generator().manual_seed(seed + 1)
+    forward = {k: v.to(device) for k, v in tiny.random_peft_lora(unet, lora_rank, generator, std=0.01).items()}
+    reverse = {k: v.to(device) for k, v in tiny.random_peft_lora(unet, lora_rank, generator, std=0.01).items()}
+    return dict(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), unet=unet.eval(),
+                forward=forward, reverse=reverse)  # fmt: skip
+
+
+def bench_spec(size: int):
+    from icdedit.specs import ModelSpec
+
+    return ModelSpec(
+        name="bench-sd15", base="bench", teacher=Path("random"), forward_lora=Path("random-forward"),
+        reverse_lora=Path("random-reverse"), forward_timesteps=(19, 259, 519, 779),
+        reverse_timesteps=(259, 519, 779, 999), resolution=size,
+    )  # fmt: skip
+
+
+def synthetic_photo(size: int):
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    rgb = np.stack([x, y, 0.5 + 0.5 * np.sin(12 * x * y)], -1)
+    return Image.fromarray((rgb * 255).astype("uint8"), "RGB")
+
+
+# -- timing ------------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        self.sync()
+        start = time.perf_counter()
+        yield
+        self.sync()
+        self.times[name] = time.perf_counter() - start
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class EvalCounter:
+    """Counts UNet evaluations and the rows in each (a forward pre-hook, nothing patched)."""
+
+    def __init__(self, unets):
+        self.rows: list[int] = []
+        self.handles = [u.register_forward_pre_hook(self._hook) for u in unets]
+
+    def _hook(self, module, args):
+        self.rows.append(int(args[0].shape[0]))
+
+
+def run_icdedit(parts: dict, args, device, dtype, clock: Clock):
+    from icdedit.editor import Editor
+    from icdedit.loader import assemble_bundle
+    from icdedit.lora import parse_peft_lora
+    from icdedit.presets import EditSettings
+    from icdedit.schedule import NoiseSchedule
+
+    bundle = assemble_bundle(
+        bench_spec(args.size), tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
+        teacher=parts["unet"], forward=parse_peft_lora(parts["forward"], 8, "forward"),
+        reverse=parse_peft_lora(parts["reverse"], 8, "reverse"), schedule=NoiseSchedule.scaled_linear(),
+        device=device, dtype=dtype,
+    )  # fmt: skip
+    parts.clear()  # the bundle holds the only copy now
+    editor = Editor(bundle)
+    image = synthetic_photo(args.size)
+    settings = EditSettings()
+    counter = EvalCounter([bundle.unet])
+
+    def once():
+        editor._prompt_cache.clear()  # time the text encoder on every run
+        with clock.stage("text"):
+            editor.prompt_embeddings([SOURCE, TARGET])
+        with clock.stage("vae_encode"):
+            z0 = editor.encode_image(image)
+        with clock.stage("forward"):
+            z_T = editor.invert_latent(z0, SOURCE, seed=0)
+        with clock.stage("reverse"):
+            z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], settings)
+        with clock.stage("vae_decode"):
+            editor.decode_latents(z)
+
+
+    return once, counter
+
+
+def run_baseline(parts: dict, args, device, dtype, clock: Clock):
+    from benchmarks.baseline import BaselineEditor, OfficialStyleController
+    from icdedit.images import to_model_input
+    from icdedit.p2p.plan import build_control_plan, derive_all_edit_words
+    from icdedit.presets import EditSettings
+
+    baseline = BaselineEditor(
+        teacher=parts["unet"], vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"],
+        forward_lora=parts["forward"], reverse_lora=parts["reverse"], device=device, dtype=dtype,
+    )  # fmt: skip
+    tokenizer = parts["tokenizer"]
+    parts.clear()
+    settings = EditSettings()
+    words = derive_all_edit_words(SOURCE, [TARGET], settings.mode, settings.amplify)
+    plan = build_control_plan(tokenizer, SOURCE, [TARGET], words, num_steps=4, cross_replace=settings.cross_replace,
+                              self_replace=settings.self_replace, blend_threshold=settings.blend_threshold)  # fmt: skip
+    pixels = to_model_input(synthetic_photo(args.size))
+    counter = EvalCounter([baseline.forward["unet"], baseline.reverse["unet"]])
+    latent = args.size // 8
+
+    def controller():
+        t = plan.targets[0]
+        blend = torch.zeros(2, 77, device=device)
+        blend[0, list(plan.source_blend_positions)] = 1
+        blend[1, list(t.blend_positions)] = 1
+        to = dict(device=device, dtype=dtype)
+        return OfficialStyleController(
+            mappers=[("replace", t.mapper.to(**to))], equalizers=[t.equalizer.to(**to)],
+            cross_alpha=t.cross_alpha[:, None].to(**to), self_steps=plan.self_window,
+            self_limit=(latent // 2) ** 2, blend_words=blend, blend_hw=(latent // 4, latent // 4),
+            threshold=plan.blend_threshold, offset=2,
+        )  # fmt: skip
+
+    def once():
+        with clock.stage("text"):
+            baseline.context(baseline.forward, [SOURCE])
+            baseline.context(baseline.reverse, [SOURCE, TARGET])
+        with clock.stage("vae_encode"):
+            z0 = baseline.encode(pixels)
+        with clock.stage("forward"):
+            z_T = baseline.invert(z0, SOURCE, 0, [19, 259, 519, 779])
+        with clock.stage("reverse"):
+            z = baseline.decode(z_T, [SOURCE, TARGET], controller(), [259, 519, 779, 999], 19.0, 0.8)
+        with clock.stage("vae_decode"):
+            baseline.to_pixels(z)
+
+    return once, counter
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child(args) -> dict:
+    """One variant in this process: build, warm up, time; print one JSON line."""
+    from icdedit.loader import resolve_device, resolve_dtype
+
+    torch.set_grad_enabled(False)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    started = time.perf_counter()
+    parts = build_components(args.arch, device, args.seed, args.lora_rank)
+    clock = Clock(device)
+    make = run_icdedit if args.child == "icdedit" else run_baseline
+    once, counter = make(parts, args, device, dtype, clock)
+    build_seconds = time.perf_counter() - started
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.warmup):
+        once()
+    counter.rows.clear()
+    runs = []
+    for _ in range(args.runs):
+        once()
+        runs.append({**clock.times, "total": sum(clock.times[s] for s in STAGES)})
+    evals_per_run = len(counter.rows) // max(args.runs, 1)
+    return {
+        "variant": args.child,
+        "build_seconds": round(build_seconds, 2),
+        "runs": runs,
+        "unet_evals": evals_per_run,
+        "rows_per_eval": counter.rows[:evals_per_run],
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    out = {}
+    for key in (*STAGES, "total"):
+        values = [r[key] for r in runs]
+        out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return out
+
+
+def environment(args) -> dict:
+    import diffusers
+    import transformers
+
+    info = {
+        "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__, "machine": platform.machine(), "cpu_count": torch.get_num_threads(),
+        "device": args.device, "dtype": args.dtype, "size": args.size, "arch": args.arch,
+        "runs": args.runs, "warmup": args.warmup, "lora_rank": args.lora_rank,
+    }  # fmt: skip
+    if torch.cuda.is_available() and args.device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def table(results: dict) -> str:
+    rows = ["| variant | " + " | ".join(STAGES) + " | total (median, min-max) | UNet evals x rows | peak memory |",
+            "| --- |" + " --- |" * (len(STAGES) + 3)]  # fmt: skip
+    for name, r in results.items():
+        s = r["summary"]
+        stages = " | ".join(f"{s[k]['median'] * 1000:.0f} ms" for k in STAGES)
+        total = f"{s['total']['median'] * 1000:.0f} ms ({s['total']['min'] * 1000:.0f}-{s['total']['max'] * 1000:.0f})"
+        evals = f"{r['unet_evals']} x {'/'.join(map(str, sorted(set(r['rows_per_eval']))))}"
+        rows.append(f"| {name} | {stages} | {total} | {evals} | {r['peak_memory_mb']:.0f} MiB |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (multiple of 64)")
+    parser.add_argument("--arch", default="sd15", choices=["sd15", "tiny"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lora-rank", type=int, default=64)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+
+    results = {}
+    for variant in args.variants.split(","):
+        cmd = [sys.executable, "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:]), "--child", variant]
+        print(f"running {variant} ...", file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["summary"] = summarize(result["runs"])
+        results[variant] = result
+    report = {"environment": environment(args), "results": results}
+    if {"icdedit", "baseline"} <= set(results):
+        ours, base = results["icdedit"], results["baseline"]
+        report["speedup_total"] = base["summary"]["total"]["median"] / ours["summary"]["total"]["median"]
+        report["memory_ratio"] = ours["peak_memory_mb"] / base["peak_memory_mb"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"bench-{args.arch}-{args.device.replace(':', '')}-{args.size}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    text = table(results)
+    if "speedup_total" in report:
+        text += (f"\n\nicdedit vs baseline: {report['speedup_total']:.2f}x faster (median total), "
+                 f"peak memory {report['memory_ratio']:.2f}x")  # fmt: skip
+    (args.out / f"{stem}.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
