@@ -139,7 +139,7 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock):
         with clock.stage("reverse"):
             z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], settings)
         with clock.stage("vae_decode"):
-            editor.decode_latents(z)
+            editor.decode_latents(z[1:])  # the edit; the source row is a reconstruction nobody reads
 
 
     return once, counter

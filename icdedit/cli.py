@@ -20,7 +20,16 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import __version__, workflow
@@ -108,8 +117,14 @@ def handles_errors(command):
         except IcdEditError as exc:
             if _options(kwargs.get("ctx"))["debug"]:
                 raise
-            stderr.print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), markup=False)
-            raise typer.Exit(1) from None
+            problems = getattr(exc, "problems", None)
+            if problems:  # a batch manifest: every bad row at once, one per line
+                stderr.print(f"error: {len(problems)} problem(s) in the batch input; nothing was run", markup=False)
+                for problem in problems:
+                    stderr.print(f"  {problem}", markup=False)
+            else:
+                stderr.print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), markup=False)
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             stderr.print("interrupted: nothing was written", markup=False)
             raise typer.Exit(130) from None
@@ -123,14 +138,25 @@ def reporter(ctx: typer.Context, progress) -> workflow.Reporter:
     return workflow.Reporter(progress, None if quiet else lambda message: stderr.print(message, markup=False))
 
 
+class RateColumn(ProgressColumn):
+    """Items per second (rich's own speed column counts bytes)."""
+
+    def render(self, task):
+        from rich.text import Text
+
+        return Text(f"{task.speed:.2f} items/s" if task.speed else "", style="progress.data.speed")
+
+
 @contextmanager
-def progress_bar(ctx: typer.Context, enabled: bool):
-    """A rich progress bar on stderr, shown only on a terminal and not with --json/--quiet."""
+def progress_bar(ctx: typer.Context, enabled: bool, items: bool = False):
+    """A rich progress bar on stderr, shown only on a terminal and not with --json/--quiet.
+    For batches: count, rate and time left."""
     show = enabled and stderr.is_terminal and not _options(ctx)["quiet"]
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=stderr, transient=True, disable=not show,
-    ) as progress:  # fmt: skip
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if items:
+        columns += [RateColumn(), TimeRemainingColumn()]
+    columns.append(TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=not items, disable=not show) as progress:
         yield progress
 
 
@@ -288,6 +314,66 @@ def edit(
     lines = [str(p) for p in result["outputs"]]
     lines += [str(result[k]) for k in ("side_by_side", "latent") if result.get(k)]
     emit(result, as_json, lines)
+
+
+@app.command(
+    help=(
+        "Edit many photos with one model load: a manifest (CSV, TSV, JSONL, YAML; the PIE-Bench "
+        "editing CSV as it is) or images (folders, globs, paths) with --src/--tgt for each. "
+        "Re-running skips what is done; a bad item is recorded and the rest go on. Exit code: 0 "
+        "all done, 1 some items failed, 2 unusable input.\n\n"
+        "Example:\n\n  icdedit batch edits.csv --images photos/ --out edited/"
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def batch(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(metavar="MANIFEST|IMAGES...", help="A manifest file, or image files, folders and globs.")],
+    images: Annotated[Optional[Path], typer.Option("--images", help="Folder that a manifest's image paths are relative to (default: the manifest's folder).")] = None,
+    src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt for every item without one.")] = None,
+    tgt: Annotated[Optional[str], typer.Option("--tgt", "-t", help="Target prompt for every item without one.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created); results.jsonl goes there too.")] = Path("edits"),
+    model: ModelOpt = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for rows without their own.")] = None,
+    seed: SeedOpt = 0,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", "-g", help="Target guidance scale.")] = None,
+    tau: Annotated[Optional[float], typer.Option("--tau", help="Dynamic guidance threshold.")] = None,
+    cross_replace: Annotated[Optional[float], typer.Option("--cross-replace", help="Cross-attention replace fraction.")] = None,
+    self_replace: Annotated[Optional[float], typer.Option("--self-replace", help="Self-attention injection fraction.")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="auto, replace or refine.")] = None,
+    blend: Annotated[Optional[tuple[str, str]], typer.Option("--blend", metavar="SRCWORD TGTWORD", help="Local blend words for rows without their own.")] = None,
+    amplify: Annotated[Optional[list[str]], typer.Option("--amplify", help="WORD=VALUE for rows without their own (repeatable), or 'none'.")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: process only the K-th of N deterministic parts (1-based). Under torchrun/accelerate the rank's part is taken automatically.")] = None,
+    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write original | edit for each item.")] = False,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo items that are already done.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    request = workflow.BatchRequest(
+        inputs=inputs, images=images, out=out, model=model, device=device, dtype=dtype, size=size, shard=shard,
+        overwrite=overwrite, side_by_side=side_by_side,
+        defaults=dict(src=src, tgt=tgt, preset=preset, seed=seed, blend=_parse_blend(blend), amplify=_parse_amplify(amplify),
+                      overrides=dict(guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode)),
+    )  # fmt: skip
+    with progress_bar(ctx, not as_json, items=True) as progress:
+        summary, report = workflow.run_batch(request, reporter(ctx, progress))
+    result = {"command": "batch", "report": str(report), **summary.as_dict()}
+    if as_json:
+        stdout.print(json.dumps(result), markup=False)
+    else:
+        table = Table("done", "skipped", "failed", "seconds per item", box=None)
+        per_item = summary.as_dict()["seconds_per_item"]
+        table.add_row(str(len(summary.done)), str(len(summary.skipped)), str(len(summary.failed)),
+                      "-" if per_item is None else f"{per_item:.2f}")  # fmt: skip
+        stdout.print(table)
+        for number, reason in summary.failed.items():
+            stdout.print(f"failed: item {number}: {reason}", markup=False)
+        stdout.print(f"report: {report}", markup=False)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
 
 
 @app.command(help="List the edit presets and their values.\n\nExample:\n\n  icdedit presets")

@@ -41,10 +41,10 @@ class Inversion:
 
 @dataclass(frozen=True)
 class EditResult:
-    source: Image.Image  # row 0: the source branch (a reconstruction of the photo)
     targets: list[Image.Image]  # one edited image per target prompt, at the input's size
     latents: torch.Tensor  # (1 + n, 4, h, w) final latents: source, then targets
     words: list[EditWords]
+    source: Image.Image | None = None  # row 0 decoded (a reconstruction), when asked for
 
 
 class Editor:
@@ -165,18 +165,24 @@ class Editor:
         amplify: Sequence[tuple[str, float]] | None = None,
         blend: Sequence[tuple[str, str]] | None = None,
         no_blend: bool = False,
+        decode_source: bool = False,
         on_step: OnStep | None = None,
     ) -> EditResult:
         """Edit an inversion: one image per target prompt, at the input's size.
 
         `amplify` and `blend` (and `no_blend`) override the words derived from the prompts
-        (see `p2p.plan.derive_edit_words`).
+        (see `p2p.plan.derive_edit_words`). The source row is only decoded to pixels when
+        `decode_source` asks for it: it is a reconstruction, and the VAE decoder is the
+        costliest network of the whole edit on the CPU.
         """
         source = check_prompt(source or inversion.prompt, "src")
         z, words = self.edit_latents(inversion.latent, source, targets, settings, amplify=amplify, blend=blend,
                                      no_blend=no_blend, on_step=on_step)  # fmt: skip
-        images = [resize(i, inversion.original_size) for i in self.decode_latents(z)]
-        return EditResult(images[0], images[1:], z.cpu(), words)
+        rows = z if decode_source else z[1:]
+        images = [resize(i, inversion.original_size) for i in self.decode_latents(rows)]
+        if decode_source:
+            return EditResult(images[1:], z.cpu(), words, source=images[0])
+        return EditResult(images, z.cpu(), words)
 
     @torch.no_grad()
     def edit_latents(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 
 class IcdEditError(Exception):
-    """A failure the user can fix. `hint` says how."""
+    """A failure the user can fix. `hint` says how; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)

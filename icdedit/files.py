@@ -31,10 +31,21 @@ def check_output(path: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> 
     return path
 
 
+TEMP_MARK = ".part"
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files that a killed run left (never a finished output)."""
+    stale = [p for p in Path(folder).glob(f".*{TEMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Call write(temp_path), then rename it onto `path`: readers never see half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK + path.suffix, dir=path.parent or ".")
     os.close(fd)
     try:
         write(Path(tmp))

@@ -6,14 +6,16 @@ loaded, so a bad invocation fails in milliseconds; every output is written atomi
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import batch
 from .editor import Editor, Inversion
 from .errors import InputError, OutputError
-from .files import check_output
+from .files import check_output, remove_stale_temp_files
 from .images import image_format, load_image, save_image, side_by_side
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, save_latent, size_text
 from .loader import load_model, resolve_device, resolve_dtype
@@ -296,7 +298,8 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         inversion = editor.invert(source.image, source.prompt, request.seed, request.size, on_step=step)
     step = reporter.stage("editing", plan.num_reverse_steps)
     result = editor.edit(inversion, targets, settings, source=source.prompt, amplify=request.amplify,
-                         blend=request.blend, no_blend=request.no_blend, on_step=step)  # fmt: skip
+                         blend=request.blend, no_blend=request.no_blend, on_step=step,
+                         decode_source=request.side_by_side and source.image is None)  # fmt: skip
     for image, path in zip(result.targets, outputs):
         save_image(image, path)
     report = {
@@ -324,3 +327,73 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         save_latent(request.save_latent, result.latents, meta)
         report["latent"] = str(request.save_latent)
     return report
+
+
+# -- batch -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchRequest:
+    inputs: list[str]
+    images: Path | None = None
+    out: Path = Path("edits")
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    size: int | None = None
+    shard: str | None = None
+    overwrite: bool = False
+    side_by_side: bool = False
+    defaults: dict = field(default_factory=dict)
+
+
+def batch_items(request: BatchRequest) -> list[batch.BatchItem]:
+    """Every item of the input, validated (ManifestError lists all bad rows), before any model."""
+    defaults = batch.BatchDefaults(**request.defaults)
+    first = Path(request.inputs[0])
+    if len(request.inputs) == 1 and first.suffix.lower() in batch.MANIFEST_SUFFIXES:
+        if not first.is_file():
+            raise batch.ManifestError([f"manifest not found: {first}"])
+        rows = batch.read_manifest(first)
+        root = request.images or first.parent
+    else:
+        if request.images is not None:
+            raise batch.ManifestError(["--images is for manifests; give image files or folders directly"])
+        rows = [{"image": str(p)} for p in batch.expand_images(request.inputs)]
+        root = Path(".")
+    if not rows:
+        raise batch.ManifestError([f"no items in {', '.join(request.inputs)}"])
+    return batch.build_items(rows, root, request.out, defaults)
+
+
+def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[batch.Summary, Path]:
+    reporter = reporter or Reporter()
+    items = batch_items(request)
+    shard = batch.parse_shard(request.shard) or batch.distributed_shard()
+    device = request.device
+    if shard is not None and device == "auto" and os.environ.get("LOCAL_RANK") is not None:
+        import torch
+
+        if torch.cuda.is_available():  # one GPU per rank under torchrun / accelerate launch
+            device = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    items = batch.take_shard(items, shard)
+    spec = resolve_model(request.model)
+    request.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(request.out)
+    name = "results.jsonl" if shard is None else f"results-shard-{shard[0]}-of-{shard[1]}.jsonl"
+    report = batch.Report(request.out / name)
+    editors: list[Editor] = []
+
+    def get_editor() -> Editor:  # loaded on first need: a run with nothing to do loads nothing
+        if not editors:
+            editors.append(load_editor(spec, device, request.dtype, reporter))
+        return editors[0]
+
+    advance = reporter.stage("editing", len(items))
+
+    def on_item(item: batch.BatchItem, outcome: str) -> None:
+        advance()
+        if outcome == "failed":
+            reporter.note(f"item {item.number} ({item.image.name}) failed: {report.records[item.number]['error']}")
+
+    summary = batch.run_items(items, report, get_editor, overwrite=request.overwrite,
+                              side_by_side_images=request.side_by_side, size=request.size, on_item=on_item)  # fmt: skip
+    return summary, report.path

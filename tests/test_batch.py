@@ -1,0 +1,245 @@
+"""`icdedit batch`: manifests, folders, resume, failures, kills and shards, on the tiny model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from icdedit.batch import (
+    BatchDefaults,
+    ManifestError,
+    build_items,
+    expand_images,
+    parse_shard,
+    read_manifest,
+    take_shard,
+)
+from icdedit.cli import app
+from icdedit.errors import SettingsError
+
+from .conftest import make_photo
+
+runner = CliRunner()
+
+ROWS = [
+    {"image": "a.png", "src": "a photo of a cat", "tgt": "a photo of a dog"},
+    {"image": "b.png", "src": "a photo of a cat", "tgt": "a red photo of a cat", "seed": 3},
+    {"image": "c.png", "src": "a photo of a dog", "tgt": "a photo of a bear", "blend": "dog bear", "guidance": 7},
+]
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(["a.png", "b.png", "c.png", "d.png"]):
+        make_photo(64 + 32 * (i % 2), 64, seed=i).save(folder / name)
+    return folder
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    suffix = path.suffix
+    if suffix in (".csv", ".tsv"):
+        keys = sorted({k for r in rows for k in r})
+        sep = "\t" if suffix == ".tsv" else ","
+        lines = [sep.join(keys)] + [sep.join(str(r.get(k, "")) for k in keys) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path.write_text(yaml.safe_dump(rows))
+    return path
+
+
+def run(*args):
+    return runner.invoke(app, [*map(str, args)])
+
+
+def records(out: Path, name="results.jsonl") -> list[dict]:
+    return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
+
+# -- parsing -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".yaml"])
+def test_every_manifest_format_reads_the_same_items(tmp_path, suffix):
+    rows = read_manifest(write_manifest(tmp_path / f"m{suffix}", ROWS))
+    items = build_items(rows, tmp_path, tmp_path / "out", BatchDefaults())
+    assert [i.image.name for i in items] == ["a.png", "b.png", "c.png"]
+    assert items[1].seed == 3 and items[0].seed == 0
+    assert items[2].blend == [("dog", "bear")] and items[2].settings.guidance == 7
+    assert items[0].settings.guidance == 19 and items[0].output == tmp_path / "out" / "0001-a-a-photo-of-a-dog.png"
+
+
+def test_pie_bench_csv_is_accepted_as_it_is(tmp_path):
+    (tmp_path / "pie.csv").write_text(
+        "file_name,old_caption,edited_caption,blended_words\n"
+        "000/a.jpg,a cat sitting,a dog sitting,cat dog\n"
+        '111/b.jpg,a photo of a house,a photo of a red house," "\n'
+    )
+    items = build_items(read_manifest(tmp_path / "pie.csv"), tmp_path / "imgs", tmp_path / "out", BatchDefaults())
+    assert items[0].image == tmp_path / "imgs" / "000" / "a.jpg"
+    assert (items[0].src, items[0].tgt, items[0].blend) == ("a cat sitting", "a dog sitting", [("cat", "dog")])
+    assert items[1].blend is None  # a blank blended_words means no blend
+
+
+def test_bad_rows_are_reported_together(tmp_path):
+    rows = [
+        {"image": "a.png", "src": "a cat", "tgt": "a dog"},
+        {"image": "", "src": "a cat", "tgt": "a dog"},
+        {"image": "b.png", "src": "a cat"},
+        {"image": "c.png", "src": "a cat", "tgt": "a dog", "tau": "high"},
+        {"image": "d.png", "src": "a cat", "tgt": "a dog", "preset": "nope"},
+        {"image": "e.png", "src": "a cat", "tgt": "a dog", "colour": "red"},
+        {"image": "f.png", "src": "a cat", "tgt": "a dog", "output": "0001-a-a-dog.png"},
+    ]
+    with pytest.raises(ManifestError) as info:
+        build_items(rows, tmp_path, tmp_path, BatchDefaults())
+    problems = info.value.problems
+    assert [p.split(":")[0] for p in problems] == ["row 2", "row 3", "row 4", "row 5", "row 6", "row 7"]
+    assert "image is missing" in problems[0] and "tgt" in problems[1] and "high" in problems[2]
+    assert "unknown preset" in problems[3] and "colour" in problems[4] and "row 1" in problems[5]
+    assert info.value.exit_code == 2
+
+
+def test_folders_and_globs_expand_in_order(photos):
+    assert [p.name for p in expand_images([str(photos)])] == ["a.png", "b.png", "c.png", "d.png"]
+    assert [p.name for p in expand_images([str(photos / "[bc].png"), str(photos / "a.png")])] == ["b.png", "c.png", "a.png"]
+
+
+def test_shards_partition_the_items_exactly():
+    items = list(range(23))
+    parts = [take_shard(items, (k, 5)) for k in range(1, 6)]
+    assert sorted(x for p in parts for x in p) == items
+    assert all(set(a).isdisjoint(b) for i, a in enumerate(parts) for b in parts[i + 1 :])
+    assert parts == [take_shard(items, (k, 5)) for k in range(1, 6)]  # deterministic
+    assert parse_shard("2/8") == (2, 8) and parse_shard(None) is None
+    for bad in ("0/4", "5/4", "x", "1-4"):
+        with pytest.raises(SettingsError):
+            parse_shard(bad)
+
+
+# -- running -----------------------------------------------------------------------------------------
+def test_folder_with_src_and_tgt_then_resume_does_nothing(photos, tiny_model):
+    args = ["batch", photos, "--src", "a photo of a cat", "--tgt", "a photo of a dog", "--model", tiny_model,
+            "--device", "cpu", "--out", "out"]  # fmt: skip
+    first = run(*args, "--json")
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert len(summary["done"]) == 4 and summary["failed"] == {}
+    out = Path("out")
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "0001-a-a-photo-of-a-dog.png", "0002-b-a-photo-of-a-dog.png", "0003-c-a-photo-of-a-dog.png",
+        "0004-d-a-photo-of-a-dog.png",
+    ]  # fmt: skip
+    assert Image.open(out / "0002-b-a-photo-of-a-dog.png").size == (96, 64)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    again = run(*args, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] == [1, 2, 3, 4]
+    assert json.loads(again.stdout)["done"] == []
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    redo = json.loads(run(*args, "--json", "--overwrite").stdout)
+    assert redo["done"] == [1, 2, 3, 4]
+    lines = records(out)
+    assert [r["item"] for r in lines] == [1, 2, 3, 4] and all(r["status"] == "done" for r in lines)
+    assert {"image", "src", "tgt", "settings", "output", "seconds", "status", "words"} <= set(lines[0])
+
+
+def test_a_bad_item_is_recorded_and_the_rest_succeed(photos, tiny_model):
+    (photos / "b.png").write_bytes((photos / "b.png").read_bytes()[:200])  # corrupt
+    rows = ROWS + [{"image": "d.png", "src": "a photo of a cat", "tgt": "a photo of a dog", "blend": "pug dog"},
+                   {"image": "missing.png", "src": "a cat", "tgt": "a dog"},
+                   {"image": "a.png", "src": "a photo of a cat", "tgt": "a photo of a lion"}]  # fmt: skip
+    manifest = write_manifest(photos / "m.csv", rows)
+    result = run("batch", manifest, "--model", tiny_model, "--device", "cpu", "--out", "out", "--json")
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["done"] == [1, 3, 6]
+    assert set(summary["failed"]) == {"2", "4", "5"}
+    assert "damaged" in summary["failed"]["2"] and "'pug'" in summary["failed"]["4"] and "not found" in summary["failed"]["5"]
+    by_item = {r["item"]: r for r in records(Path("out"))}
+    assert by_item[2]["status"] == "failed" and "b.png" in by_item[2]["error"]
+    assert by_item[6]["status"] == "done" and Path(by_item[6]["output"]).is_file()
+    assert not list(Path("out").glob("*.part*")) and not list(Path("out").glob(".*"))
+
+
+def test_unusable_manifest_exits_2_before_loading_any_model(photos):
+    manifest = write_manifest(photos / "m.jsonl", [{"image": "a.png", "src": "a cat"}, {"image": "b.png", "tgt": "x", "src": "y", "tau": 9}])
+    result = run("batch", manifest, "--model", "does-not-exist", "--out", "out")
+    assert result.exit_code == 2
+    assert "row 1" in result.stderr and "row 2" in result.stderr and "tau = 9.0" in result.stderr
+    assert not Path("out").exists()
+
+
+def test_batch_equals_edit_item_by_item(photos, tiny_model):
+    manifest = write_manifest(photos / "m.yaml", ROWS)
+    assert run("batch", manifest, "--model", tiny_model, "--device", "cpu", "--out", "out").exit_code == 0
+    for number, row in enumerate(ROWS, start=1):
+        args = ["edit", photos / row["image"], "--src", row["src"], "--tgt", row["tgt"], "--model", tiny_model,
+                "--device", "cpu", "--seed", row.get("seed", 0), "-o", f"single{number}.png"]  # fmt: skip
+        if "blend" in row:
+            args += ["--blend", *row["blend"].split()]
+        if "guidance" in row:
+            args += ["--guidance", row["guidance"]]
+        assert run(*args).exit_code == 0
+        batch_out = next(Path("out").glob(f"{number:04d}-*.png"))
+        assert np.array_equal(np.asarray(Image.open(batch_out)), np.asarray(Image.open(f"single{number}.png")))
+
+
+def test_shards_under_the_cli_cover_everything_once(photos, tiny_model):
+    common = ["batch", photos, "-s", "a photo of a cat", "-t", "a photo of a dog", "-m", tiny_model, "--device", "cpu",
+              "--out", "out", "--json"]  # fmt: skip
+    a = json.loads(run(*common, "--shard", "1/2").stdout)
+    b = json.loads(run(*common, "--shard", "2/2").stdout)
+    assert a["done"] == [1, 3] and b["done"] == [2, 4]
+    assert (Path("out") / "results-shard-1-of-2.jsonl").is_file() and (Path("out") / "results-shard-2-of-2.jsonl").is_file()
+
+
+def test_torchrun_environment_picks_the_ranks_shard(photos, tiny_model, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    result = run("batch", photos, "-s", "a photo of a cat", "-t", "a photo of a dog", "-m", tiny_model,
+                 "--device", "cpu", "--out", "out", "--json")  # fmt: skip
+    assert json.loads(result.stdout)["done"] == [2, 4]
+
+
+def test_a_killed_run_resumes_and_completes_every_item_exactly_once(tmp_path, tiny_model):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        make_photo(64, 64, seed=i).save(folder / f"p{i}.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "icdedit", "batch", str(folder), "-s", "a photo of a cat", "-t", "a photo of a dog",
+           "-m", str(tiny_model), "--device", "cpu", "--size", "256", "--out", str(out), "--json"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "results.jsonl").is_file() and (out / "results.jsonl").read_text().count('"done"') >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [r for r in records(out) if r["status"] == "done"]
+    assert 2 <= len(first) < 8, "the kill should land mid-way"
+    for r in first:  # whatever is recorded done is a complete image
+        assert Image.open(r["output"]).size == (64, 64)
+    resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    summary = json.loads(resumed.stdout)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(summary["skipped"]) == sorted(r["item"] for r in first)
+    assert sorted(summary["done"] + summary["skipped"]) == list(range(1, 9))
+    assert len(set(summary["done"]) & set(summary["skipped"])) == 0
+    final = records(out)
+    assert [r["item"] for r in final] == list(range(1, 9)) and all(r["status"] == "done" for r in final)
+    assert len(list(out.glob("*.png"))) == 8
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # a killed write's temp file is gone
