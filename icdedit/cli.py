@@ -132,10 +132,17 @@ def handles_errors(command):
     return wrapper
 
 
-def reporter(ctx: typer.Context, progress) -> workflow.Reporter:
-    """Progress and notes on stderr; notes are silent with --quiet."""
+def reporter(ctx: typer.Context, progress, interactive: bool = True) -> workflow.Reporter:
+    """Progress and notes on stderr (silent with --quiet); questions only on a terminal."""
     quiet = _options(ctx)["quiet"]
-    return workflow.Reporter(progress, None if quiet else lambda message: stderr.print(message, markup=False))
+
+    def confirm(question: str) -> bool:
+        if not (interactive and sys.stdin.isatty() and stderr.is_terminal):
+            return False
+        progress.stop()
+        return typer.confirm(question, default=False, err=True)
+
+    return workflow.Reporter(progress, None if quiet else lambda message: stderr.print(message, markup=False), confirm)
 
 
 class RateColumn(ProgressColumn):
@@ -374,6 +381,57 @@ def batch(
         stdout.print(f"report: {report}", markup=False)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+@app.command(help="Show the known models and which of their parts are on disk.\n\nExample:\n\n  icdedit models")
+@handles_errors
+def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    report = workflow.models_report()
+    if as_json:
+        stdout.print(json.dumps(report), markup=False)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("model", "part", "on disk", "size", "path"):
+        table.add_column(column, overflow="fold", no_wrap=column != "path")
+    for entry in report:
+        for i, part in enumerate(entry["parts"]):
+            table.add_row(entry["model"] if i == 0 else "", part["part"], "yes" if part["present"] else "no",
+                          _size(part["size_bytes"]) if part["present"] else f"~{_size(part['size_bytes'])}",
+                          part["location"])  # fmt: skip
+    stdout.print(table)
+    for entry in report:
+        if not entry["ready"]:
+            stdout.print(f"{entry['model']}: about {_size(entry['download_bytes'])} to download: {entry['download_command']}",
+                         markup=False)  # fmt: skip
+    stdout.print("tiny: built locally on first use (--model tiny), nothing to download", markup=False)
+
+
+@app.command(
+    help=(
+        "Download what a model is missing: the base pipeline from the Hugging Face hub (only the files "
+        "icdedit reads) and the iCD teacher and LoRAs from the official release. Interrupted downloads "
+        "resume when run again.\n\nExample:\n\n  icdedit download sd15-4step-v1"
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def download(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name or model .yaml file.")],
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32 or fp16: which base weights to fetch.")] = "fp32",
+    as_json: JsonOpt = False,
+) -> None:
+    if dtype not in ("fp32", "fp16"):
+        raise SettingsError(f"--dtype {dtype!r} is not fp32 or fp16")
+    with progress_bar(ctx, not as_json) as progress:
+        result = workflow.run_download(workflow.DownloadRequest(model, dtype), reporter(ctx, progress))
+    emit(result, as_json, [*result["placed"], *([result["base"]] if result.get("base") else [])] or ["nothing to do"])
 
 
 @app.command(help="List the edit presets and their values.\n\nExample:\n\n  icdedit presets")

@@ -78,12 +78,24 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+class MissingWeightsError(ModelError):
+    """A weight file is not on disk; `spec` says which model, so the CLI can offer to fetch it."""
+
+    def __init__(self, message: str, hint: str, spec: ModelSpec):
+        super().__init__(message, hint)
+        self.spec = spec
+
+
 def _require_file(path: Path, part: str, spec: ModelSpec) -> None:
     if path.is_file():
         return
+    from .download import download_command
+
     source = spec.sources.get("teacher" if part == "teacher" else "loras")
-    where = f"download it from {source} and unpack it into {path.parent}" if source else f"put the file at {path}"
-    raise ModelError(f"{part} weights of model {spec.name!r} not found: {path}", where)
+    where = f"run `{download_command(spec)}`" + (f" (or fetch {source} and unpack it into {path.parent})" if source else "")
+    if not source:
+        where = f"put the file at {path}"
+    raise MissingWeightsError(f"{part} weights of model {spec.name!r} not found: {path}", where, spec)
 
 
 def _base_kwargs(spec: ModelSpec) -> dict:
@@ -93,15 +105,29 @@ def _base_kwargs(spec: ModelSpec) -> dict:
 
 def _load_base_part(loader, spec: ModelSpec, subfolder: str):
     try:
-        return loader(spec.base, subfolder=subfolder, **_base_kwargs(spec))
+        try:
+            return loader(spec.base, subfolder=subfolder, **_base_kwargs(spec))
+        except OSError:
+            if subfolder not in ("vae", "text_encoder"):
+                raise
+            # `icdedit download` fetches only the fp16 weights for fp16 runs
+            return loader(spec.base, subfolder=subfolder, variant="fp16", **_base_kwargs(spec))
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        from .download import download_command
+
         hint = (
             f"check the folder {spec.base}"
             if spec.base_is_local
-            else f"fetch it once with `huggingface-cli download {spec.base}` (needs network), or set base to a local folder"
+            else f"run `{download_command(spec)}` (needs network; looked in {_hub_cache()}), or set base to a local folder"
         )
         raise ModelError(f"base model {spec.base!r}: cannot load {subfolder} ({first})", hint) from None
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
 
 
 def _read_scheduler_config(spec: ModelSpec) -> dict:

@@ -114,7 +114,7 @@ def load_spec(path: Path) -> ModelSpec:
             resolution=int(data.get("resolution", 512)),
             family=str(data.get("family", "sd15")),
             description=str(data.get("description", "")),
-            sources=dict(data.get("sources") or {}),
+            sources={str(k): str(v) for k, v in (data.get("sources") or {}).items()},
             random_weights=bool(data.get("random_weights", False)),
             path=path,
         )

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import batch
+from . import batch, download
 from .editor import Editor, Inversion
 from .errors import InputError, OutputError
 from .files import check_output, remove_stale_temp_files
 from .images import image_format, load_image, save_image, side_by_side
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, save_latent, size_text
-from .loader import load_model, resolve_device, resolve_dtype
+from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
 from .metrics import psnr, ssim
 from .p2p.plan import derive_all_edit_words
 from .presets import load_preset
@@ -27,11 +27,32 @@ from .text import check_prompt, truncation_warning
 
 
 class Reporter:
-    """Progress and notes for the person at the terminal; silent by default (library use)."""
+    """Progress and notes for the person at the terminal; silent by default (library use).
 
-    def __init__(self, progress=None, note: Callable[[str], None] | None = None):
+    `confirm(question)` asks the person (the CLI only does so on an interactive terminal);
+    without it, nothing is ever downloaded implicitly."""
+
+    def __init__(self, progress=None, note: Callable[[str], None] | None = None,
+                 confirm: Callable[[str], bool] | None = None):  # fmt: skip
         self.progress = progress
         self._note = note
+        self._confirm = confirm
+
+    def confirm(self, question: str) -> bool:
+        return bool(self._confirm and self._confirm(question))
+
+    def bytes_progress(self) -> Callable[[str, int, int | None], None]:
+        """A progress callback for downloads: one line per file."""
+        tasks: dict[str, object] = {}
+
+        def update(name: str, done: int, total: int | None) -> None:
+            if self.progress is None:
+                return
+            if name not in tasks:
+                tasks[name] = self.progress.add_task(f"downloading {name}", total=total)
+            self.progress.update(tasks[name], completed=done, total=total)
+
+        return update
 
     def note(self, message: str) -> None:
         if self._note is not None:
@@ -49,7 +70,14 @@ def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter) ->
     resolve_dtype(dtype, resolve_device(device))  # a bad --device/--dtype fails before anything else
     if spec.random_weights:
         reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
-    reporter.stage(f"loading {spec.name}", None)
+    try:
+        reporter.stage(f"loading {spec.name}", None)
+        return Editor(load_model(spec, device=device, dtype=dtype))
+    except MissingWeightsError as exc:
+        size = download.missing_download_bytes(spec) / 1e9
+        if not reporter.confirm(f"{exc.message}. Download what model {spec.name!r} is missing (about {size:.1f} GB) now?"):
+            raise
+    run_download(DownloadRequest(spec.name if spec.path is None else str(spec.path), dtype), reporter)
     return Editor(load_model(spec, device=device, dtype=dtype))
 
 
@@ -397,3 +425,39 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
     summary = batch.run_items(items, report, get_editor, overwrite=request.overwrite,
                               side_by_side_images=request.side_by_side, size=request.size, on_item=on_item)  # fmt: skip
     return summary, report.path
+
+
+# -- models and download ---------------------------------------------------------------------------
+def models_report() -> list[dict]:
+    """Every known model with, for each part, whether it is on disk, its size and its path."""
+    from .specs import DEFAULT_MODEL, builtin_specs
+
+    report = []
+    for spec in sorted(builtin_specs().values(), key=lambda s: (s.name != DEFAULT_MODEL, s.name)):
+        parts = download.model_status(spec)
+        report.append({
+            "model": spec.name,
+            "description": spec.description,
+            "ready": all(p.present for p in parts),
+            "parts": [{"part": p.part, "present": p.present, "size_bytes": p.size_bytes, "location": p.location,
+                       "source": p.source} for p in parts],
+            "download_bytes": download.missing_download_bytes(spec),
+            "download_command": download.download_command(spec),
+        })  # fmt: skip
+    return report
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    model: str
+    dtype: str = "fp32"
+
+
+def run_download(request: DownloadRequest, reporter: Reporter | None = None) -> dict:
+    reporter = reporter or Reporter()
+    spec = resolve_model(request.model)
+    if spec.random_weights:
+        return {"command": "download", "model": spec.name, "placed": [], "note": "built locally, nothing to download"}
+    placed = download.download_icd_files(spec, progress=reporter.bytes_progress())
+    base = download.download_base(spec, "fp16" if request.dtype == "fp16" else "fp32")
+    return {"command": "download", "model": spec.name, "placed": [str(p) for p in placed], "base": str(base)}
