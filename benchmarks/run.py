@@ -28,7 +28,8 @@ import torch
 CONFIGS = Path(__file__).resolve().parent / "configs"
 SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
 STAGES = ("text", "vae_encode", "forward", "reverse", "vae_decode")
-VARIANTS = ("icdedit", "baseline")
+VARIANTS = ("icdedit", "icdedit-graphs", "icdedit-lowrank", "icdedit-swap", "baseline")
+DEFAULT_VARIANTS = {"cpu": "icdedit,baseline", "cuda": "icdedit,icdedit-graphs,icdedit-lowrank,baseline"}
 
 
 # -- building the models ------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ class EvalCounter:
         self.rows.append(int(args[0].shape[0]))
 
 
-def run_icdedit(parts: dict, args, device, dtype, clock: Clock):
+def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "icdedit"):
     from icdedit.editor import Editor
     from icdedit.loader import assemble_bundle
     from icdedit.lora import parse_peft_lora
@@ -121,12 +122,14 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock):
         teacher=parts["unet"], forward=parse_peft_lora(parts["forward"], 8, "forward"),
         reverse=parse_peft_lora(parts["reverse"], 8, "reverse"), schedule=NoiseSchedule.scaled_linear(),
         device=device, dtype=dtype,
+        adapter_strategy={"icdedit-lowrank": "low-rank", "icdedit-swap": "weight-swap"}.get(variant, "auto"),
     )  # fmt: skip
     parts.clear()  # the bundle holds the only copy now
-    editor = Editor(bundle)
+    editor = Editor(bundle, cuda_graphs=variant == "icdedit-graphs")
     image = synthetic_photo(args.size)
     settings = EditSettings()
     counter = EvalCounter([bundle.unet])
+    counter.bundle = bundle
 
     def once():
         editor._prompt_cache.clear()  # time the text encoder on every run
@@ -210,8 +213,10 @@ def child(args) -> dict:
     started = time.perf_counter()
     parts = build_components(args.arch, device, args.seed, args.lora_rank)
     clock = Clock(device)
-    make = run_icdedit if args.child == "icdedit" else run_baseline
-    once, counter = make(parts, args, device, dtype, clock)
+    if args.child == "baseline":
+        once, counter = run_baseline(parts, args, device, dtype, clock)
+    else:
+        once, counter = run_icdedit(parts, args, device, dtype, clock, args.child)
     build_seconds = time.perf_counter() - started
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -231,6 +236,7 @@ def child(args) -> dict:
         "rows_per_eval": counter.rows[:evals_per_run],
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
+        "adapter_strategy": getattr(getattr(counter, "bundle", None), "adapters", None) and counter.bundle.adapters.strategy,
     }
 
 
@@ -280,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lora-rank", type=int, default=64)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=None, help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -289,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     results = {}
-    for variant in args.variants.split(","):
+    variants = args.variants or DEFAULT_VARIANTS["cuda" if args.device.startswith("cuda") else "cpu"]
+    for variant in variants.split(","):
         cmd = [sys.executable, "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:]), "--child", variant]
         print(f"running {variant} ...", file=sys.stderr, flush=True)
         done = subprocess.run(cmd, capture_output=True, text=True)

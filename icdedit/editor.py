@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from . import engine
+from .graphs import GraphRunner
 from .images import from_model_output, prepare_image, resize, to_model_input
 from .loader import ModelBundle, load_model
 from .p2p.control import AttentionController, attention_control
@@ -48,14 +49,19 @@ class EditResult:
 
 
 class Editor:
-    def __init__(self, bundle: ModelBundle, prompt_cache_size: int = 64):
+    """`cuda_graphs=True` captures each UNet evaluation as a CUDA graph on first use and
+    replays it afterwards: the first edit of a given shape pays for the capture, later ones
+    run several times faster (see `graphs.py`). Off CUDA it changes nothing but bookkeeping."""
+
+    def __init__(self, bundle: ModelBundle, prompt_cache_size: int = 64, cuda_graphs: bool = False):
         self.bundle = bundle
         self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
+        self._graphs = GraphRunner(bundle.unet, bundle.device, bundle.dtype) if cuda_graphs else None
 
     @classmethod
-    def load(cls, model: str | None = None, device: str = "auto", dtype: str = "auto") -> Editor:
-        return cls(load_model(resolve_model(model), device=device, dtype=dtype))
+    def load(cls, model: str | None = None, device: str = "auto", dtype: str = "auto", cuda_graphs: bool = False) -> Editor:
+        return cls(load_model(resolve_model(model), device=device, dtype=dtype), cuda_graphs=cuda_graphs)
 
     @property
     def spec(self):
@@ -100,20 +106,28 @@ class Editor:
         embeddings: torch.Tensor,
         guidance: Callable[[int], list[float]],
         *,
-        before_step: Callable[[int], None] | None = None,
+        model: str,
+        controller: AttentionController | None = None,
         on_step: OnStep | None = None,
     ) -> engine.Denoiser:
-        """eps(x, t, step): the UNet with these prompts and per-row guidance scales w(t)."""
+        """eps(x, t, step): the UNet with these prompts and per-row guidance scales w(t).
+
+        `model` names the active adapter ('forward' or 'reverse'), `controller` the attention
+        control that the loop must tell which step it is on."""
         unet, dtype = self.bundle.unet, self.bundle.dtype
         dim = self.spec.guidance_embed_dim
 
+        def cond_of(w: list[float]) -> torch.Tensor:
+            return guidance_embedding(torch.tensor(w, dtype=torch.float32), dim).to(self.device, dtype)
+
+        if self._graphs is not None:
+            return self._graphs.denoiser(model, embeddings, guidance, cond_of, controller, on_step)
+
         @torch.no_grad()
         def eps(x: torch.Tensor, t: int, step: int) -> torch.Tensor:
-            if before_step is not None:
-                before_step(step)
-            w = torch.tensor(guidance(t), dtype=torch.float32)
-            cond = guidance_embedding(w, dim).to(self.device, dtype)
-            out = unet(x.to(dtype), t, encoder_hidden_states=embeddings.to(dtype), timestep_cond=cond).sample
+            if controller is not None:
+                controller.begin_step(step)
+            out = unet(x.to(dtype), t, encoder_hidden_states=embeddings.to(dtype), timestep_cond=cond_of(guidance(t))).sample
             if on_step is not None:
                 on_step()
             return out.float()
@@ -130,7 +144,7 @@ class Editor:
         """
         noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
         embeddings = self.prompt_embeddings([prompt])
-        eps = self.denoiser(embeddings, lambda t: [0.0], on_step=on_step)
+        eps = self.denoiser(embeddings, lambda t: [0.0], model="forward", on_step=on_step)
         with self.bundle.adapters.use("forward"):
             return engine.invert(eps, z0, noise.to(self.device), self.bundle.plan, self.bundle.schedule)
 
@@ -149,7 +163,7 @@ class Editor:
     ) -> tuple[Image.Image, torch.Tensor]:
         """Decode an inversion with its own prompt and dynamic guidance; image at the input's size."""
         w = dynamic_guidance(guidance, tau)
-        eps = self.denoiser(self.prompt_embeddings([inversion.prompt]), lambda t: [w(t)], on_step=on_step)
+        eps = self.denoiser(self.prompt_embeddings([inversion.prompt]), lambda t: [w(t)], model="reverse", on_step=on_step)
         with self.bundle.adapters.use("reverse"):
             z = engine.decode(eps, inversion.latent.to(self.device), self.bundle.plan, self.bundle.schedule)
         return resize(self.decode_latents(z)[0], inversion.original_size), z.cpu()
@@ -215,12 +229,17 @@ class Editor:
             self_replace=settings.self_replace, blend_threshold=settings.blend_threshold,
         )  # fmt: skip
         z_T = z_T.to(self.device)
-        controller = AttentionController(control, tuple(z_T.shape[2:]), self.device, self.bundle.dtype)
+        latent_size = tuple(z_T.shape[2:])
+        if self._graphs is not None:
+            controller = self._graphs.controller(control, latent_size)
+        else:
+            controller = AttentionController(control, latent_size, self.device, self.bundle.dtype)
         w = dynamic_guidance(settings.guidance, settings.tau)
         eps = self.denoiser(
             self.prompt_embeddings([source, *targets]),
             lambda t: [0.0] + [w(t)] * len(targets),
-            before_step=controller.begin_step,
+            model="reverse",
+            controller=controller,
             on_step=on_step,
         )
         rows = z_T.expand(1 + len(targets), *z_T.shape[1:])

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelError, SettingsError
-from .lora import AdapterSwitch, merge_lora, read_peft_lora
+from .lora import AdapterSwitch, LowRankSwitch, WeightSwapSwitch, forward_merged_weights, merge_lora, read_peft_lora
 from .schedule import NoiseSchedule, StepPlan
 from .specs import ModelSpec
 
@@ -220,12 +220,23 @@ def assemble_bundle(
     schedule: NoiseSchedule,
     device: torch.device,
     dtype: torch.dtype,
+    adapter_strategy: str = "auto",
 ) -> ModelBundle:
     """Merge the reverse LoRA into the teacher (in float32, before the cast), move everything
-    to the device, and attach the forward model as a low-rank correction."""
+    to the device, and attach the forward model: as swapped merged weights on CUDA, as a
+    low-rank correction elsewhere (see `lora.py`; `adapter_strategy` overrides)."""
+    if adapter_strategy == "auto":
+        adapter_strategy = "weight-swap" if device.type == "cuda" else "low-rank"
+    if adapter_strategy not in ("weight-swap", "low-rank"):
+        raise ValueError(f"unknown adapter strategy {adapter_strategy!r}")
+    forward_weights = forward_merged_weights(teacher, forward, reverse, spec.forward_lora) if adapter_strategy == "weight-swap" else None
     merge_lora(teacher, reverse, spec.reverse_lora)
     for module in (text_encoder, vae, teacher):
         module.to(device, dtype).eval().requires_grad_(False)
+    if forward_weights is not None:
+        adapters: AdapterSwitch = WeightSwapSwitch(teacher, {k: v.to(device, dtype) for k, v in forward_weights.items()})
+    else:
+        adapters = LowRankSwitch(teacher, forward, reverse)
     return ModelBundle(
         spec=spec,
         plan=spec.plan(),
@@ -234,7 +245,7 @@ def assemble_bundle(
         text_encoder=text_encoder,
         vae=vae,
         unet=teacher,
-        adapters=AdapterSwitch(teacher, forward, reverse),
+        adapters=adapters,
         device=device,
         dtype=dtype,
     )

@@ -102,3 +102,29 @@ def test_device_and_dtype_resolution():
         with pytest.raises(SettingsError, match="CUDA is not available"):
             resolve_device("cuda:0")
         assert resolve_device("auto").type in ("cpu", "mps")
+
+
+def test_both_adapter_strategies_give_the_same_models(tiny_spec):
+    """weight-swap (the CUDA default) and low-rank (the CPU default) are the same two models."""
+    from icdedit.editor import Editor
+    from icdedit.loader import assemble_bundle, build_teacher_unet
+    from icdedit.lora import read_peft_lora
+    from icdedit.schedule import NoiseSchedule
+
+    from .conftest import make_photo
+
+    results = []
+    for strategy in ("low-rank", "weight-swap"):
+        base = load_model(tiny_spec, device="cpu")
+        bundle = assemble_bundle(
+            tiny_spec, tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+            teacher=build_teacher_unet(tiny_spec), forward=read_peft_lora(tiny_spec.forward_lora, 8),
+            reverse=read_peft_lora(tiny_spec.reverse_lora, 8), schedule=NoiseSchedule.scaled_linear(),
+            device=torch.device("cpu"), dtype=torch.float32, adapter_strategy=strategy,
+        )  # fmt: skip
+        assert bundle.adapters.strategy == strategy
+        editor = Editor(bundle)
+        inversion = editor.invert(make_photo(64, 64), "a photo of a cat", seed=1)
+        results.append((inversion.latent, editor.edit(inversion, ["a photo of a dog"]).latents))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-4)

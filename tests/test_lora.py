@@ -3,7 +3,16 @@ import torch
 from safetensors.torch import save_file
 
 from icdedit.errors import ModelError
-from icdedit.lora import LORA_KEY_PREFIX, AdapterSwitch, LoraFactors, is_lora_target, merge_lora, read_peft_lora
+from icdedit.lora import (
+    LORA_KEY_PREFIX,
+    LoraFactors,
+    LowRankSwitch,
+    WeightSwapSwitch,
+    forward_merged_weights,
+    is_lora_target,
+    merge_lora,
+    read_peft_lora,
+)
 
 
 def test_linear_delta_is_scale_times_b_at_a():
@@ -97,15 +106,17 @@ def _factors(seed, names=("to_q", "to_k")):
     return {n: LoraFactors(torch.randn(2, 6, generator=g), torch.randn(6, 2, generator=g), 4.0) for n in names}
 
 
-def test_adapter_switch_matches_separately_merged_models_and_never_drifts():
-    fwd, rev = _factors(1), _factors(2, names=("to_q",))  # the LoRAs need not cover the same layers
+@pytest.mark.parametrize("strategy", ["low-rank", "weight-swap"])
+def test_adapter_switch_matches_separately_merged_models_and_never_drifts(strategy):
+    fwd, rev = _factors(1, names=("to_q",)), _factors(2)  # the LoRAs need not cover the same layers
     x = torch.randn(3, 6)
     ref_fwd, ref_rev = _tiny_net(), _tiny_net()
     merge_lora(ref_fwd, fwd, "fwd")
     merge_lora(ref_rev, rev, "rev")
     net = _tiny_net()
+    forward_weights = forward_merged_weights(net, fwd, rev, "fwd")
     merge_lora(net, rev, "rev")
-    switch = AdapterSwitch(net, fwd, rev)
+    switch = LowRankSwitch(net, fwd, rev) if strategy == "low-rank" else WeightSwapSwitch(net, forward_weights)
     with torch.no_grad():
         first_rev = net(x)
         with switch.use("forward"):

@@ -111,7 +111,7 @@ def test_batch_of_two_equals_batch_of_four_without_unconditional_rows(editor, re
     controller = AttentionController(plan, tuple(inversion.latent.shape[2:]), editor.device, torch.float32)
     w = lambda t: settings.guidance if t / 1000 <= settings.tau else 0.0  # noqa: E731
     emb = editor.prompt_embeddings(["", "", source, *targets])
-    eps4 = editor.denoiser(emb, lambda t: [0.0, 0.0, 0.0, w(t)], before_step=controller.begin_step)
+    eps4 = editor.denoiser(emb, lambda t: [0.0, 0.0, 0.0, w(t)], model="reverse", controller=controller)
     z = inversion.latent.expand(2, -1, -1, -1)
     with editor.bundle.adapters.use("reverse"), attention_control(editor.bundle.unet, controller):
         batch4 = engine.decode(lambda x, t, k: eps4(torch.cat([x, x]), t, k)[2:], z, editor.bundle.plan,
@@ -211,3 +211,20 @@ def test_latent_inversion_round_trip_is_deterministic(editor):
     c = editor.invert(image, "a cat", seed=12)
     assert torch.equal(a.latent, b.latent) and not torch.equal(a.latent, c.latent)
     assert isinstance(a, Inversion) and a.processed_size == (64, 64)
+
+
+def test_graph_bookkeeping_reuses_controllers_without_changing_results(editor, inversion):
+    """The CUDA-graph path keeps one controller per control structure and loads each new plan
+    into it; off CUDA it runs eagerly, so its results must equal the plain path's exactly."""
+    from icdedit.editor import Editor
+
+    graphed = Editor(editor.bundle, cuda_graphs=True)
+    settings = EditSettings(blend_threshold=0.6)
+    edits = [["a photo of a dog on the grass"], ["a photo of a lion on the grass"], ["a red photo of a cat on the grass"]]
+    for targets in edits + edits[:1]:  # the same structure twice in a row, then a refine, then back
+        expected = editor.edit(inversion, targets, settings).latents
+        got = graphed.edit(inversion, targets, settings).latents
+        assert torch.equal(got, expected), targets
+    assert len(graphed._graphs._controllers) == 2  # replace and refine structures
+    z0 = graphed.invert(make_photo(64, 64, seed=2), "a cat", seed=4).latent
+    assert torch.equal(z0, editor.invert(make_photo(64, 64, seed=2), "a cat", seed=4).latent)

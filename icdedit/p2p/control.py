@@ -59,24 +59,57 @@ class AttentionController:
             for t in plan.targets
         ]
         self._alphas = [t.cross_alpha.to(**to) for t in plan.targets]
-        words = torch.zeros(1 + self.num_targets, plan.token_count, device=device, dtype=torch.float32)
-        words[0, list(plan.source_blend_positions)] = 1.0
+        self._blend_words = torch.zeros(1 + self.num_targets, plan.token_count, device=device, dtype=torch.float32)
+        # summed over steps, layers and heads; updated in place, so that captured CUDA graphs
+        # of the UNet accumulate into the same buffer on every replay
+        rows, blend_queries = 1 + self.num_targets, self.blend_size[0] * self.blend_size[1]
+        self._blend_sum = torch.zeros(rows, blend_queries, device=device, dtype=torch.float32)
+        self._pairs_this_step = 0  # (layer, head) pairs seen in this step, when Python runs
+        self._pairs_per_step = 0  # kept for graph replays, where it does not
+        self.load(plan)
+
+    def structure(self) -> tuple:
+        """What decides which kernels run in each step: equal structures can share CUDA graphs."""
+        plan = self.plan
+        return (
+            self.blend_size, self.dtype, plan.num_steps, plan.token_count, tuple(t.mode for t in plan.targets),
+            plan.blends, plan.self_window, tuple(plan.cross_active(k) for k in range(plan.num_steps)),
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def load(self, plan: ControlPlan) -> None:
+        """Take another plan of the same structure: its values are copied into our buffers."""
+        self.plan = plan
         for i, t in enumerate(plan.targets):
-            words[1 + i, list(t.blend_positions)] = 1.0
-        self._blend_words = words
-        self._blend_sum: torch.Tensor | None = None  # (rows, H/4 * W/4), summed over steps, layers, heads
-        self._blend_pairs = 0  # (layer, head) pairs per step, to turn the sum into the official mean
+            self._equalizers[i].copy_(t.equalizer)
+            self._alphas[i].copy_(t.cross_alpha)
+            if t.mapper is not None:
+                self._mappers[i].copy_(t.mapper)
+            else:
+                self._refine[i][0].copy_(t.refine_index)
+                self._refine[i][1].copy_(t.refine_weight)
+        self._blend_words.zero_()
+        self._blend_words[0, list(plan.source_blend_positions)] = 1.0
+        for i, t in enumerate(plan.targets):
+            self._blend_words[1 + i, list(t.blend_positions)] = 1.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the local-blend maps of a previous decode."""
+        self._blend_sum.zero_()
+        self.step = 0
 
     # -- driven by the decode loop ------------------------------------------------------
     def begin_step(self, step: int) -> None:
         self.step = step
-        self._blend_pairs = 0
+        self._pairs_this_step = 0
 
     def after_step(self, step: int, z: torch.Tensor) -> torch.Tensor:
         """Local blend: keep row 0 outside the mask of the edited words (ICD_SPEC section 6)."""
-        if not self.plan.blends or self._blend_sum is None:
+        if not self.plan.blends:
             return z
-        maps = (self._blend_sum / self._blend_pairs).view(-1, 1, *self.blend_size)
+        self._pairs_per_step = self._pairs_this_step or self._pairs_per_step
+        maps = (self._blend_sum / self._pairs_per_step).view(-1, 1, *self.blend_size)
         maps = F.max_pool2d(maps, kernel_size=3, stride=1, padding=1)
         maps = F.interpolate(maps, size=tuple(z.shape[2:]), mode="nearest")
         peak = maps.amax(dim=(2, 3), keepdim=True)
@@ -141,9 +174,8 @@ class AttentionController:
     def _accumulate_blend(self, probs: torch.Tensor) -> None:
         # sum over the chosen words' columns and over heads; the sum over steps is what
         # local blend reads (maps accumulated over the steps so far, after this step's control)
-        words = torch.einsum("rhqc,rc->rq", probs.float(), self._blend_words)
-        self._blend_sum = words if self._blend_sum is None else self._blend_sum + words
-        self._blend_pairs += probs.shape[1]
+        self._blend_sum.add_(torch.einsum("rhqc,rc->rq", probs.float(), self._blend_words))
+        self._pairs_this_step += probs.shape[1]
 
 
 class ControlledAttnProcessor:
