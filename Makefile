@@ -17,8 +17,11 @@ install: $(BIN)/python
 test:
 	$(BIN)/python -m pytest -q
 
+# CPU, 256 px, icdedit and the official-style baseline in one run (about 5 minutes on 2 cores);
+# on a GPU: make bench BENCH_ARGS="--device cuda --dtype fp16 --size 512 --runs 20 --warmup 3"
+BENCH_ARGS ?= --device cpu --size 256 --runs 2 --warmup 1
 bench:
-	$(BIN)/python -m benchmarks.run --device cpu --size 256
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

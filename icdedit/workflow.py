@@ -66,19 +66,22 @@ class Reporter:
         return lambda: self.progress.advance(task)
 
 
-def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter) -> Editor:
-    resolve_dtype(dtype, resolve_device(device))  # a bad --device/--dtype fails before anything else
+def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cuda_graphs: bool = False) -> Editor:
+    torch_device = resolve_device(device)
+    resolve_dtype(dtype, torch_device)  # a bad --device/--dtype fails before anything else
+    if cuda_graphs and torch_device.type != "cuda":
+        reporter.note(f"note: --cuda-graphs needs a CUDA device; running eagerly on {torch_device}")
     if spec.random_weights:
         reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
     try:
         reporter.stage(f"loading {spec.name}", None)
-        return Editor(load_model(spec, device=device, dtype=dtype))
+        return Editor(load_model(spec, device=device, dtype=dtype), cuda_graphs=cuda_graphs)
     except MissingWeightsError as exc:
         size = download.missing_download_bytes(spec) / 1e9
         if not reporter.confirm(f"{exc.message}. Download what model {spec.name!r} is missing (about {size:.1f} GB) now?"):
             raise
     run_download(DownloadRequest(spec.name if spec.path is None else str(spec.path), dtype), reporter)
-    return Editor(load_model(spec, device=device, dtype=dtype))
+    return Editor(load_model(spec, device=device, dtype=dtype), cuda_graphs=cuda_graphs)
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -370,6 +373,7 @@ class BatchRequest:
     shard: str | None = None
     overwrite: bool = False
     side_by_side: bool = False
+    cuda_graphs: bool = False
     defaults: dict = field(default_factory=dict)
 
 
@@ -412,7 +416,7 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
 
     def get_editor() -> Editor:  # loaded on first need: a run with nothing to do loads nothing
         if not editors:
-            editors.append(load_editor(spec, device, request.dtype, reporter))
+            editors.append(load_editor(spec, device, request.dtype, reporter, request.cuda_graphs))
         return editors[0]
 
     advance = reporter.stage("editing", len(items))

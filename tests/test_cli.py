@@ -43,7 +43,8 @@ def assert_clean_error(result, *fragments, folder=None, before=None):
 
 
 # -- help --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", [[], ["invert"], ["reconstruct"], ["edit"], ["presets"]])
+@pytest.mark.parametrize("command", [[], ["invert"], ["reconstruct"], ["edit"], ["presets"], ["batch"], ["models"],
+                                     ["download"]])  # fmt: skip
 def test_help_shows_an_example(command):
     result = run(*command, "--help")
     assert result.exit_code == 0 and "Example" in result.stdout
@@ -150,6 +151,15 @@ def test_edit_from_a_latent_equals_edit_from_the_image(work):
     assert run("edit", "photo.png", "--src", "a photo of a cat", *common, "-o", "from-image.png").exit_code == 0
     a, b = (np.asarray(Image.open(folder / n)) for n in ("from-latent.png", "from-image.png"))
     assert np.array_equal(a, b)
+
+
+def test_side_by_side_from_a_latent_uses_the_source_row(work):
+    folder, model = work
+    assert run("invert", "photo.png", "-p", "a photo of a cat", "-m", model, "--device", "cpu").exit_code == 0
+    result = run("edit", "photo.safetensors", "-t", "a photo of a dog", "-m", model, "--device", "cpu",
+                 "-o", "dog.png", "--side-by-side", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert Image.open(folder / json.loads(result.stdout)["side_by_side"]).size == (96 * 2 + 8, 64)
 
 
 def test_default_names_never_overwrite(work):

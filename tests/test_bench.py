@@ -1,0 +1,19 @@
+"""A tiny-size smoke run of the benchmark code: both variants, the table and the ratios."""
+
+import json
+
+from benchmarks.run import main
+
+
+def test_bench_runs_both_variants_on_a_tiny_model(tmp_path, capsys):
+    assert main(["--arch", "tiny", "--size", "64", "--runs", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench-tiny-cpu-64.json").read_text())
+    ours, base = report["results"]["icdedit"], report["results"]["baseline"]
+    assert ours["unet_evals"] == base["unet_evals"] == 8
+    assert sorted(set(ours["rows_per_eval"])) == [1, 2] and sorted(set(base["rows_per_eval"])) == [2, 4]
+    assert ours["adapter_strategy"] == "low-rank" and ours["memory_kind"] == "process_peak_rss"
+    for stage in ("text", "vae_encode", "forward", "reverse", "vae_decode", "total"):
+        assert ours["summary"][stage]["median"] > 0
+    assert report["speedup_total"] > 0 and report["memory_ratio"] > 0
+    assert "icdedit vs baseline" in capsys.readouterr().out
+    assert (tmp_path / "bench-tiny-cpu-64.md").read_text().startswith("| variant |")
