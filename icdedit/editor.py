@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from PIL import Image
@@ -18,8 +18,8 @@ from . import engine
 from .graphs import GraphRunner
 from .images import from_model_output, prepare_image, resize, to_model_input
 from .loader import ModelBundle, load_model
-from .p2p.control import AttentionController, attention_control
-from .p2p.plan import EditWords, build_control_plan, derive_all_edit_words
+from .p2p.control import AttentionController, GroupedController, attention_control
+from .p2p.plan import ControlPlan, EditWords, build_control_plan, derive_all_edit_words
 from .presets import EditSettings
 from .schedule import dynamic_guidance, guidance_embedding
 from .specs import resolve_model
@@ -38,6 +38,21 @@ class Inversion:
     processed_size: tuple[int, int]
     original_size: tuple[int, int]
     original: Image.Image | None = None  # the input photo, when inverted from one
+
+
+@dataclass(frozen=True)
+class EditJob:
+    """One edit: an inversion, its target prompts and how to decode them."""
+
+    inversion: Inversion
+    targets: Sequence[str]
+    settings: EditSettings = field(default_factory=EditSettings)
+    source: str | None = None  # default: the inversion's prompt
+    amplify: Sequence[tuple[str, float]] | None = None
+    blend: Sequence[tuple[str, str]] | None = None
+    no_blend: bool = False
+    words: list[EditWords] | None = None  # filled in by Editor._prepare
+    control: ControlPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -136,25 +151,49 @@ class Editor:
 
     # -- inversion ---------------------------------------------------------------------------
     @torch.no_grad()
-    def invert_latent(self, z0: torch.Tensor, prompt: str, seed: int, on_step: OnStep | None = None) -> torch.Tensor:
-        """z0 -> z_T with the forward model, the source prompt and w = 0 (ICD_SPEC section 4).
-
-        The start noise is drawn on the CPU from a seeded generator, so a seed gives the
-        same inversion on every device.
-        """
-        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
-        embeddings = self.prompt_embeddings([prompt])
-        eps = self.denoiser(embeddings, lambda t: [0.0], model="forward", on_step=on_step)
+    def invert_latents(
+        self, z0: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int], on_step: OnStep | None = None
+    ) -> torch.Tensor:
+        """z0 (B, 4, h, w) -> z_T with the forward model, each row's source prompt and w = 0
+        (ICD_SPEC section 4). Each row's start noise is drawn on the CPU from its own seeded
+        generator, so a seed gives the same inversion on every device and in any batch."""
+        noise = torch.cat([
+            torch.randn((1, *z0.shape[1:]), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+            for seed in seeds
+        ])  # fmt: skip
+        embeddings = self.prompt_embeddings(list(prompts))
+        eps = self.denoiser(embeddings, lambda t: [0.0] * len(seeds), model="forward", on_step=on_step)
         with self.bundle.adapters.use("forward"):
             return engine.invert(eps, z0, noise.to(self.device), self.bundle.plan, self.bundle.schedule)
+
+    def invert_latent(self, z0: torch.Tensor, prompt: str, seed: int, on_step: OnStep | None = None) -> torch.Tensor:
+        return self.invert_latents(z0, [prompt], [seed], on_step)
 
     def invert(
         self, image: Image.Image, prompt: str, seed: int = 0, size: int | None = None, on_step: OnStep | None = None
     ) -> Inversion:
-        check_prompt(prompt)
-        prepared = prepare_image(image, size or self.spec.resolution)
-        z_T = self.invert_latent(self.encode_image(prepared.processed), prompt, seed, on_step)
-        return Inversion(z_T.cpu(), prompt, seed, prepared.processed_size, prepared.original_size, image)
+        return self.invert_many([image], [prompt], [seed], size, on_step)[0]
+
+    def invert_many(
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        size: int | None = None,
+        on_step: OnStep | None = None,
+    ) -> list[Inversion]:
+        """Invert photos that share a processing size as one batch."""
+        for prompt in prompts:
+            check_prompt(prompt)
+        prepared = [prepare_image(image, size or self.spec.resolution) for image in images]
+        if len({p.processed_size for p in prepared}) != 1:
+            raise ValueError("photos inverted together must share a processing size")
+        z0 = torch.cat([self.encode_image(p.processed) for p in prepared])
+        z_T = self.invert_latents(z0, prompts, seeds, on_step).cpu()
+        return [
+            Inversion(z_T[i : i + 1], prompt, seed, p.processed_size, p.original_size, image)
+            for i, (p, image, prompt, seed) in enumerate(zip(prepared, images, prompts, seeds))
+        ]
 
     # -- decoding ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -168,7 +207,6 @@ class Editor:
             z = engine.decode(eps, inversion.latent.to(self.device), self.bundle.plan, self.bundle.schedule)
         return resize(self.decode_latents(z)[0], inversion.original_size), z.cpu()
 
-    @torch.no_grad()
     def edit(
         self,
         inversion: Inversion,
@@ -189,14 +227,26 @@ class Editor:
         `decode_source` asks for it: it is a reconstruction, and the VAE decoder is the
         costliest network of the whole edit on the CPU.
         """
-        source = check_prompt(source or inversion.prompt, "src")
-        z, words = self.edit_latents(inversion.latent, source, targets, settings, amplify=amplify, blend=blend,
-                                     no_blend=no_blend, on_step=on_step)  # fmt: skip
-        rows = z if decode_source else z[1:]
-        images = [resize(i, inversion.original_size) for i in self.decode_latents(rows)]
-        if decode_source:
-            return EditResult(images[1:], z.cpu(), words, source=images[0])
-        return EditResult(images, z.cpu(), words)
+        job = EditJob(inversion, list(targets), settings or EditSettings(), source, amplify, blend, no_blend)
+        return self.edit_many([job], decode_source=decode_source, on_step=on_step)[0]
+
+    @torch.no_grad()
+    def edit_many(self, jobs: Sequence[EditJob], *, decode_source: bool = False, on_step: OnStep | None = None) -> list[EditResult]:
+        """Several edits of inversions that share a latent size, decoded as one UNet batch."""
+        jobs = [self._prepare(job) for job in jobs]
+        latents = self._decode_jobs(jobs, on_step)
+        rows = [z if decode_source else z[1:] for z in latents]
+        images = self.decode_latents(torch.cat(rows))
+        results, start = [], 0
+        for job, z, own in zip(jobs, latents, rows):
+            decoded = [resize(i, job.inversion.original_size) for i in images[start : start + len(own)]]
+            start += len(own)
+            words = job.words
+            if decode_source:
+                results.append(EditResult(decoded[1:], z.cpu(), words, source=decoded[0]))
+            else:
+                results.append(EditResult(decoded, z.cpu(), words))
+        return results
 
     @torch.no_grad()
     def edit_latents(
@@ -211,38 +261,51 @@ class Editor:
         no_blend: bool = False,
         on_step: OnStep | None = None,
     ) -> tuple[torch.Tensor, list[EditWords]]:
-        """Decode source and targets as one batch with Prompt-to-Prompt control (ICD_SPEC 5-6).
+        """The final latents (rows: source, then targets) of one edit, without the VAE."""
+        inversion = Inversion(z_T, source, 0, (0, 0), (0, 0))
+        job = self._prepare(EditJob(inversion, list(targets), settings or EditSettings(), source, amplify, blend, no_blend))
+        return self._decode_jobs([job], on_step)[0], job.words
 
-        Row 0 is the source prompt with w = 0 at every step (as released); rows 1..n are the
-        targets with the dynamic guidance w(t). A guidance-distilled UNet needs no
-        unconditional rows, so the batch is 1 + n, not the official 2 (1 + n).
-        """
-        settings = settings or EditSettings()
-        targets = [check_prompt(t, "tgt") for t in targets]
+    def _prepare(self, job: EditJob) -> EditJob:
+        """Check the prompts, derive the words and build the control plan (no model needed)."""
+        source = check_prompt(job.source or job.inversion.prompt, "src")
+        targets = [check_prompt(t, "tgt") for t in job.targets]
         if not targets:
             raise ValueError("edit needs at least one target prompt")
-        words = derive_all_edit_words(source, targets, settings.mode, settings.amplify, amplify, blend, no_blend)
-        plan = self.bundle.plan
+        s = job.settings
+        words = derive_all_edit_words(source, targets, s.mode, s.amplify, job.amplify, job.blend, job.no_blend)
         control = build_control_plan(
             self.tokenizer, source, targets, words,
-            num_steps=plan.num_reverse_steps, cross_replace=settings.cross_replace,
-            self_replace=settings.self_replace, blend_threshold=settings.blend_threshold,
+            num_steps=self.bundle.plan.num_reverse_steps, cross_replace=s.cross_replace,
+            self_replace=s.self_replace, blend_threshold=s.blend_threshold,
         )  # fmt: skip
-        z_T = z_T.to(self.device)
-        latent_size = tuple(z_T.shape[2:])
+        return replace(job, source=source, targets=targets, words=words, control=control)
+
+    def _decode_jobs(self, jobs: list[EditJob], on_step: OnStep | None) -> list[torch.Tensor]:
+        """Decode source and targets of every job as one batch with Prompt-to-Prompt control
+        (ICD_SPEC 5-6). In each job, the source row has w = 0 at every step (as released) and
+        the targets the dynamic guidance w(t). A guidance-distilled UNet needs no unconditional
+        rows, so an edit is 1 + n rows, not the official 2 (1 + n)."""
+        if self._graphs is not None and len(jobs) > 1:  # graphs hold one controller's buffers
+            return [z for job in jobs for z in self._decode_jobs([job], on_step)]
+        shapes = {tuple(job.inversion.latent.shape) for job in jobs}
+        if len(shapes) != 1:
+            raise ValueError(f"edits decoded together must share a latent size, got {sorted(shapes)}")
+        latent_size = tuple(jobs[0].inversion.latent.shape[2:])
         if self._graphs is not None:
-            controller = self._graphs.controller(control, latent_size)
+            controller = self._graphs.controller(jobs[0].control, latent_size)
         else:
-            controller = AttentionController(control, latent_size, self.device, self.bundle.dtype)
-        w = dynamic_guidance(settings.guidance, settings.tau)
-        eps = self.denoiser(
-            self.prompt_embeddings([source, *targets]),
-            lambda t: [0.0] + [w(t)] * len(targets),
-            model="reverse",
-            controller=controller,
-            on_step=on_step,
-        )
-        rows = z_T.expand(1 + len(targets), *z_T.shape[1:])
+            controllers = [AttentionController(j.control, latent_size, self.device, self.bundle.dtype) for j in jobs]
+            controller = controllers[0] if len(controllers) == 1 else GroupedController(controllers)
+        schedules = [dynamic_guidance(j.settings.guidance, j.settings.tau) for j in jobs]
+
+        def guidance(t: int) -> list[float]:
+            return [w for job, w_of in zip(jobs, schedules) for w in [0.0] + [w_of(t)] * len(job.targets)]
+
+        prompts = [p for job in jobs for p in [job.source, *job.targets]]
+        eps = self.denoiser(self.prompt_embeddings(prompts), guidance, model="reverse", controller=controller,
+                            on_step=on_step)  # fmt: skip
+        rows = torch.cat([j.inversion.latent.to(self.device).expand(1 + len(j.targets), -1, -1, -1) for j in jobs])
         with self.bundle.adapters.use("reverse"), attention_control(self.bundle.unet, controller):
-            z = engine.decode(eps, rows, plan, self.bundle.schedule, after_step=controller.after_step)
-        return z, words
+            z = engine.decode(eps, rows, self.bundle.plan, self.bundle.schedule, after_step=controller.after_step)
+        return list(torch.split(z, [1 + len(j.targets) for j in jobs]))

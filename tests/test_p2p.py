@@ -228,3 +228,31 @@ def test_graph_bookkeeping_reuses_controllers_without_changing_results(editor, i
     assert len(graphed._graphs._controllers) == 2  # replace and refine structures
     z0 = graphed.invert(make_photo(64, 64, seed=2), "a cat", seed=4).latent
     assert torch.equal(z0, editor.invert(make_photo(64, 64, seed=2), "a cat", seed=4).latent)
+
+
+def test_several_edits_in_one_batch_equal_each_edit_alone(editor, inversion):
+    from icdedit.editor import EditJob
+
+    other = editor.invert(make_photo(SIZE, SIZE, seed=8), "a photo of a dog on the snow", seed=5, size=SIZE)
+    jobs = [
+        EditJob(inversion, ["a photo of a dog on the grass"], EditSettings(blend_threshold=0.6)),
+        EditJob(other, ["a red photo of a dog on the snow", "a photo of a bear on the snow"],
+                EditSettings(guidance=7, cross_replace=0.6), amplify=[("bear", 2.0)]),
+        EditJob(inversion, ["a photo of a cat on the snow"], EditSettings(), blend=[("grass", "snow")]),
+    ]  # fmt: skip
+    together = editor.edit_many(jobs)
+    for job, result in zip(jobs, together):
+        alone = editor.edit(job.inversion, job.targets, job.settings, amplify=job.amplify, blend=job.blend)
+        assert torch.allclose(result.latents, alone.latents, atol=1e-4), (result.latents - alone.latents).abs().max()
+        assert result.words == alone.words and len(result.targets) == len(job.targets)
+
+
+def test_inverting_several_photos_together_equals_one_by_one(editor):
+    images = [make_photo(64, 64, seed=s) for s in (1, 2, 3)]
+    prompts, seeds = ["a cat", "a dog", "a photo of a cat"], [0, 7, 7]
+    together = editor.invert_many(images, prompts, seeds)
+    for image, prompt, seed, inv in zip(images, prompts, seeds, together):
+        alone = editor.invert(image, prompt, seed)
+        assert torch.allclose(inv.latent, alone.latent, atol=1e-4) and inv.seed == seed  # batch round-off
+    with pytest.raises(ValueError, match="processing size"):
+        editor.invert_many([make_photo(64, 64), make_photo(128, 64)], ["a", "b"], [0, 0])

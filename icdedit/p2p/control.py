@@ -178,10 +178,30 @@ class AttentionController:
         self._pairs_this_step += probs.shape[1]
 
 
+class GroupedController:
+    """Several independent edits in one UNet batch: each controller owns its consecutive rows
+    (its source, then its targets) and never sees the others'."""
+
+    def __init__(self, controllers: list[AttentionController]):
+        self.controllers = controllers
+        self.rows = [1 + c.num_targets for c in controllers]
+
+    def begin_step(self, step: int) -> None:
+        for controller in self.controllers:
+            controller.begin_step(step)
+
+    def attend(self, layer: LayerInfo, q, k, v, scale: float) -> torch.Tensor:
+        parts = zip(self.controllers, q.split(self.rows), k.split(self.rows), v.split(self.rows))
+        return torch.cat([c.attend(layer, qi, ki, vi, scale) for c, qi, ki, vi in parts])
+
+    def after_step(self, step: int, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([c.after_step(step, zi) for c, zi in zip(self.controllers, z.split(self.rows))])
+
+
 class ControlledAttnProcessor:
     """A diffusers attention processor that hands q, k, v to the controller."""
 
-    def __init__(self, controller: AttentionController, layer: LayerInfo):
+    def __init__(self, controller: AttentionController | GroupedController, layer: LayerInfo):
         self.controller = controller
         self.layer = layer
 
@@ -230,7 +250,7 @@ def layer_info(processor_name: str, is_cross: bool) -> LayerInfo:
 
 
 @contextmanager
-def attention_control(unet: torch.nn.Module, controller: AttentionController) -> Iterator[AttentionController]:
+def attention_control(unet: torch.nn.Module, controller: AttentionController | GroupedController) -> Iterator:
     """Install controlled processors on every attention layer of `unet`; restore the old ones after."""
     previous = dict(unet.attn_processors)
     modules = dict(unet.named_modules())
