@@ -255,4 +255,4 @@ def test_inverting_several_photos_together_equals_one_by_one(editor):
         alone = editor.invert(image, prompt, seed)
         assert torch.allclose(inv.latent, alone.latent, atol=1e-4) and inv.seed == seed  # batch round-off
     with pytest.raises(ValueError, match="processing size"):
-        editor.invert_many([make_photo(64, 64), make_photo(128, 64)], ["a", "b"], [0, 0])
+        editor.invert_many([make_photo(64, 64), make_photo(128, 64)], ["a", "b"], [0, 0], size=256)
