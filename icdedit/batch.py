@@ -28,7 +28,7 @@ import yaml
 
 from .errors import IcdEditError, SettingsError
 from .files import write_atomically
-from .images import image_format, load_image, save_image, side_by_side
+from .images import image_format, load_image, plan_size, save_image, side_by_side
 from .p2p.plan import derive_edit_words
 from .presets import RANGES, EditSettings, load_preset
 from .text import check_prompt
@@ -313,9 +313,11 @@ def run_items(
     overwrite: bool = False,
     side_by_side_images: bool = False,
     size: int | None = None,
+    batch_size: int = 1,
     on_item: Callable[[BatchItem, str], None] | None = None,
 ) -> Summary:
-    """Edit every item not already done; record each outcome as soon as it is known."""
+    """Edit every item not already done, up to `batch_size` photos of one processing size per
+    UNet batch; record each outcome as soon as it is known."""
     summary = Summary()
     todo = []
     for item in items:
@@ -325,33 +327,74 @@ def run_items(
                 on_item(item, "skipped")
             continue
         todo.append(item)
+    pending: list[tuple[BatchItem, object]] = []
+    pending_size = None
+
+    def flush() -> None:
+        if pending:
+            for item, outcome in _run_group(pending, report, get_editor(), summary, side_by_side_images, size):
+                if on_item:
+                    on_item(item, outcome)
+            pending.clear()
+
     try:
         for item in todo:
-            outcome = _run_one(item, report, get_editor, summary, side_by_side_images, size)
-            if on_item:
-                on_item(item, outcome)
+            started = time.perf_counter()
+            problem = word_problem(item)
+            image = None
+            if problem is None:
+                try:
+                    image = load_image(item.image)
+                except IcdEditError as exc:
+                    problem = str(exc)
+            if problem is not None:
+                _fail(item, report, summary, problem, started)
+                if on_item:
+                    on_item(item, "failed")
+                continue
+            processed = plan_size(*image.size, size or get_editor().spec.resolution)
+            if pending and (processed != pending_size or len(pending) >= batch_size):
+                flush()
+            pending.append((item, image))
+            pending_size = processed
+        flush()
     except KeyboardInterrupt:
         summary.interrupted = True
     return summary
 
 
-def _run_one(item: BatchItem, report: Report, get_editor, summary: Summary, side: bool, size: int | None) -> str:
+def _run_group(group, report: Report, editor, summary: Summary, side: bool, size: int | None):
+    """Edit photos of one processing size together; on any failure, each one alone, so that
+    every item gets its own outcome (and a batch that does not fit in memory still runs)."""
+    if len(group) > 1:
+        started = time.perf_counter()
+        try:
+            results = _edit_together(editor, group, size)
+        except (IcdEditError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
+                raise
+            _free_device_memory()
+        else:
+            seconds = (time.perf_counter() - started) / len(group)
+            return [(item, _finish(item, image, result, report, summary, side, seconds))
+                    for (item, image), result in zip(group, results)]  # fmt: skip
+    return [(item, _run_alone(item, image, report, editor, summary, side, size)) for item, image in group]
+
+
+def _edit_together(editor, group, size):
+    from .editor import EditJob
+
+    inversions = editor.invert_many([image for _, image in group], [i.src for i, _ in group],
+                                    [i.seed for i, _ in group], size)  # fmt: skip
+    jobs = [EditJob(inv, [item.tgt], item.settings, item.src, item.amplify, item.blend) for (item, _), inv in zip(group, inversions)]
+    return editor.edit_many(jobs)
+
+
+def _run_alone(item: BatchItem, image, report: Report, editor, summary: Summary, side: bool, size: int | None) -> str:
     started = time.perf_counter()
-    problem = word_problem(item)
-    if problem is not None:
-        return _fail(item, report, summary, problem, started)
     try:
-        image = load_image(item.image)
-        editor = get_editor()
         inversion = editor.invert(image, item.src, item.seed, size)
         result = editor.edit(inversion, [item.tgt], item.settings, amplify=item.amplify, blend=item.blend)
-        item.output.parent.mkdir(parents=True, exist_ok=True)
-        save_image(result.targets[0], item.output)
-        extra = {}
-        if side:
-            pair = item.output.with_name(f"{item.output.stem}-side-by-side{item.output.suffix}")
-            save_image(side_by_side([image, result.targets[0]]), pair)
-            extra["side_by_side"] = str(pair)
     except IcdEditError as exc:
         return _fail(item, report, summary, str(exc), started)
     except RuntimeError as exc:  # out of memory and other device failures: record, go on
@@ -359,7 +402,20 @@ def _run_one(item: BatchItem, report: Report, get_editor, summary: Summary, side
             raise
         _free_device_memory()
         return _fail(item, report, summary, f"out of memory: {str(exc).splitlines()[0]}", started)
-    seconds = time.perf_counter() - started
+    return _finish(item, image, result, report, summary, side, time.perf_counter() - started)
+
+
+def _finish(item: BatchItem, image, result, report: Report, summary: Summary, side: bool, seconds: float) -> str:
+    try:
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+        save_image(result.targets[0], item.output)
+        extra = {}
+        if side:
+            pair = item.output.with_name(f"{item.output.stem}-side-by-side{item.output.suffix}")
+            save_image(side_by_side([image, result.targets[0]]), pair)
+            extra["side_by_side"] = str(pair)
+    except OSError as exc:
+        return _fail(item, report, summary, f"cannot write {item.output}: {exc.strerror or exc}", time.perf_counter() - seconds)
     summary.done.append(item.number)
     summary.seconds.append(seconds)
     report.record(item, "done", seconds=round(seconds, 3), words=_words(result), **extra)

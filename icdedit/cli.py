@@ -358,11 +358,12 @@ def batch(
     dtype: DtypeOpt = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo items that are already done.")] = False,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture the UNet as CUDA graphs on the first item and replay them (CUDA only; ~3x faster per item on an H100).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Photos of one processing size edited per UNet batch (a batch that does not fit in memory falls back to one by one).")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     request = workflow.BatchRequest(
         inputs=inputs, images=images, out=out, model=model, device=device, dtype=dtype, size=size, shard=shard,
-        overwrite=overwrite, side_by_side=side_by_side, cuda_graphs=cuda_graphs,
+        overwrite=overwrite, side_by_side=side_by_side, cuda_graphs=cuda_graphs, batch_size=batch_size,
         defaults=dict(src=src, tgt=tgt, preset=preset, seed=seed, blend=_parse_blend(blend), amplify=_parse_amplify(amplify),
                       overrides=dict(guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode)),
     )  # fmt: skip

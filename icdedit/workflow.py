@@ -374,6 +374,7 @@ class BatchRequest:
     overwrite: bool = False
     side_by_side: bool = False
     cuda_graphs: bool = False
+    batch_size: int = 1
     defaults: dict = field(default_factory=dict)
 
 
@@ -398,6 +399,8 @@ def batch_items(request: BatchRequest) -> list[batch.BatchItem]:
 
 def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[batch.Summary, Path]:
     reporter = reporter or Reporter()
+    if request.batch_size < 1:
+        raise batch.ManifestError([f"--batch-size {request.batch_size} must be at least 1"])
     items = batch_items(request)
     shard = batch.parse_shard(request.shard) or batch.distributed_shard()
     device = request.device
@@ -426,7 +429,7 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         if outcome == "failed":
             reporter.note(f"item {item.number} ({item.image.name}) failed: {report.records[item.number]['error']}")
 
-    summary = batch.run_items(items, report, get_editor, overwrite=request.overwrite,
+    summary = batch.run_items(items, report, get_editor, overwrite=request.overwrite, batch_size=request.batch_size,
                               side_by_side_images=request.side_by_side, size=request.size, on_item=on_item)  # fmt: skip
     return summary, report.path
 

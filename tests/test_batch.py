@@ -154,13 +154,15 @@ def test_folder_with_src_and_tgt_then_resume_does_nothing(photos, tiny_model):
     assert {"image", "src", "tgt", "settings", "output", "seconds", "status", "words"} <= set(lines[0])
 
 
-def test_a_bad_item_is_recorded_and_the_rest_succeed(photos, tiny_model):
+@pytest.mark.parametrize("batch_size", ["1", "4"])
+def test_a_bad_item_is_recorded_and_the_rest_succeed(photos, tiny_model, batch_size):
     (photos / "b.png").write_bytes((photos / "b.png").read_bytes()[:200])  # corrupt
     rows = ROWS + [{"image": "d.png", "src": "a photo of a cat", "tgt": "a photo of a dog", "blend": "pug dog"},
                    {"image": "missing.png", "src": "a cat", "tgt": "a dog"},
                    {"image": "a.png", "src": "a photo of a cat", "tgt": "a photo of a lion"}]  # fmt: skip
     manifest = write_manifest(photos / "m.csv", rows)
-    result = run("batch", manifest, "--model", tiny_model, "--device", "cpu", "--out", "out", "--json")
+    result = run("batch", manifest, "--model", tiny_model, "--device", "cpu", "--out", "out", "--json",
+                 "--batch-size", batch_size)  # fmt: skip
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
     assert summary["done"] == [1, 3, 6]
@@ -243,3 +245,16 @@ def test_a_killed_run_resumes_and_completes_every_item_exactly_once(tmp_path, ti
     assert [r["item"] for r in final] == list(range(1, 9)) and all(r["status"] == "done" for r in final)
     assert len(list(out.glob("*.png"))) == 8
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # a killed write's temp file is gone
+
+
+def test_batch_size_groups_photos_of_one_size_with_the_same_results(photos, tiny_model):
+    common = ["batch", photos, "-s", "a photo of a cat", "-t", "a photo of a dog", "-m", tiny_model, "--device", "cpu",
+              "--json"]  # fmt: skip
+    one = json.loads(run(*common, "--out", "one").stdout)
+    grouped = run(*common, "--out", "grouped", "--batch-size", "3")
+    assert grouped.exit_code == 0, grouped.output
+    assert json.loads(grouped.stdout)["done"] == one["done"] == [1, 2, 3, 4]
+    for a in sorted(Path("one").glob("*.png")):
+        x, y = np.asarray(Image.open(a), dtype=int), np.asarray(Image.open(Path("grouped") / a.name), dtype=int)
+        assert np.abs(x - y).max() <= 1  # batch round-off may move a pixel by one level
+    assert run(*common, "--out", "bad", "--batch-size", "0").exit_code == 2
