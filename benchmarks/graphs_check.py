@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from benchmarks.run import SOURCE, bench_spec, build_components, synthetic_photo
+from benchmarks.run import SOURCE, bench_editor, build_components, synthetic_photo
 
 
 def main() -> None:
@@ -27,20 +27,13 @@ def main() -> None:
     torch.set_grad_enabled(False)
 
     from icdedit.editor import Editor
-    from icdedit.loader import assemble_bundle, resolve_dtype
-    from icdedit.lora import parse_peft_lora
+    from icdedit.loader import resolve_dtype
     from icdedit.presets import EditSettings
-    from icdedit.schedule import NoiseSchedule
 
     device = torch.device(args.device)
-    parts = build_components(args.arch, device, 0, 64)
-    bundle = assemble_bundle(
-        bench_spec(args.size), tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
-        teacher=parts["unet"], forward=parse_peft_lora(parts["forward"], 8, "f"),
-        reverse=parse_peft_lora(parts["reverse"], 8, "r"), schedule=NoiseSchedule.scaled_linear(),
-        device=device, dtype=resolve_dtype(args.dtype, device),
-    )  # fmt: skip
-    eager, graphed = Editor(bundle), Editor(bundle, cuda_graphs=True)
+    graphed = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, resolve_dtype(args.dtype, device),
+                           cuda_graphs=True)
+    eager = Editor(graphed.bundle)
     image = synthetic_photo(args.size)
     targets = ["a photo of a dog sitting on the grass", "a photo of a lion sitting on the grass",
                "a photo of a cat sitting on the snow", "a red photo of a cat sitting on the grass"]  # fmt: skip

@@ -16,25 +16,14 @@ import math
 import numpy as np
 import torch
 
-from benchmarks.run import SOURCE, TARGET, bench_spec, build_components, synthetic_photo
+from benchmarks.run import SOURCE, TARGET, bench_editor, build_components, synthetic_photo
 
 
 def edit_once(args, dtype: torch.dtype):
-    from icdedit.editor import Editor
-    from icdedit.loader import assemble_bundle
-    from icdedit.lora import parse_peft_lora
     from icdedit.presets import EditSettings
-    from icdedit.schedule import NoiseSchedule
 
     device = torch.device(args.device)
-    parts = build_components(args.arch, device, 0, 64)
-    bundle = assemble_bundle(
-        bench_spec(args.size), tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
-        teacher=parts["unet"], forward=parse_peft_lora(parts["forward"], 8, "f"),
-        reverse=parse_peft_lora(parts["reverse"], 8, "r"), schedule=NoiseSchedule.scaled_linear(),
-        device=device, dtype=dtype,
-    )  # fmt: skip
-    editor = Editor(bundle)
+    editor = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype)
     with torch.no_grad():
         z_T = editor.invert_latent(editor.encode_image(synthetic_photo(args.size)), SOURCE, 0)
         z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], EditSettings())

@@ -71,6 +71,23 @@ def bench_spec(size: int):
     )  # fmt: skip
 
 
+def bench_editor(parts: dict, size: int, device, dtype, *, adapter_strategy: str = "auto", cuda_graphs: bool = False):
+    """An icdedit Editor over the random components (they are consumed: `parts` is emptied)."""
+    from icdedit.editor import Editor
+    from icdedit.loader import assemble_bundle
+    from icdedit.lora import parse_peft_lora
+    from icdedit.schedule import NoiseSchedule
+
+    bundle = assemble_bundle(
+        bench_spec(size), tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
+        teacher=parts["unet"], forward=parse_peft_lora(parts["forward"], 8, "forward"),
+        reverse=parse_peft_lora(parts["reverse"], 8, "reverse"), schedule=NoiseSchedule.scaled_linear(),
+        device=device, dtype=dtype, adapter_strategy=adapter_strategy,
+    )  # fmt: skip
+    parts.clear()  # the bundle holds the only copy now
+    return Editor(bundle, cuda_graphs=cuda_graphs)
+
+
 def synthetic_photo(size: int):
     import numpy as np
     from PIL import Image
@@ -111,21 +128,11 @@ class EvalCounter:
 
 
 def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "icdedit"):
-    from icdedit.editor import Editor
-    from icdedit.loader import assemble_bundle
-    from icdedit.lora import parse_peft_lora
     from icdedit.presets import EditSettings
-    from icdedit.schedule import NoiseSchedule
 
-    bundle = assemble_bundle(
-        bench_spec(args.size), tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
-        teacher=parts["unet"], forward=parse_peft_lora(parts["forward"], 8, "forward"),
-        reverse=parse_peft_lora(parts["reverse"], 8, "reverse"), schedule=NoiseSchedule.scaled_linear(),
-        device=device, dtype=dtype,
-        adapter_strategy={"icdedit-lowrank": "low-rank", "icdedit-swap": "weight-swap"}.get(variant, "auto"),
-    )  # fmt: skip
-    parts.clear()  # the bundle holds the only copy now
-    editor = Editor(bundle, cuda_graphs=variant == "icdedit-graphs")
+    strategy = {"icdedit-lowrank": "low-rank", "icdedit-swap": "weight-swap"}.get(variant, "auto")
+    editor = bench_editor(parts, args.size, device, dtype, adapter_strategy=strategy, cuda_graphs=variant == "icdedit-graphs")
+    bundle = editor.bundle
     image = synthetic_photo(args.size)
     settings = EditSettings()
     counter = EvalCounter([bundle.unet])
@@ -143,7 +150,6 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
             z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], settings)
         with clock.stage("vae_decode"):
             editor.decode_latents(z[1:])  # the edit; the source row is a reconstruction nobody reads
-
 
     return once, counter
 

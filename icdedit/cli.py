@@ -65,6 +65,14 @@ SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Long side in pix
 OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line on stdout.")]
+# edit settings (None: the preset's value), shared by `edit` and `batch`
+GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", "-g", help="Target guidance scale (preset: 19).")]
+TauOpt = Annotated[Optional[float], typer.Option("--tau", help="Dynamic guidance threshold (preset: 0.8).")]
+CrossOpt = Annotated[Optional[float], typer.Option("--cross-replace", help="Fraction of steps with cross-attention replaced (preset: 0.3).")]
+SelfOpt = Annotated[Optional[float], typer.Option("--self-replace", help="Fraction of steps with self-attention injected (preset: 0.6).")]
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="auto, replace (same word count) or refine.")]
+BlendOpt = Annotated[Optional[tuple[str, str]], typer.Option("--blend", metavar="SRCWORD TGTWORD", help="Local blend: the edit stays inside these words' region. Several words: quote them, e.g. --blend 'pug dog' 'bear'.")]
+AmplifyOpt = Annotated[Optional[list[str]], typer.Option("--amplify", help="WORD=VALUE: scale a target word's attention (repeatable), or 'none'.")]
 
 
 @app.callback(invoke_without_command=True)
@@ -290,14 +298,14 @@ def edit(
     model: ModelOpt = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Preset name (see `icdedit presets`) or .yaml file. Default: default.")] = None,
     seed: SeedOpt = 0,
-    guidance: Annotated[Optional[float], typer.Option("--guidance", "-g", help="Target guidance scale (preset: 19).")] = None,
-    tau: Annotated[Optional[float], typer.Option("--tau", help="Dynamic guidance threshold (preset: 0.8).")] = None,
-    cross_replace: Annotated[Optional[float], typer.Option("--cross-replace", help="Fraction of steps with cross-attention replaced (preset: 0.3).")] = None,
-    self_replace: Annotated[Optional[float], typer.Option("--self-replace", help="Fraction of steps with self-attention injected (preset: 0.6).")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="auto, replace (same word count) or refine.")] = None,
-    blend: Annotated[Optional[tuple[str, str]], typer.Option("--blend", metavar="SRCWORD TGTWORD", help="Local blend: the edit stays inside these words' region. Several words: quote them, e.g. --blend 'pug dog' 'bear'.")] = None,
+    guidance: GuidanceOpt = None,
+    tau: TauOpt = None,
+    cross_replace: CrossOpt = None,
+    self_replace: SelfOpt = None,
+    mode: ModeOpt = None,
+    blend: BlendOpt = None,
     no_blend: Annotated[bool, typer.Option("--no-blend", help="Do not derive a local blend.")] = False,
-    amplify: Annotated[Optional[list[str]], typer.Option("--amplify", help="WORD=VALUE: scale a target word's attention (repeatable), or 'none'.")] = None,
+    amplify: AmplifyOpt = None,
     save_latent: Annotated[Optional[Path], typer.Option("--save-latent", help="Also write the final latents (rows: source, then targets).")] = None,
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write original | edit(s) in one image.")] = False,
     size: SizeOpt = None,
@@ -344,13 +352,13 @@ def batch(
     model: ModelOpt = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for rows without their own.")] = None,
     seed: SeedOpt = 0,
-    guidance: Annotated[Optional[float], typer.Option("--guidance", "-g", help="Target guidance scale.")] = None,
-    tau: Annotated[Optional[float], typer.Option("--tau", help="Dynamic guidance threshold.")] = None,
-    cross_replace: Annotated[Optional[float], typer.Option("--cross-replace", help="Cross-attention replace fraction.")] = None,
-    self_replace: Annotated[Optional[float], typer.Option("--self-replace", help="Self-attention injection fraction.")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="auto, replace or refine.")] = None,
-    blend: Annotated[Optional[tuple[str, str]], typer.Option("--blend", metavar="SRCWORD TGTWORD", help="Local blend words for rows without their own.")] = None,
-    amplify: Annotated[Optional[list[str]], typer.Option("--amplify", help="WORD=VALUE for rows without their own (repeatable), or 'none'.")] = None,
+    guidance: GuidanceOpt = None,
+    tau: TauOpt = None,
+    cross_replace: CrossOpt = None,
+    self_replace: SelfOpt = None,
+    mode: ModeOpt = None,
+    blend: BlendOpt = None,
+    amplify: AmplifyOpt = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: process only the K-th of N deterministic parts (1-based). Under torchrun/accelerate the rank's part is taken automatically.")] = None,
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write original | edit for each item.")] = False,
     size: SizeOpt = None,

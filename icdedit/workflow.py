@@ -221,6 +221,14 @@ def _read_source(path: Path, prompt: str | None, model: str | None, what: str) -
     return _Source(resolve_model(model), check_prompt(prompt, what), image=image)
 
 
+def _invert_source(editor: Editor, source: _Source, seed: int, size: int | None, reporter: Reporter) -> Inversion:
+    """The inversion of a photo, or the one a latent file holds (no model evaluation then)."""
+    if source.latent is not None:
+        return _inversion_from_latent(source.latent, source.prompt)
+    step = reporter.stage("inverting", source.spec.plan().num_forward_steps)
+    return editor.invert(source.image, source.prompt, seed, size, on_step=step)
+
+
 def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     if not 0.0 <= request.tau <= 1.0:
@@ -231,13 +239,8 @@ def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = Non
     check_output(output, request.overwrite, inputs=(request.source,))
     editor = load_editor(source.spec, request.device, request.dtype, reporter)
     _warn_truncation(editor, [source.prompt], reporter)
-    plan = source.spec.plan()
-    if source.latent is not None:
-        inversion = _inversion_from_latent(source.latent, source.prompt)
-    else:
-        step = reporter.stage("inverting", plan.num_forward_steps)
-        inversion = editor.invert(source.image, source.prompt, request.seed, request.size, on_step=step)
-    step = reporter.stage("decoding", plan.num_reverse_steps)
+    inversion = _invert_source(editor, source, request.seed, request.size, reporter)
+    step = reporter.stage("decoding", source.spec.plan().num_reverse_steps)
     image, _ = editor.reconstruct(inversion, request.guidance, request.tau, on_step=step)
     save_image(image, output)
     result = {
@@ -321,13 +324,8 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
 
     editor = load_editor(source.spec, request.device, request.dtype, reporter)
     _warn_truncation(editor, [source.prompt, *targets], reporter)
-    plan = source.spec.plan()
-    if source.latent is not None:
-        inversion = _inversion_from_latent(source.latent, source.prompt)
-    else:
-        step = reporter.stage("inverting", plan.num_forward_steps)
-        inversion = editor.invert(source.image, source.prompt, request.seed, request.size, on_step=step)
-    step = reporter.stage("editing", plan.num_reverse_steps)
+    inversion = _invert_source(editor, source, request.seed, request.size, reporter)
+    step = reporter.stage("editing", source.spec.plan().num_reverse_steps)
     result = editor.edit(inversion, targets, settings, source=source.prompt, amplify=request.amplify,
                          blend=request.blend, no_blend=request.no_blend, on_step=step,
                          decode_source=request.side_by_side and source.image is None)  # fmt: skip
