@@ -274,3 +274,25 @@ def test_models_command_shows_present_partial_and_absent(home):
     assert report["sd15-4step-v1"]["download_command"] == "icdedit download sd15-4step-v1"
     text = runner.invoke(app, ["models"]).stdout
     assert "sd15-4step-v1" in text and "icdedit download sd15-4step-v1" in text
+
+
+def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec):
+    """On a terminal, `edit` asks before fetching missing weights; yes -> download, then edit."""
+    from icdedit.workflow import EditRequest, Reporter, run_edit
+
+    from .conftest import make_photo
+
+    server.files["/teacher.tar.gz"] = make_tar({"t.pt": tiny_spec.teacher.read_bytes()})
+    server.files["/loras.tar.gz"] = make_tar({"f_19_259.safetensors": tiny_spec.forward_lora.read_bytes(),
+                                              "r_259_999.safetensors": tiny_spec.reverse_lora.read_bytes()})  # fmt: skip
+    path = model_yaml(tmp_path, server, tiny_spec)
+    make_photo(64, 64).save(tmp_path / "p.png")
+    request = EditRequest(source=tmp_path / "p.png", targets=["a photo of a dog"], src="a photo of a cat",
+                          model=str(path), device="cpu", output=tmp_path / "out.png")  # fmt: skip
+    questions = []
+    with pytest.raises(Exception, match="not found"):  # declined: nothing is fetched
+        run_edit(request, Reporter(confirm=lambda q: questions.append(q) or False))
+    assert not (home / "t.pt").exists() and "Download" in questions[0]
+    report = run_edit(request, Reporter(confirm=lambda q: True))
+    assert report["outputs"] == [str(tmp_path / "out.png")] and (tmp_path / "out.png").is_file()
+    assert (home / "t.pt").read_bytes() == tiny_spec.teacher.read_bytes()
