@@ -119,8 +119,9 @@ class Clock:
 class EvalCounter:
     """Counts UNet evaluations and the rows in each (a forward pre-hook, nothing patched)."""
 
-    def __init__(self, unets):
+    def __init__(self, unets, adapter_strategy: str | None = None):
         self.rows: list[int] = []
+        self.adapter_strategy = adapter_strategy  # reported beside the counts
         self.handles = [u.register_forward_pre_hook(self._hook) for u in unets]
 
     def _hook(self, module, args):
@@ -135,8 +136,7 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
     bundle = editor.bundle
     image = synthetic_photo(args.size)
     settings = EditSettings()
-    counter = EvalCounter([bundle.unet])
-    counter.bundle = bundle
+    counter = EvalCounter([bundle.unet], adapter_strategy=bundle.adapters.strategy)
 
     def once():
         editor._prompt_cache.clear()  # time the text encoder on every run
@@ -242,7 +242,7 @@ def child(args) -> dict:
         "rows_per_eval": counter.rows[:evals_per_run],
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
-        "adapter_strategy": getattr(getattr(counter, "bundle", None), "adapters", None) and counter.bundle.adapters.strategy,
+        "adapter_strategy": counter.adapter_strategy,
     }
 
 

@@ -414,8 +414,9 @@ def _finish(item: BatchItem, image, result, report: Report, summary: Summary, si
             pair = item.output.with_name(f"{item.output.stem}-side-by-side{item.output.suffix}")
             save_image(side_by_side([image, result.targets[0]]), pair)
             extra["side_by_side"] = str(pair)
-    except OSError as exc:
-        return _fail(item, report, summary, f"cannot write {item.output}: {exc.strerror or exc}", time.perf_counter() - seconds)
+    except OSError as exc:  # a full disk or a vanished folder fails this item, not the batch
+        started = time.perf_counter() - seconds
+        return _fail(item, report, summary, f"cannot write {item.output}: {exc.strerror or exc}", started)
     summary.done.append(item.number)
     summary.seconds.append(seconds)
     report.record(item, "done", seconds=round(seconds, 3), words=_words(result), **extra)

@@ -74,8 +74,10 @@ def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cu
     if spec.random_weights:
         reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
     try:
-        reporter.stage(f"loading {spec.name}", None)
-        return Editor(load_model(spec, device=device, dtype=dtype), cuda_graphs=cuda_graphs)
+        loaded = reporter.stage(f"loading {spec.name}", 1)
+        editor = Editor(load_model(spec, device=device, dtype=dtype), cuda_graphs=cuda_graphs)
+        loaded()
+        return editor
     except MissingWeightsError as exc:
         size = download.missing_download_bytes(spec) / 1e9
         if not reporter.confirm(f"{exc.message}. Download what model {spec.name!r} is missing (about {size:.1f} GB) now?"):
