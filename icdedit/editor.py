@@ -104,16 +104,27 @@ class Editor:
             self._prompt_cache.popitem(last=False)
         return torch.stack([self._prompt_cache[p] for p in prompts])
 
+    def _vae_for(self, height: int, width: int):
+        """The VAE, tiled for images over twice the model's resolution (memory grows with the
+        square of the side; tiles blend at their seams, so smaller images stay untiled)."""
+        vae = self.bundle.vae
+        if hasattr(vae, "enable_tiling"):
+            if max(height, width) > 2 * self.spec.resolution:
+                vae.enable_tiling()
+            else:
+                vae.disable_tiling()
+        return vae
+
     @torch.no_grad()
     def encode_image(self, image: Image.Image) -> torch.Tensor:
         """RGB image -> z0 = VAE posterior mean * scaling factor, float32 (ICD_SPEC section 4)."""
-        vae = self.bundle.vae
+        vae = self._vae_for(image.height, image.width)
         pixels = to_model_input(image).to(self.device, vae.dtype)
         return vae.encode(pixels).latent_dist.mean.float() * self.bundle.vae_scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor) -> list[Image.Image]:
-        vae = self.bundle.vae
+        vae = self._vae_for(z.shape[2] * 8, z.shape[3] * 8)
         return from_model_output(vae.decode((z / self.bundle.vae_scaling_factor).to(vae.dtype)).sample)
 
     def denoiser(

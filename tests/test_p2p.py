@@ -256,3 +256,13 @@ def test_inverting_several_photos_together_equals_one_by_one(editor):
         assert torch.allclose(inv.latent, alone.latent, atol=1e-4) and inv.seed == seed  # batch round-off
     with pytest.raises(ValueError, match="processing size"):
         editor.invert_many([make_photo(64, 64), make_photo(128, 64)], ["a", "b"], [0, 0], size=256)
+
+
+def test_large_images_use_the_tiled_vae_and_keep_their_size(editor):
+    image = make_photo(600, 400, seed=3)
+    inversion = editor.invert(image, "a photo of a cat", seed=0, size=512)  # 8x the tiny model's 64 px
+    assert editor.bundle.vae.use_tiling and inversion.latent.shape == (1, 4, 40, 64)  # 512x320 processed
+    result = editor.edit(inversion, ["a photo of a dog"])
+    assert result.targets[0].size == (600, 400)
+    editor.invert(make_photo(64, 64), "a cat", seed=0)
+    assert not editor.bundle.vae.use_tiling  # back to untiled at the model's own size
