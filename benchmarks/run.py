@@ -28,7 +28,7 @@ import torch
 CONFIGS = Path(__file__).resolve().parent / "configs"
 SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
 STAGES = ("text", "vae_encode", "forward", "reverse", "vae_decode")
-VARIANTS = ("icdedit", "icdedit-graphs", "icdedit-lowrank", "icdedit-swap", "baseline")
+VARIANTS = ("icdedit", "icdedit-graphs", "icdedit-graphs-cl", "icdedit-lowrank", "icdedit-swap", "baseline")
 DEFAULT_VARIANTS = {"cpu": "icdedit,baseline", "cuda": "icdedit,icdedit-graphs,icdedit-lowrank,baseline"}
 
 
@@ -88,6 +88,17 @@ def bench_editor(parts: dict, size: int, device, dtype, *, adapter_strategy: str
     return Editor(bundle, cuda_graphs=cuda_graphs)
 
 
+def channels_last(bundle) -> None:
+    """UNet and VAE convolutions in NHWC (the swapped-out forward weights too)."""
+    torch.backends.cudnn.benchmark = True
+    for module in (bundle.unet, bundle.vae):
+        module.to(memory_format=torch.channels_last)
+    other = getattr(bundle.adapters, "_other", {})
+    for name, weight in other.items():
+        if weight.ndim == 4:
+            other[name] = weight.contiguous(memory_format=torch.channels_last)
+
+
 def synthetic_photo(size: int):
     import numpy as np
     from PIL import Image
@@ -132,8 +143,11 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
     from icdedit.presets import EditSettings
 
     strategy = {"icdedit-lowrank": "low-rank", "icdedit-swap": "weight-swap"}.get(variant, "auto")
-    editor = bench_editor(parts, args.size, device, dtype, adapter_strategy=strategy, cuda_graphs=variant == "icdedit-graphs")
+    graphs = variant.startswith("icdedit-graphs")
+    editor = bench_editor(parts, args.size, device, dtype, adapter_strategy=strategy, cuda_graphs=graphs)
     bundle = editor.bundle
+    if variant.endswith("-cl"):  # experiment: channels-last convolutions with cuDNN autotuning
+        channels_last(bundle)
     image = synthetic_photo(args.size)
     settings = EditSettings()
     counter = EvalCounter([bundle.unet], adapter_strategy=bundle.adapters.strategy)
