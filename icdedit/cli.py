@@ -365,7 +365,7 @@ def batch(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo items that are already done.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture the UNet as CUDA graphs on the first item and replay them (CUDA only; ~3x faster per item on an H100).")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture the UNet as CUDA graphs on the first item and replay them (CUDA only; 2-3x faster per item on an H100).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Photos of one processing size edited per UNet batch (a batch that does not fit in memory falls back to one by one).")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
