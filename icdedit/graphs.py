@@ -73,8 +73,7 @@ class GraphRunner:
     def _capture(self, entry: _Graph, controller: AttentionController | None) -> None:
         # warm-up runs on a side stream (as CUDA graphs require) must not count towards the
         # local-blend maps of this decode: keep them and put them back afterwards
-        saved = controller._blend_sum.clone() if controller is not None else None
-        pairs = controller._pairs_this_step if controller is not None else 0
+        snapshot = controller.snapshot() if controller is not None else None
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
@@ -84,9 +83,8 @@ class GraphRunner:
         entry.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(entry.graph):
             entry.out = self._run(entry)
-        if controller is not None:  # as if this step had run once, eagerly
-            controller._blend_sum.copy_(saved)
-            controller._pairs_this_step = pairs + (controller._pairs_this_step - pairs) // 3
+        if controller is not None:  # two warm-ups and the capture ran Python: count one
+            controller.restore(snapshot, runs=3)
 
     def denoiser(
         self,

@@ -266,3 +266,23 @@ def test_large_images_use_the_tiled_vae_and_keep_their_size(editor):
     assert result.targets[0].size == (600, 400)
     editor.invert(make_photo(64, 64), "a cat", seed=0)
     assert not editor.bundle.vae.use_tiling  # back to untiled at the model's own size
+
+
+def test_controller_snapshot_undoes_warm_up_runs(editor):
+    """What CUDA-graph capture relies on: at the start of a step, a snapshot; two warm-ups and
+    the capture run the step's Python three times; restoring leaves the blend maps of the
+    steps before and the (layer, head) count of one run, for the replay that follows."""
+    settings = EditSettings()
+    _, plan = plan_for(editor, "a photo of a cat", ["a photo of a dog"], settings)
+    controller = AttentionController(plan, (8, 8), torch.device("cpu"), torch.float32)
+    layer = LayerInfo("down_blocks.2.attentions.0.transformer_blocks.0.attn2", "down", True)
+    q, k, v = torch.randn(2, 2, 4, 8), torch.randn(2, 2, 77, 8), torch.randn(2, 2, 77, 8)
+    controller.begin_step(0)
+    controller.attend(layer, q, k, v, 8**-0.5)  # an earlier step's maps
+    before = controller._blend_sum.clone()
+    controller.begin_step(1)
+    snapshot = controller.snapshot()
+    for _ in range(3):
+        controller.attend(layer, q, k, v, 8**-0.5)
+    controller.restore(snapshot, runs=3)
+    assert torch.equal(controller._blend_sum, before) and controller._pairs_this_step == 2

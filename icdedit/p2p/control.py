@@ -99,6 +99,16 @@ class AttentionController:
         self._blend_sum.zero_()
         self.step = 0
 
+    def snapshot(self) -> tuple[torch.Tensor, int]:
+        """The step's local-blend state, before runs that must not count (CUDA graph warm-ups)."""
+        return self._blend_sum.clone(), self._pairs_this_step
+
+    def restore(self, snapshot: tuple[torch.Tensor, int], runs: int) -> None:
+        """Undo `runs` evaluations of this step, keeping the (layer, head) count of one."""
+        blend_sum, pairs = snapshot
+        self._blend_sum.copy_(blend_sum)
+        self._pairs_this_step = pairs + (self._pairs_this_step - pairs) // runs
+
     # -- driven by the decode loop ------------------------------------------------------
     def begin_step(self, step: int) -> None:
         self.step = step
