@@ -191,6 +191,11 @@ def fetch(url: str, destination: Path, *, sha256: str | None = None, retries: in
         if attempt < retries:
             time.sleep(min(2**attempt * 0.2, 5))
     else:
+        if not part.exists() or part.stat().st_size == 0:
+            part.unlink(missing_ok=True)
+            host = urllib.request.urlparse(url).netloc
+            raise DownloadError(f"cannot reach {host} to fetch {url} ({last_error})",
+                                "check the network connection (or proxy settings) and run the same command again")  # fmt: skip
         raise DownloadError(f"{url}: download interrupted ({last_error}); {part} keeps what arrived",
                             "run the same command again to resume")  # fmt: skip
     if sha256:
@@ -273,10 +278,20 @@ def _archives(spec: ModelSpec) -> dict[str, dict[str, Path]]:
     return plan
 
 
+def offline() -> bool:
+    """HF_HUB_OFFLINE=1 means offline for every download, the hub's and the release's."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
 def download_icd_files(spec: ModelSpec, progress: Progress | None = None) -> list[Path]:
+    plan = _archives(spec)
+    if plan and offline():
+        missing = ", ".join(str(path) for wanted in plan.values() for path in wanted.values())
+        raise DownloadError(f"HF_HUB_OFFLINE is set: cannot fetch the missing files {missing}",
+                            f"run `{download_command(spec)}` on a machine with network, or copy the files there")  # fmt: skip
     placed: list[Path] = []
     downloads = weights_home() / ".downloads"
-    for url, wanted in _archives(spec).items():
+    for url, wanted in plan.items():
         archive = downloads / PurePosixPath(urllib.request.urlparse(url).path).name
         fetch(url, archive, sha256=spec.sources.get(f"{archive.name}_sha256"), progress=progress)
         try:
@@ -292,8 +307,7 @@ def download_base(spec: ModelSpec, dtype: str = "fp32") -> Path:
         if base_files_present(Path(spec.base)):
             return Path(spec.base)
         raise DownloadError(f"base folder {spec.base} is incomplete", "point base at a complete diffusers folder")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if offline:
+    if offline():
         raise DownloadError(f"HF_HUB_OFFLINE is set: cannot fetch the base model {spec.base!r}",
                             "unset HF_HUB_OFFLINE on a machine with network, or set base to a local folder")  # fmt: skip
     from huggingface_hub import snapshot_download

@@ -96,7 +96,9 @@ def server():
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
+    """A fresh weights folder, and online (the loopback server is the only network used)."""
     monkeypatch.setenv("ICDEDIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return tmp_path / "home"
 
 
@@ -296,3 +298,17 @@ def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec
     report = run_edit(request, Reporter(confirm=lambda q: True))
     assert report["outputs"] == [str(tmp_path / "out.png")] and (tmp_path / "out.png").is_file()
     assert (home / "t.pt").read_bytes() == tiny_spec.teacher.read_bytes()
+
+
+def test_unreachable_release_server_is_a_clean_error(tmp_path):
+    with pytest.raises(DownloadError, match="cannot reach 127.0.0.1:9") as info:
+        fetch("http://127.0.0.1:9/teacher.tar.gz", tmp_path / "t.tar.gz", retries=1)
+    assert "network" in info.value.hint and not list(tmp_path.iterdir())  # no empty .part left behind
+
+
+def test_offline_download_names_the_missing_files(monkeypatch, tmp_path, home, server, tiny_spec):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = runner.invoke(app, ["download", str(model_yaml(tmp_path, server, tiny_spec))])
+    assert result.exit_code == 1 and "HF_HUB_OFFLINE" in result.stderr
+    assert str(home / "t.pt") in result.stderr and "icdedit download" in result.stderr
+    assert server.requests == []  # nothing was even tried
