@@ -196,12 +196,19 @@ def test_long_prompt_is_truncated_with_a_warning(work):
     assert result.exit_code == 0 and "truncated" in result.stderr
 
 
-def test_builtin_tiny_model_runs_end_to_end(work):
+def test_builtin_tiny_model_runs_through_every_command(work):
     folder, _ = work
     result = run("edit", "photo.png", "--src", "a photo of a cat", "--tgt", "a photo of a dog", "--model", "tiny",
                  "--device", "cpu")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "random weights" in result.stderr and (folder / "photo-a-photo-of-a-dog.png").is_file()
+    assert run("invert", "photo.png", "-p", "a photo of a cat", "-m", "tiny", "--device", "cpu").exit_code == 0
+    assert run("reconstruct", "photo.safetensors", "--device", "cpu").exit_code == 0  # model from the file: tiny
+    assert (folder / "photo-reconstruction.png").is_file()
+    batch = run("batch", "photo.png", "-s", "a cat", "-t", "a dog", "-m", "tiny", "--device", "cpu", "--out", "b")
+    assert batch.exit_code == 0 and len(list((folder / "b").glob("*.png"))) == 1
+    download = run("download", "tiny", "--json")
+    assert download.exit_code == 0 and json.loads(download.stdout)["placed"] == []
 
 
 def test_presets_command(work):
