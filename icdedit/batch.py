@@ -27,9 +27,9 @@ from pathlib import Path
 import yaml
 
 from .errors import IcdEditError, SettingsError
-from .files import write_atomically
+from .files import slug, write_atomically
 from .images import image_format, load_image, plan_size, save_image, side_by_side
-from .p2p.plan import derive_edit_words
+from .p2p.plan import derive_edit_words, parse_amplify_item
 from .presets import RANGES, EditSettings, load_preset
 from .text import check_prompt
 
@@ -107,10 +107,6 @@ def expand_images(paths: Iterable[str]) -> list[Path]:
     return found
 
 
-def _slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "edit"
-
-
 def _parse_blend(value) -> list[tuple[str, str]] | None:
     """'srcword tgtword' (PIE-Bench), a [src, tgt] pair or a list of pairs; blank means none."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -135,13 +131,7 @@ def _parse_amplify(value) -> list[tuple[str, float]] | None:
         return [(str(k), float(v)) for k, v in value.items()]
     if isinstance(value, str) and value.strip().lower() == "none":
         return []
-    pairs = []
-    for item in str(value).replace(",", " ").split():
-        word, sep, number = item.rpartition("=")
-        if not sep or not word:
-            raise ValueError(f"amplify {item!r} is not WORD=VALUE")
-        pairs.append((word, float(number)))
-    return pairs
+    return [parse_amplify_item(item) for item in str(value).replace(",", " ").split()]
 
 
 def _blank(value) -> bool:
@@ -195,7 +185,7 @@ def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: Bat
             image_path = image_path if image_path.is_absolute() else image_root / image_path
             output = row.get("output")
             if _blank(output):
-                output = f"{number:04d}-{image_path.stem}-{_slug(str(tgt))}.png"
+                output = f"{number:04d}-{image_path.stem}-{slug(str(tgt))}.png"
             output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
             image_format(output_path)
         except (ValueError, TypeError, IcdEditError) as exc:

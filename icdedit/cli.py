@@ -34,6 +34,7 @@ from rich.table import Table
 
 from . import __version__, workflow
 from .errors import IcdEditError, SettingsError
+from .p2p.plan import parse_amplify_item
 
 stdout = Console(soft_wrap=True, highlight=False)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -265,17 +266,10 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
         return None
     if len(values) == 1 and values[0].strip().lower() == "none":
         return []
-    parsed = []
-    for item in values:
-        word, sep, number = item.rpartition("=")
-        try:
-            value = float(number)
-        except ValueError:
-            value = None
-        if not sep or not word or value is None:
-            raise SettingsError(f"--amplify {item!r} is not WORD=VALUE", "e.g. --amplify bear=4, or --amplify none")
-        parsed.append((word, value))
-    return parsed
+    try:
+        return [parse_amplify_item(item) for item in values]
+    except ValueError as exc:
+        raise SettingsError(f"--{exc}", "e.g. --amplify bear=4, or --amplify none") from None
 
 
 @app.command(

@@ -88,11 +88,11 @@ def base_status(spec: ModelSpec) -> PartStatus:
     if folder is not None and base_files_present(folder):
         files = [p for sub in ("text_encoder", "vae", "tokenizer", "scheduler", "unet") for p in (folder / sub).glob("*")]
         return PartStatus("base", str(folder), True, _tree_size([p.resolve() for p in files]), spec.base)
-    location = spec.base if spec.base_is_local else f"hub {spec.base} (cache: {_hub_cache_dir()})"
+    location = spec.base if spec.base_is_local else f"hub {spec.base} (cache: {hub_cache_dir()})"
     return PartStatus("base", location, False, None if spec.base_is_local else APPROX_BASE_BYTES["fp32"], spec.base)
 
 
-def _hub_cache_dir() -> str:
+def hub_cache_dir() -> str:
     try:
         from huggingface_hub import constants
 

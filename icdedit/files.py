@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,11 @@ def check_output(path: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> 
 
 
 TEMP_MARK = ".part"
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A prompt as a readable file-name part: 'a photo of a Dog!' -> 'a-photo-of-a-dog'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "edit"
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .download import download_command, hub_cache_dir, offline
 from .errors import ModelError, SettingsError
 from .lora import AdapterSwitch, LowRankSwitch, WeightSwapSwitch, forward_merged_weights, merge_lora, read_peft_lora
 from .schedule import NoiseSchedule, StepPlan
@@ -89,8 +89,6 @@ class MissingWeightsError(ModelError):
 def _require_file(path: Path, part: str, spec: ModelSpec) -> None:
     if path.is_file():
         return
-    from .download import download_command
-
     source = spec.sources.get("teacher" if part == "teacher" else "loras")
     where = f"run `{download_command(spec)}`" + (f" (or fetch {source} and unpack it into {path.parent})" if source else "")
     if not source:
@@ -99,8 +97,7 @@ def _require_file(path: Path, part: str, spec: ModelSpec) -> None:
 
 
 def _base_kwargs(spec: ModelSpec) -> dict:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    return {"local_files_only": True} if spec.base_is_local or offline else {}
+    return {"local_files_only": True} if spec.base_is_local or offline() else {}
 
 
 def _load_base_part(loader, spec: ModelSpec, subfolder: str):
@@ -114,20 +111,12 @@ def _load_base_part(loader, spec: ModelSpec, subfolder: str):
             return loader(spec.base, subfolder=subfolder, variant="fp16", **_base_kwargs(spec))
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        from .download import download_command
-
         hint = (
             f"check the folder {spec.base}"
             if spec.base_is_local
-            else f"run `{download_command(spec)}` (needs network; looked in {_hub_cache()}), or set base to a local folder"
+            else f"run `{download_command(spec)}` (needs network; looked in {hub_cache_dir()}), or set base to a local folder"
         )
         raise ModelError(f"base model {spec.base!r}: cannot load {subfolder} ({first})", hint) from None
-
-
-def _hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
 
 
 def _read_scheduler_config(spec: ModelSpec) -> dict:

@@ -7,7 +7,6 @@ loaded, so a bad invocation fails in milliseconds; every output is written atomi
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 from . import batch, download
 from .editor import Editor, Inversion
 from .errors import InputError, OutputError
-from .files import check_output, remove_stale_temp_files
+from .files import check_output, remove_stale_temp_files, slug
 from .images import image_format, load_image, save_image, side_by_side
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, save_latent, size_text
 from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
@@ -84,11 +83,6 @@ def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cu
             raise
     run_download(DownloadRequest(spec.name if spec.path is None else str(spec.path), dtype), reporter)
     return Editor(load_model(spec, device=device, dtype=dtype), cuda_graphs=cuda_graphs)
-
-
-def _slug(text: str, limit: int = 40) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "edit"
 
 
 def default_output(path: Path, overwrite: bool) -> Path:
@@ -286,12 +280,12 @@ def edit_outputs(request: EditRequest) -> list[Path]:
     """One image per target: -o as given for one target, else -o's stem plus the target's slug."""
     stem = request.source.stem
     if request.output is None:
-        paths = [Path(f"{stem}-{_slug(t)}.png") for t in request.targets]
+        paths = [Path(f"{stem}-{slug(t)}.png") for t in request.targets]
         return [default_output(p, request.overwrite) for p in paths]
     if len(request.targets) == 1:
         return [request.output]
     out = request.output
-    return [out.with_name(f"{out.stem}-{i + 1}-{_slug(t)}{out.suffix}") for i, t in enumerate(request.targets)]
+    return [out.with_name(f"{out.stem}-{i + 1}-{slug(t)}{out.suffix}") for i, t in enumerate(request.targets)]
 
 
 def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:

@@ -27,6 +27,18 @@ STOP_WORDS = frozenset(
 )
 
 
+def parse_amplify_item(item: str) -> tuple[str, float]:
+    """'bear=4' -> ('bear', 4.0); anything else is a ValueError naming the item."""
+    word, sep, number = item.rpartition("=")
+    try:
+        value = float(number)
+    except ValueError:
+        value = None
+    if not sep or not word or value is None:
+        raise ValueError(f"amplify {item!r} is not WORD=VALUE")
+    return word, value
+
+
 @dataclass(frozen=True)
 class EditWords:
     """The words that steer one target: amplified target words and local-blend word pairs."""
