@@ -1,6 +1,7 @@
-"""CUDA graphs against eager execution on the same device: same model, same edits.
+"""CUDA graphs (and, with --compile, compiled regions) against eager execution on the same
+device: same model, same edits.
 
-    python -m benchmarks.graphs_check --device cuda --size 512
+    python -m benchmarks.graphs_check --device cuda --size 512 [--compile]
 
 The graphed editor captures on its first edit and replays on the next ones, including an edit
 with other prompts of the same structure (the controller's buffers are reloaded) and one of
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp16")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--arch", default="sd15", choices=["sd15", "tiny"])
+    parser.add_argument("--compile", action="store_true", help="also compile the graphed editor's regions")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
 
@@ -31,13 +33,15 @@ def main() -> None:
     from icdedit.presets import EditSettings
 
     device = torch.device(args.device)
-    graphed = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, resolve_dtype(args.dtype, device),
-                           cuda_graphs=True)
-    eager = Editor(graphed.bundle)
+    dtype = resolve_dtype(args.dtype, device)
+    graphed = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype, cuda_graphs=True,
+                           compile=args.compile)  # fmt: skip
+    # compiling changes the modules in place: the eager reference then needs its own copy (same seed)
+    eager = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype) if args.compile else Editor(graphed.bundle)
     image = synthetic_photo(args.size)
     targets = ["a photo of a dog sitting on the grass", "a photo of a lion sitting on the grass",
                "a photo of a cat sitting on the snow", "a red photo of a cat sitting on the grass"]  # fmt: skip
-    report = {"device": args.device, "dtype": args.dtype, "size": args.size, "edits": []}
+    report = {"device": args.device, "dtype": args.dtype, "size": args.size, "compile": args.compile, "edits": []}
     for target in targets + targets[:1]:
         a = eager.invert(image, SOURCE, seed=1)
         b = graphed.invert(image, SOURCE, seed=1)

@@ -28,7 +28,8 @@ import torch
 CONFIGS = Path(__file__).resolve().parent / "configs"
 SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
 STAGES = ("text", "vae_encode", "forward", "reverse", "vae_decode")
-VARIANTS = ("icdedit", "icdedit-graphs", "icdedit-graphs-cl", "icdedit-lowrank", "icdedit-swap", "baseline")
+VARIANTS = ("icdedit", "icdedit-graphs", "icdedit-graphs-cl", "icdedit-compile", "icdedit-graphs-compile",
+            "icdedit-graphs-cl-compile", "icdedit-lowrank", "icdedit-swap", "baseline")
 DEFAULT_VARIANTS = {"cpu": "icdedit,baseline", "cuda": "icdedit,icdedit-graphs,icdedit-lowrank,baseline"}
 
 
@@ -71,7 +72,8 @@ def bench_spec(size: int):
     )  # fmt: skip
 
 
-def bench_editor(parts: dict, size: int, device, dtype, *, adapter_strategy: str = "auto", cuda_graphs: bool = False):
+def bench_editor(parts: dict, size: int, device, dtype, *, adapter_strategy: str = "auto", cuda_graphs: bool = False,
+                 compile: bool = False, memory_format: torch.memory_format | None = None):  # fmt: skip
     """An icdedit Editor over the random components (they are consumed: `parts` is emptied)."""
     from icdedit.editor import Editor
     from icdedit.loader import assemble_bundle
@@ -85,7 +87,9 @@ def bench_editor(parts: dict, size: int, device, dtype, *, adapter_strategy: str
         device=device, dtype=dtype, adapter_strategy=adapter_strategy,
     )  # fmt: skip
     parts.clear()  # the bundle holds the only copy now
-    return Editor(bundle, cuda_graphs=cuda_graphs)
+    if memory_format is torch.channels_last:  # before compiling: the kernels are chosen for the layout
+        channels_last(bundle)
+    return Editor(bundle, cuda_graphs=cuda_graphs, compile=compile)
 
 
 def channels_last(bundle) -> None:
@@ -142,12 +146,15 @@ class EvalCounter:
 def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "icdedit"):
     from icdedit.presets import EditSettings
 
+    options = set(variant.split("-")[1:])  # e.g. icdedit-graphs-cl-compile
     strategy = {"icdedit-lowrank": "low-rank", "icdedit-swap": "weight-swap"}.get(variant, "auto")
-    graphs = variant.startswith("icdedit-graphs")
-    editor = bench_editor(parts, args.size, device, dtype, adapter_strategy=strategy, cuda_graphs=graphs)
+    editor = bench_editor(
+        parts, args.size, device, dtype, adapter_strategy=strategy, cuda_graphs="graphs" in options,
+        compile="compile" in options,
+        # experiment: channels-last VAE too, with cuDNN autotuning (the UNet is channels-last on CUDA anyway)
+        memory_format=torch.channels_last if "cl" in options else None,
+    )  # fmt: skip
     bundle = editor.bundle
-    if variant.endswith("-cl"):  # experiment: channels-last convolutions with cuDNN autotuning
-        channels_last(bundle)
     image = synthetic_photo(args.size)
     settings = EditSettings()
     counter = EvalCounter([bundle.unet], adapter_strategy=bundle.adapters.strategy)
@@ -240,8 +247,10 @@ def child(args) -> dict:
     build_seconds = time.perf_counter() - started
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
     for _ in range(args.warmup):
-        once()
+        once()  # pays for CUDA graph capture and compilation, where a variant has them
+    warmup_seconds = time.perf_counter() - started
     counter.rows.clear()
     runs = []
     for _ in range(args.runs):
@@ -251,6 +260,7 @@ def child(args) -> dict:
     return {
         "variant": args.child,
         "build_seconds": round(build_seconds, 2),
+        "warmup_seconds": round(warmup_seconds, 2),
         "runs": runs,
         "unet_evals": evals_per_run,
         "rows_per_eval": counter.rows[:evals_per_run],

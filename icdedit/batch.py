@@ -149,6 +149,7 @@ class BatchDefaults:
     seed: int = 0
     blend: list[tuple[str, str]] | None = None
     amplify: list[tuple[str, float]] | None = None
+    model_preset: str = "default"  # the model's own default preset, when neither row nor flag names one
 
 
 def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: BatchDefaults) -> list[BatchItem]:
@@ -170,7 +171,7 @@ def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: Bat
             tgt = row.get("tgt") if not _blank(row.get("tgt")) else defaults.tgt
             if _blank(src) or _blank(tgt):
                 raise ValueError("src and tgt prompts are needed (columns or --src/--tgt)")
-            preset_name = row.get("preset") if not _blank(row.get("preset")) else defaults.preset
+            preset_name = row.get("preset") if not _blank(row.get("preset")) else defaults.preset or defaults.model_preset
             if preset_name not in presets:
                 presets[preset_name] = load_preset(preset_name)
             overrides = dict(defaults.overrides)
@@ -305,9 +306,11 @@ def run_items(
     size: int | None = None,
     batch_size: int = 1,
     on_item: Callable[[BatchItem, str], None] | None = None,
+    check_words: bool = True,
 ) -> Summary:
     """Edit every item not already done, up to `batch_size` photos of one processing size per
-    UNet batch; record each outcome as soon as it is known."""
+    UNet batch; record each outcome as soon as it is known. `check_words`: whether the items'
+    Prompt-to-Prompt words are checked up front (not for SDXL, which has none)."""
     summary = Summary()
     todo = []
     for item in items:
@@ -330,7 +333,7 @@ def run_items(
     try:
         for item in todo:
             started = time.perf_counter()
-            problem = word_problem(item)
+            problem = word_problem(item) if check_words else None
             image = None
             if problem is None:
                 try:

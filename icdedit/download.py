@@ -34,16 +34,27 @@ from .specs import ModelSpec
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-# The files of a diffusers SD1.5 folder that icdedit reads (the base UNet's weights never are).
-BASE_FILES = (
-    "model_index.json", "scheduler/*", "tokenizer/*", "unet/config.json",
-    "text_encoder/config.json", "vae/config.json",
-)  # fmt: skip
-BASE_WEIGHTS = {
+# The files of a diffusers SD1.5 / SDXL folder that icdedit reads (the base UNet's weights never are).
+BASE_FILES = {
+    "sd15": ("model_index.json", "scheduler/*", "tokenizer/*", "unet/config.json", "text_encoder/config.json",
+             "vae/config.json"),
+    "sdxl": ("model_index.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*", "unet/config.json",
+             "text_encoder/config.json", "text_encoder_2/config.json", "vae/config.json"),
+}  # fmt: skip
+_WEIGHTS = {
     "fp32": ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"),
     "fp16": ("text_encoder/model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors"),
 }
-APPROX_BASE_BYTES = {"fp32": 830_000_000, "fp16": 415_000_000}  # text encoder + VAE of SD1.5
+BASE_WEIGHTS = {
+    "sd15": _WEIGHTS,
+    "sdxl": {
+        "fp32": (*_WEIGHTS["fp32"], "text_encoder_2/model.safetensors"),
+        "fp16": (*_WEIGHTS["fp16"], "text_encoder_2/model.fp16.safetensors"),
+    },
+}
+# text encoder(s) + VAE: SD1.5 (123M + 84M parameters), SDXL (+ 695M for the second encoder)
+APPROX_BASE_BYTES = {"sd15": {"fp32": 830_000_000, "fp16": 415_000_000},
+                     "sdxl": {"fp32": 3_600_000_000, "fp16": 1_800_000_000}}  # fmt: skip
 
 Progress = Callable[[str, int, int | None], None]  # (what, bytes so far, total or None)
 
@@ -76,20 +87,21 @@ def _hub_snapshot(repo_id: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def base_files_present(folder: Path) -> bool:
-    if not all((folder / f).exists() for f in ("model_index.json", "unet/config.json", "vae/config.json",
-                                              "text_encoder/config.json", "tokenizer")):  # fmt: skip
+def base_files_present(folder: Path, family: str = "sd15") -> bool:
+    configs = [f.removesuffix("/*") for f in BASE_FILES[family] if f != "scheduler/*"]
+    if not all((folder / f).exists() for f in configs):
         return False
-    return any(all((folder / w).is_file() for w in weights) for weights in BASE_WEIGHTS.values())
+    return any(all((folder / w).is_file() for w in weights) for weights in BASE_WEIGHTS[family].values())
 
 
 def base_status(spec: ModelSpec) -> PartStatus:
     folder = Path(spec.base) if spec.base_is_local else _hub_snapshot(spec.base)
-    if folder is not None and base_files_present(folder):
-        files = [p for sub in ("text_encoder", "vae", "tokenizer", "scheduler", "unet") for p in (folder / sub).glob("*")]
+    if folder is not None and base_files_present(folder, spec.family):
+        parts = ("text_encoder", "text_encoder_2", "vae", "tokenizer", "tokenizer_2", "scheduler", "unet")
+        files = [p for sub in parts for p in (folder / sub).glob("*")]
         return PartStatus("base", str(folder), True, _tree_size([p.resolve() for p in files]), spec.base)
     location = spec.base if spec.base_is_local else f"hub {spec.base} (cache: {hub_cache_dir()})"
-    return PartStatus("base", location, False, None if spec.base_is_local else APPROX_BASE_BYTES["fp32"], spec.base)
+    return PartStatus("base", location, False, None if spec.base_is_local else APPROX_BASE_BYTES[spec.family]["fp32"], spec.base)
 
 
 def hub_cache_dir() -> str:
@@ -304,7 +316,7 @@ def download_icd_files(spec: ModelSpec, progress: Progress | None = None) -> lis
 def download_base(spec: ModelSpec, dtype: str = "fp32") -> Path:
     """Fetch only the base files icdedit reads (fp16 weights when the model will run in fp16)."""
     if spec.base_is_local:
-        if base_files_present(Path(spec.base)):
+        if base_files_present(Path(spec.base), spec.family):
             return Path(spec.base)
         raise DownloadError(f"base folder {spec.base} is incomplete", "point base at a complete diffusers folder")
     if offline():
@@ -314,7 +326,7 @@ def download_base(spec: ModelSpec, dtype: str = "fp32") -> Path:
 
     variant = "fp16" if dtype in ("fp16", "auto-fp16") else "fp32"
     try:
-        return Path(snapshot_download(spec.base, allow_patterns=[*BASE_FILES, *BASE_WEIGHTS[variant]]))
+        return Path(snapshot_download(spec.base, allow_patterns=[*BASE_FILES[spec.family], *BASE_WEIGHTS[spec.family][variant]]))
     except Exception as exc:  # noqa: BLE001 - the hub client raises many kinds; all mean "not fetched"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DownloadError(f"base model {spec.base!r} could not be fetched from the hub ({first[:200]})",

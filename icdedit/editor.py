@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import wraps
 
 import torch
 from PIL import Image
 
 from . import engine
-from .graphs import GraphRunner
+from .compiling import CompileOptions, compile_limits, compile_models
+from .errors import SettingsError
+from .graphs import GraphRunner, call_unet
 from .images import from_model_output, prepare_image, resize, to_model_input
 from .loader import ModelBundle, load_model
 from .p2p.control import AttentionController, GroupedController, attention_control
@@ -23,7 +27,7 @@ from .p2p.plan import ControlPlan, EditWords, build_control_plan, derive_all_edi
 from .presets import EditSettings
 from .schedule import dynamic_guidance, guidance_embedding
 from .specs import resolve_model
-from .text import check_prompt, encode_prompts
+from .text import PromptEmbeddings, check_prompt, encode_prompts, encode_prompts_xl
 
 OnStep = Callable[[], None]
 
@@ -63,20 +67,41 @@ class EditResult:
     source: Image.Image | None = None  # row 0 decoded (a reconstruction), when asked for
 
 
+def _runs_networks(method):
+    """Methods that run the UNet or the VAE: under compilation, with room for its variants."""
+
+    @wraps(method)
+    def run(self, *args, **kwargs):
+        with compile_limits() if self.compiled else nullcontext():
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class Editor:
     """`cuda_graphs=True` captures each UNet evaluation as a CUDA graph on first use and
     replays it afterwards: the first edit of a given shape pays for the capture, later ones
-    run several times faster (see `graphs.py`). Off CUDA it changes nothing but bookkeeping."""
+    run several times faster (see `graphs.py`). Off CUDA it changes nothing but bookkeeping.
 
-    def __init__(self, bundle: ModelBundle, prompt_cache_size: int = 64, cuda_graphs: bool = False):
+    `compile=True` (or a `CompileOptions`) compiles the attention-free regions of the UNet and
+    the VAE in place with `torch.compile` (see `compiling.py`): the first run of each shape
+    pays for the compilation. The two combine: the graphs then replay the compiled kernels."""
+
+    def __init__(self, bundle: ModelBundle, prompt_cache_size: int = 64, cuda_graphs: bool = False,
+                 compile: bool | CompileOptions = False):  # fmt: skip
         self.bundle = bundle
         self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
-        self._graphs = GraphRunner(bundle.unet, bundle.device, bundle.dtype) if cuda_graphs else None
+        self._graphs = GraphRunner(bundle.unet, bundle.device, bundle.dtype, bundle.attention_fn) if cuda_graphs else None
+        self.compiled = bool(compile)
+        if compile:
+            compile_models(bundle.unet, bundle.vae, compile if isinstance(compile, CompileOptions) else CompileOptions())
 
     @classmethod
-    def load(cls, model: str | None = None, device: str = "auto", dtype: str = "auto", cuda_graphs: bool = False) -> Editor:
-        return cls(load_model(resolve_model(model), device=device, dtype=dtype), cuda_graphs=cuda_graphs)
+    def load(cls, model: str | None = None, device: str = "auto", dtype: str = "auto", cuda_graphs: bool = False,
+             compile: bool | CompileOptions = False, attention: str = "auto") -> Editor:  # fmt: skip
+        bundle = load_model(resolve_model(model), device=device, dtype=dtype, attention=attention)
+        return cls(bundle, cuda_graphs=cuda_graphs, compile=compile)
 
     @property
     def spec(self):
@@ -91,18 +116,24 @@ class Editor:
         return self.bundle.device
 
     # -- building blocks -------------------------------------------------------------------
-    def prompt_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        """(B, 77, D) text embeddings, each prompt encoded once and cached."""
+    def prompt_embeddings(self, prompts: Sequence[str]) -> PromptEmbeddings:
+        """The prompts' embeddings, one row each; every prompt is encoded once and cached."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
         if missing:
-            encoded = encode_prompts(self.tokenizer, self.bundle.text_encoder, missing, self.device)
-            for prompt, embedding in zip(missing, encoded):
+            for prompt, embedding in zip(missing, self._encode(missing).rows()):
                 self._prompt_cache[prompt] = embedding
         for prompt in prompts:
             self._prompt_cache.move_to_end(prompt)
         while len(self._prompt_cache) > self._prompt_cache_size:
             self._prompt_cache.popitem(last=False)
-        return torch.stack([self._prompt_cache[p] for p in prompts])
+        return PromptEmbeddings.cat([self._prompt_cache[p] for p in prompts])
+
+    def _encode(self, prompts: list[str]) -> PromptEmbeddings:
+        bundle = self.bundle
+        if self.spec.family == "sdxl":
+            encoders = (bundle.text_encoder, bundle.text_encoder_2)
+            return encode_prompts_xl((bundle.tokenizer, bundle.tokenizer_2), encoders, prompts, self.device)
+        return PromptEmbeddings(encode_prompts(bundle.tokenizer, bundle.text_encoder, prompts, self.device))
 
     def _vae_for(self, height: int, width: int):
         """The VAE, tiled for images over twice the model's resolution (memory grows with the
@@ -115,6 +146,7 @@ class Editor:
                 vae.disable_tiling()
         return vae
 
+    @_runs_networks
     @torch.no_grad()
     def encode_image(self, image: Image.Image) -> torch.Tensor:
         """RGB image -> z0 = VAE posterior mean * scaling factor, float32 (ICD_SPEC section 4)."""
@@ -122,45 +154,67 @@ class Editor:
         pixels = to_model_input(image).to(self.device, vae.dtype)
         return vae.encode(pixels).latent_dist.mean.float() * self.bundle.vae_scaling_factor
 
+    @_runs_networks
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor) -> list[Image.Image]:
-        vae = self._vae_for(z.shape[2] * 8, z.shape[3] * 8)
+        vae = self._vae_for(z.shape[2] * self._vae_scale, z.shape[3] * self._vae_scale)
         return from_model_output(vae.decode((z / self.bundle.vae_scaling_factor).to(vae.dtype)).sample)
 
     def denoiser(
         self,
-        embeddings: torch.Tensor,
+        conditioning: PromptEmbeddings | Callable[[int], PromptEmbeddings],
         guidance: Callable[[int], list[float]],
         *,
         model: str,
         controller: AttentionController | None = None,
         on_step: OnStep | None = None,
     ) -> engine.Denoiser:
-        """eps(x, t, step): the UNet with these prompts and per-row guidance scales w(t).
+        """eps(x, t, step): the UNet with these prompts (or the prompts of timestep t) and
+        per-row guidance scales w(t).
 
         `model` names the active adapter ('forward' or 'reverse'), `controller` the attention
         control that the loop must tell which step it is on."""
-        unet, dtype = self.bundle.unet, self.bundle.dtype
+        unet, dtype, device = self.bundle.unet, self.bundle.dtype, self.device
         dim = self.spec.guidance_embed_dim
 
-        def cond_of(w: list[float]) -> torch.Tensor:
-            return guidance_embedding(torch.tensor(w, dtype=torch.float32), dim).to(self.device, dtype)
-
-        if self._graphs is not None:
-            return self._graphs.denoiser(model, embeddings, guidance, cond_of, controller, on_step)
+        def inputs_at(x: torch.Tensor, t: int) -> dict[str, torch.Tensor]:
+            prompts = conditioning(t) if callable(conditioning) else conditioning
+            w = torch.tensor(guidance(t), dtype=torch.float32)
+            inputs = {"encoder_hidden_states": prompts.tokens.to(device, dtype),
+                      "timestep_cond": guidance_embedding(w, dim).to(device, dtype)}  # fmt: skip
+            if prompts.pooled is not None:  # SDXL: pooled text and (original, crop, target) size ids
+                inputs["text_embeds"] = prompts.pooled.to(device, dtype)
+                inputs["time_ids"] = self._size_ids(x).to(device, dtype)
+            return inputs
 
         @torch.no_grad()
         def eps(x: torch.Tensor, t: int, step: int) -> torch.Tensor:
             if controller is not None:
                 controller.begin_step(step)
-            out = unet(x.to(dtype), t, encoder_hidden_states=embeddings.to(dtype), timestep_cond=cond_of(guidance(t))).sample
+            inputs = inputs_at(x, t)
+            if self._graphs is not None:
+                out = self._graphs.evaluate((model, step), x, t, inputs, controller)
+            else:
+                out = call_unet(unet, x.to(dtype), t, inputs).float()
             if on_step is not None:
                 on_step()
-            return out.float()
+            return out
 
         return eps
 
+    def _size_ids(self, x: torch.Tensor) -> torch.Tensor:
+        """SDXL's micro-conditioning: original size, crop corner, target size, in pixels. The
+        photo is processed whole at its processing size, so that size is both original and
+        target and the crop is (0, 0), as the official code passes at 1024 x 1024."""
+        height, width = x.shape[2] * self._vae_scale, x.shape[3] * self._vae_scale
+        return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).expand(x.shape[0], -1)
+
+    @property
+    def _vae_scale(self) -> int:
+        return 2 ** (len(self.bundle.vae.config.block_out_channels) - 1)
+
     # -- inversion ---------------------------------------------------------------------------
+    @_runs_networks
     @torch.no_grad()
     def invert_latents(
         self, z0: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int], on_step: OnStep | None = None
@@ -207,6 +261,7 @@ class Editor:
         ]
 
     # -- decoding ----------------------------------------------------------------------------
+    @_runs_networks
     @torch.no_grad()
     def reconstruct(
         self, inversion: Inversion, guidance: float = 0.0, tau: float = 0.8, on_step: OnStep | None = None
@@ -245,8 +300,8 @@ class Editor:
     def edit_many(self, jobs: Sequence[EditJob], *, decode_source: bool = False, on_step: OnStep | None = None) -> list[EditResult]:
         """Several edits of inversions that share a latent size, decoded as one UNet batch."""
         jobs = [self._prepare(job) for job in jobs]
-        latents = self._decode_jobs(jobs, on_step)
-        rows = [z if decode_source else z[1:] for z in latents]
+        latents = self._decode_jobs(jobs, on_step, with_source=decode_source)
+        rows = [z if decode_source else z[-len(job.targets) :] for job, z in zip(jobs, latents)]
         images = self.decode_latents(torch.cat(rows))
         results, start = [], 0
         for job, z, own in zip(jobs, latents, rows):
@@ -272,10 +327,18 @@ class Editor:
         no_blend: bool = False,
         on_step: OnStep | None = None,
     ) -> tuple[torch.Tensor, list[EditWords]]:
-        """The final latents (rows: source, then targets) of one edit, without the VAE."""
+        """The final latents (rows: source, then targets) of one edit, without the VAE.
+
+        Prompt-to-Prompt always decodes the source row (the targets' attention is built from
+        it); SDXL's prompt-switch editing decodes it only when asked, as here."""
         inversion = Inversion(z_T, source, 0, (0, 0), (0, 0))
         job = self._prepare(EditJob(inversion, list(targets), settings or EditSettings(), source, amplify, blend, no_blend))
-        return self._decode_jobs([job], on_step)[0], job.words
+        return self._decode_jobs([job], on_step, with_source=True)[0], job.words
+
+    @property
+    def uses_attention_control(self) -> bool:
+        """SD1.5 edits with Prompt-to-Prompt; SDXL as released, by switching prompts (no control)."""
+        return self.spec.family != "sdxl"
 
     def _prepare(self, job: EditJob) -> EditJob:
         """Check the prompts, derive the words and build the control plan (no model needed)."""
@@ -283,6 +346,11 @@ class Editor:
         targets = [check_prompt(t, "tgt") for t in job.targets]
         if not targets:
             raise ValueError("edit needs at least one target prompt")
+        if not self.uses_attention_control:
+            if job.amplify or job.blend:
+                raise SettingsError(f"--amplify and --blend need Prompt-to-Prompt control, which {self.spec.name} "
+                                    "(SDXL) editing does not use", "leave them out for SDXL models")  # fmt: skip
+            return replace(job, source=source, targets=targets, words=[], control=None)
         s = job.settings
         words = derive_all_edit_words(source, targets, s.mode, s.amplify, job.amplify, job.blend, job.no_blend)
         control = build_control_plan(
@@ -292,21 +360,31 @@ class Editor:
         )  # fmt: skip
         return replace(job, source=source, targets=targets, words=words, control=control)
 
-    def _decode_jobs(self, jobs: list[EditJob], on_step: OnStep | None) -> list[torch.Tensor]:
+    @_runs_networks
+    def _decode_jobs(self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool) -> list[torch.Tensor]:
+        """The final latents of every job, decoded as one batch: [source,] targets per job."""
+        shapes = {tuple(job.inversion.latent.shape) for job in jobs}
+        if len(shapes) != 1:
+            raise ValueError(f"edits decoded together must share a latent size, got {sorted(shapes)}")
+        if not self.uses_attention_control:
+            return self._decode_prompt_switch(jobs, on_step, with_source)
+        if self._graphs is not None and len(jobs) > 1:  # graphs hold one controller's buffers
+            return [z for job in jobs for z in self._decode_controlled([job], on_step)]
+        return self._decode_controlled(jobs, on_step)
+
+    def _decode_controlled(self, jobs: list[EditJob], on_step: OnStep | None) -> list[torch.Tensor]:
         """Decode source and targets of every job as one batch with Prompt-to-Prompt control
         (ICD_SPEC 5-6). In each job, the source row has w = 0 at every step (as released) and
         the targets the dynamic guidance w(t). A guidance-distilled UNet needs no unconditional
         rows, so an edit is 1 + n rows, not the official 2 (1 + n)."""
-        if self._graphs is not None and len(jobs) > 1:  # graphs hold one controller's buffers
-            return [z for job in jobs for z in self._decode_jobs([job], on_step)]
-        shapes = {tuple(job.inversion.latent.shape) for job in jobs}
-        if len(shapes) != 1:
-            raise ValueError(f"edits decoded together must share a latent size, got {sorted(shapes)}")
         latent_size = tuple(jobs[0].inversion.latent.shape[2:])
         if self._graphs is not None:
             controller = self._graphs.controller(jobs[0].control, latent_size)
         else:
-            controllers = [AttentionController(j.control, latent_size, self.device, self.bundle.dtype) for j in jobs]
+            controllers = [
+                AttentionController(j.control, latent_size, self.device, self.bundle.dtype, self.bundle.attention_fn)
+                for j in jobs
+            ]
             controller = controllers[0] if len(controllers) == 1 else GroupedController(controllers)
         schedules = [dynamic_guidance(j.settings.guidance, j.settings.tau) for j in jobs]
 
@@ -320,3 +398,30 @@ class Editor:
         with self.bundle.adapters.use("reverse"), attention_control(self.bundle.unet, controller):
             z = engine.decode(eps, rows, self.bundle.plan, self.bundle.schedule, after_step=controller.after_step)
         return list(torch.split(z, [1 + len(j.targets) for j in jobs]))
+
+    def _decode_prompt_switch(self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool) -> list[torch.Tensor]:
+        """SDXL editing as released (official running/sdxl/edit.py), no attention control: each
+        target row is decoded from z_T with the dynamic guidance w(t) and its own prompt, except
+        that while t/1000 > tau its token embeddings are the source prompt's (the official
+        `amplify_prompt`: the noisiest steps, where w(t) = 0, lay out the photo as it was). Its
+        pooled embedding is its own prompt's at every step, as in the official code. The source
+        row, a reconstruction with w = 0, is decoded only when `with_source` asks for it."""
+        rows = []  # (prompt, prompt of the noisiest steps, tau, w(t)) per row
+        for job in jobs:
+            w_of, tau = dynamic_guidance(job.settings.guidance, job.settings.tau), job.settings.tau
+            if with_source:
+                rows.append((job.source, job.source, tau, lambda t: 0.0))
+            rows += [(target, job.source, tau, w_of) for target in job.targets]
+        own = self.prompt_embeddings([r[0] for r in rows])
+        early = self.prompt_embeddings([r[1] for r in rows]).with_pooled_of(own)
+
+        def conditioning(t: int) -> PromptEmbeddings:
+            switched = torch.tensor([t > tau * 1000 for _, _, tau, _ in rows], device=own.tokens.device)
+            return PromptEmbeddings(torch.where(switched[:, None, None], early.tokens, own.tokens), own.pooled)
+
+        eps = self.denoiser(conditioning, lambda t: [w_of(t) for *_, w_of in rows], model="reverse", on_step=on_step)
+        per_job = [len(job.targets) + with_source for job in jobs]
+        z_T = torch.cat([j.inversion.latent.to(self.device).expand(n, -1, -1, -1) for j, n in zip(jobs, per_job)])
+        with self.bundle.adapters.use("reverse"):
+            z = engine.decode(eps, z_T, self.bundle.plan, self.bundle.schedule)
+        return list(torch.split(z, per_job))

@@ -3,7 +3,8 @@ captured once and replayed.
 
 One graph per (model, step, timestep, shapes, attention-control structure). Everything a
 graph reads lives in static buffers that are refilled before each replay: the latent, the
-prompt embeddings, the guidance embedding, and the attention controller's tensors (one
+UNet's inputs (prompt embeddings, guidance embedding, SDXL's pooled embedding and size ids),
+and the attention controller's tensors (one
 controller is kept per control structure and `load`ed with each new plan; its local-blend
 maps accumulate in place). Python that decides *which* kernels run (the step windows, the
 blend layers) ran once, at capture; that is why the structure is part of the key.
@@ -18,8 +19,17 @@ from dataclasses import dataclass
 
 import torch
 
+from .attention import AttentionFn, sdpa
 from .p2p.control import AttentionController
 from .p2p.plan import ControlPlan
+
+
+def call_unet(unet: torch.nn.Module, x: torch.Tensor, t, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """UNet(x, t) with `inputs`: encoder_hidden_states and timestep_cond, and for SDXL the
+    pooled text embedding and size ids (`text_embeds`, `time_ids`)."""
+    added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs}
+    return unet(x, t, encoder_hidden_states=inputs["encoder_hidden_states"], timestep_cond=inputs["timestep_cond"],
+                added_cond_kwargs=added or None).sample  # fmt: skip
 
 
 @dataclass
@@ -27,39 +37,39 @@ class _Graph:
     graph: torch.cuda.CUDAGraph | None
     x: torch.Tensor
     timestep: torch.Tensor
-    embeddings: torch.Tensor
-    cond: torch.Tensor
+    inputs: dict[str, torch.Tensor]  # static copies, refilled before each replay
     out: torch.Tensor | None = None
 
 
 class GraphRunner:
-    def __init__(self, unet: torch.nn.Module, device: torch.device, dtype: torch.dtype):
-        self.unet, self.device, self.dtype = unet, device, dtype
+    def __init__(self, unet: torch.nn.Module, device: torch.device, dtype: torch.dtype, attention: AttentionFn = sdpa):
+        self.unet, self.device, self.dtype, self.attention = unet, device, dtype, attention
         self.capture = device.type == "cuda"
         self._graphs: dict[tuple, _Graph] = {}
         self._controllers: dict[tuple, AttentionController] = {}
 
     def controller(self, plan: ControlPlan, latent_size: tuple[int, int]) -> AttentionController:
         """A controller for `plan`, reused (with its buffers) for plans of the same structure."""
-        fresh = AttentionController(plan, latent_size, self.device, self.dtype)
+        fresh = AttentionController(plan, latent_size, self.device, self.dtype, self.attention)
         kept = self._controllers.setdefault(fresh.structure(), fresh)
         if kept is not fresh:
             kept.load(plan)
         return kept
 
-    def evaluate(self, key: tuple, x: torch.Tensor, t: int, embeddings: torch.Tensor, cond: torch.Tensor,
+    def evaluate(self, key: tuple, x: torch.Tensor, t: int, inputs: dict[str, torch.Tensor],
                  controller: AttentionController | None) -> torch.Tensor:  # fmt: skip
-        """UNet(x, t, embeddings, cond) through the graph for `key` (captured on first use)."""
-        key = (*key, t, tuple(x.shape), tuple(embeddings.shape), None if controller is None else controller.structure())
+        """UNet(x, t, inputs) through the graph for `key` (captured on first use)."""
+        shapes = tuple((name, tuple(value.shape)) for name, value in sorted(inputs.items()))
+        key = (*key, t, tuple(x.shape), shapes, None if controller is None else controller.structure())
         entry = self._graphs.get(key)
         fresh = entry is None
         if fresh:
-            entry = _Graph(None, torch.empty_like(x, dtype=self.dtype), torch.tensor(t, device=self.device),
-                           torch.empty_like(embeddings, dtype=self.dtype), torch.empty_like(cond, dtype=self.dtype))  # fmt: skip
+            static = {name: torch.empty_like(value, dtype=self.dtype) for name, value in inputs.items()}
+            entry = _Graph(None, torch.empty_like(x, dtype=self.dtype), torch.tensor(t, device=self.device), static)
             self._graphs[key] = entry
         entry.x.copy_(x)
-        entry.embeddings.copy_(embeddings)
-        entry.cond.copy_(cond)
+        for name, value in inputs.items():
+            entry.inputs[name].copy_(value)
         if not self.capture:
             return self._run(entry).float()
         if fresh:
@@ -68,7 +78,7 @@ class GraphRunner:
         return entry.out.float()
 
     def _run(self, entry: _Graph) -> torch.Tensor:
-        return self.unet(entry.x, entry.timestep, encoder_hidden_states=entry.embeddings, timestep_cond=entry.cond).sample
+        return call_unet(self.unet, entry.x, entry.timestep, entry.inputs)
 
     def _capture(self, entry: _Graph, controller: AttentionController | None) -> None:
         # warm-up runs on a side stream (as CUDA graphs require) must not count towards the
@@ -85,22 +95,3 @@ class GraphRunner:
             entry.out = self._run(entry)
         if controller is not None:  # two warm-ups and the capture ran Python: count one
             controller.restore(snapshot, runs=3)
-
-    def denoiser(
-        self,
-        model: str,
-        embeddings: torch.Tensor,
-        guidance: Callable[[int], list[float]],
-        cond_of: Callable[[list[float]], torch.Tensor],
-        controller: AttentionController | None = None,
-        on_step: Callable[[], None] | None = None,
-    ):
-        def eps(x: torch.Tensor, t: int, step: int) -> torch.Tensor:
-            if controller is not None:
-                controller.begin_step(step)
-            out = self.evaluate((model, step), x, t, embeddings, cond_of(guidance(t)), controller)
-            if on_step is not None:
-                on_step()
-            return out
-
-        return eps

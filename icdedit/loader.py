@@ -14,9 +14,12 @@ from pathlib import Path
 
 import torch
 
+from .attention import KERNELS, AttentionFn, choose_attention
 from .download import download_command, hub_cache_dir, offline
 from .errors import ModelError, SettingsError
 from .lora import AdapterSwitch, LowRankSwitch, WeightSwapSwitch, forward_merged_weights, merge_lora, read_peft_lora
+from .p2p.control import FixedAttention, install_processors
+from .paths import weights_home
 from .schedule import NoiseSchedule, StepPlan
 from .specs import ModelSpec
 
@@ -37,10 +40,17 @@ class ModelBundle:
     adapters: AdapterSwitch
     device: torch.device
     dtype: torch.dtype
+    attention: str = "sdpa"  # the fused attention kernel of the UNet (see `attention.py`)
+    tokenizer_2: object = None  # SDXL's second tokenizer and text encoder (with projection)
+    text_encoder_2: torch.nn.Module | None = None
 
     @property
     def vae_scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def attention_fn(self) -> AttentionFn:
+        return KERNELS[self.attention]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -105,7 +115,7 @@ def _load_base_part(loader, spec: ModelSpec, subfolder: str):
         try:
             return loader(spec.base, subfolder=subfolder, **_base_kwargs(spec))
         except OSError:
-            if subfolder not in ("vae", "text_encoder"):
+            if subfolder not in ("vae", "text_encoder", "text_encoder_2"):
                 raise
             # `icdedit download` fetches only the fp16 weights for fp16 runs
             return loader(spec.base, subfolder=subfolder, variant="fp16", **_base_kwargs(spec))
@@ -165,7 +175,7 @@ def build_teacher_unet(spec: ModelSpec):
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise ModelError(f"{spec.teacher}: teacher does not fit the base UNet of {spec.base!r} ({detail})",
-                         "teacher and base must be the same architecture (SD1.5 teacher with SD1.5 base)")  # fmt: skip
+                         "teacher and base must be the same architecture (an SD1.5 teacher with an SD1.5 base, SDXL with SDXL)")  # fmt: skip
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise ModelError(f"{spec.teacher}: {key} has shape {tuple(state[key].shape)}, the UNet expects {tuple(tensor.shape)}",
@@ -174,15 +184,25 @@ def build_teacher_unet(spec: ModelSpec):
     return unet.eval().requires_grad_(False)
 
 
-def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> ModelBundle:
-    """Load every part of `spec` once; the result is reused for any number of edits."""
+def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto", adapter_strategy: str = "auto",
+               attention: str = "auto") -> ModelBundle:  # fmt: skip
+    """Load every part of `spec` once; the result is reused for any number of edits.
+    `adapter_strategy`: how the forward model is switched in (see `assemble_bundle`);
+    `attention`: auto, sdpa or xformers (see `attention.py`)."""
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    kernel = choose_attention(attention, torch_device, torch_dtype, weights_home() / "attention.json")
     for path, part in ((spec.teacher, "teacher"), (spec.forward_lora, "forward LoRA"), (spec.reverse_lora, "reverse LoRA")):
         _require_file(path, part, spec)
+    second_encoder = {}
+    if spec.family == "sdxl":
+        second_encoder = dict(
+            tokenizer_2=_load_base_part(CLIPTokenizer.from_pretrained, spec, "tokenizer_2"),
+            text_encoder_2=_load_base_part(CLIPTextModelWithProjection.from_pretrained, spec, "text_encoder_2"),
+        )
     return assemble_bundle(
         spec,
         tokenizer=_load_base_part(CLIPTokenizer.from_pretrained, spec, "tokenizer"),
@@ -194,6 +214,9 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Mo
         schedule=NoiseSchedule.from_scheduler_config(_read_scheduler_config(spec)),
         device=torch_device,
         dtype=torch_dtype,
+        adapter_strategy=adapter_strategy,
+        attention=kernel,
+        **second_encoder,
     )
 
 
@@ -210,18 +233,27 @@ def assemble_bundle(
     device: torch.device,
     dtype: torch.dtype,
     adapter_strategy: str = "auto",
+    attention: str = "sdpa",
+    tokenizer_2=None,
+    text_encoder_2: torch.nn.Module | None = None,
 ) -> ModelBundle:
     """Merge the reverse LoRA into the teacher (in float32, before the cast), move everything
     to the device, and attach the forward model: as swapped merged weights on CUDA, as a
-    low-rank correction elsewhere (see `lora.py`; `adapter_strategy` overrides)."""
+    low-rank correction elsewhere (see `lora.py`; `adapter_strategy` overrides).
+    `attention` names the fused kernel ('sdpa': diffusers' own processors stay)."""
     if adapter_strategy == "auto":
         adapter_strategy = "weight-swap" if device.type == "cuda" else "low-rank"
     if adapter_strategy not in ("weight-swap", "low-rank"):
         raise ValueError(f"unknown adapter strategy {adapter_strategy!r}")
     forward_weights = forward_merged_weights(teacher, forward, reverse, spec.forward_lora) if adapter_strategy == "weight-swap" else None
     merge_lora(teacher, reverse, spec.reverse_lora)
-    for module in (text_encoder, vae, teacher):
-        module.to(device, dtype).eval().requires_grad_(False)
+    for module in (text_encoder, text_encoder_2, teacher):
+        if module is not None:
+            module.to(device, dtype).eval().requires_grad_(False)
+    # SDXL's VAE overflows in fp16 (its config says force_upcast, diffusers' SDXL pipelines
+    # upcast it too): it stays float32. SD1.5's VAE is fine in fp16.
+    upcast = spec.family == "sdxl" and dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    vae.to(device, torch.float32 if upcast else dtype).eval().requires_grad_(False)
     # cuDNN's NHWC convolutions made the UNet ~15% faster on an H100 (docs/benchmarks.md);
     # the VAE got slower, so it stays NCHW; on the CPU NHWC was slower for both.
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -233,6 +265,8 @@ def assemble_bundle(
         })  # fmt: skip
     else:
         adapters = LowRankSwitch(teacher, forward, reverse)
+    if attention != "sdpa":
+        install_processors(teacher, FixedAttention(KERNELS[attention]))
     return ModelBundle(
         spec=spec,
         plan=spec.plan(),
@@ -244,4 +278,7 @@ def assemble_bundle(
         adapters=adapters,
         device=device,
         dtype=dtype,
+        attention=attention,
+        tokenizer_2=tokenizer_2,
+        text_encoder_2=text_encoder_2,
     )

@@ -19,12 +19,13 @@ from .paths import presets_dir, weights_home
 from .schedule import StepPlan, plan_steps
 
 DEFAULT_MODEL = "sd15-4step-v1"
-TINY_MODEL = "tiny"
+TINY_MODELS = {"tiny": "sd15", "tiny-xl": "sdxl"}  # built on first use (see tiny.py)
+FAMILIES = ("sd15", "sdxl")
 
 _REQUIRED = ("base", "teacher", "forward_lora", "reverse_lora", "forward_timesteps", "reverse_timesteps")
 _OPTIONAL = {
     "name", "description", "family", "guidance_embed_dim", "lora_alpha", "start_timestep",
-    "resolution", "sources", "random_weights",
+    "resolution", "sources", "random_weights", "default_preset",
 }  # fmt: skip
 
 
@@ -45,6 +46,7 @@ class ModelSpec:
     description: str = ""
     sources: dict[str, str] = field(default_factory=dict)
     random_weights: bool = False
+    default_preset: str = "default"  # the edit settings used when no --preset is given
     path: Path | None = None
 
     def plan(self) -> StepPlan:
@@ -116,6 +118,7 @@ def load_spec(path: Path) -> ModelSpec:
             description=str(data.get("description", "")),
             sources={str(k): str(v) for k, v in (data.get("sources") or {}).items()},
             random_weights=bool(data.get("random_weights", False)),
+            default_preset=str(data.get("default_preset", "xl-default" if data.get("family") == "sdxl" else "default")),
             path=path,
         )
         spec.plan()
@@ -123,6 +126,8 @@ def load_spec(path: Path) -> ModelSpec:
         raise ModelError(f"{path}: {exc}") from None
     if spec.resolution % 64:
         raise ModelError(f"{path}: resolution must be a multiple of 64, got {spec.resolution}")
+    if spec.family not in FAMILIES:
+        raise ModelError(f"{path}: family {spec.family!r} is not supported", f"use one of {', '.join(FAMILIES)}")
     return spec
 
 
@@ -135,16 +140,16 @@ def builtin_specs() -> dict[str, ModelSpec]:
 
 
 def known_model_names() -> list[str]:
-    return [*builtin_specs(), TINY_MODEL]
+    return [*builtin_specs(), *TINY_MODELS]
 
 
 def resolve_model(model: str | Path | None) -> ModelSpec:
     """A built-in name, `tiny`, or the path of a model YAML -> its spec."""
     model = str(model or DEFAULT_MODEL)
-    if model == TINY_MODEL:
+    if model in TINY_MODELS:
         from .tiny import ensure_tiny_model
 
-        return load_spec(ensure_tiny_model())
+        return load_spec(ensure_tiny_model(TINY_MODELS[model]))
     builtins = builtin_specs()
     if model in builtins:
         return builtins[model]

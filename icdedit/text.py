@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 
 from .errors import InputError
@@ -33,13 +36,56 @@ def truncation_warning(tokenizer, prompt: str) -> str | None:
     return f"prompt has {n} tokens, more than {limit}: it was truncated to {kept!r}"
 
 
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """What prompts condition the UNet with, one row per prompt: the per-token states, and for
+    SDXL the pooled embedding of the second text encoder."""
+
+    tokens: torch.Tensor  # (B, 77, D)
+    pooled: torch.Tensor | None = None  # (B, P), SDXL only
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def rows(self) -> list[PromptEmbeddings]:
+        return [PromptEmbeddings(self.tokens[i : i + 1], None if self.pooled is None else self.pooled[i : i + 1])
+                for i in range(len(self))]  # fmt: skip
+
+    @staticmethod
+    def cat(parts: Sequence[PromptEmbeddings]) -> PromptEmbeddings:
+        pooled = [p.pooled for p in parts]
+        return PromptEmbeddings(
+            torch.cat([p.tokens for p in parts]), None if pooled[0] is None else torch.cat(pooled)  # type: ignore[arg-type]
+        )
+
+    def with_pooled_of(self, other: PromptEmbeddings) -> PromptEmbeddings:
+        return PromptEmbeddings(self.tokens, other.pooled)
+
+
+def _token_ids_batch(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Padded to the tokenizer's max length, truncated; no attention mask is ever passed."""
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
 @torch.no_grad()
 def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: torch.device) -> torch.Tensor:
     """(B, 77, D) last hidden states: padded to max length, truncated, no attention mask, no clip-skip."""
-    ids = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    return text_encoder(ids.to(device))[0]
+    return text_encoder(_token_ids_batch(tokenizer, prompts).to(device))[0]
+
+
+@torch.no_grad()
+def encode_prompts_xl(tokenizers, text_encoders, prompts: list[str], device: torch.device) -> PromptEmbeddings:
+    """SDXL, as the official code and diffusers encode: each encoder's penultimate hidden states,
+    concatenated along the features (768 + 1280 = 2048 for SDXL), and the second encoder's
+    projected pooled output (1280)."""
+    states, pooled = [], None
+    for tokenizer, text_encoder in zip(tokenizers, text_encoders):
+        out = text_encoder(_token_ids_batch(tokenizer, prompts).to(device), output_hidden_states=True)
+        states.append(out.hidden_states[-2])
+        pooled = out[0]  # the projection encoder's text_embeds (it comes last)
+    return PromptEmbeddings(torch.cat(states, dim=-1), pooled)
 
 
 def word_token_spans(tokenizer, prompt: str) -> list[list[int]]:

@@ -59,9 +59,32 @@ def tiny_tokenizer_files(directory: Path, words: tuple[str, ...] = TINY_WORDS) -
     (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
-def _tiny_unet(time_cond_proj_dim: int | None):
+TINY_XL_TEXT_WIDTH = 32  # both text encoders: the UNet's cross-attention width is their sum
+TINY_XL_TIME_EMBED = 8
+
+
+def _tiny_unet(time_cond_proj_dim: int | None, family: str = "sd15"):
     from diffusers import UNet2DConditionModel
 
+    if family == "sdxl":  # SDXL's layout: no attention at the top level, deeper transformers below
+        return UNet2DConditionModel(
+            sample_size=TINY_RESOLUTION // 8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(16, 32, 32),
+            layers_per_block=2,
+            transformer_layers_per_block=(1, 1, 2),
+            norm_num_groups=8,
+            cross_attention_dim=2 * TINY_XL_TEXT_WIDTH,
+            attention_head_dim=(2, 2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=TINY_XL_TIME_EMBED,
+            projection_class_embeddings_input_dim=6 * TINY_XL_TIME_EMBED + TINY_XL_TEXT_WIDTH,
+            time_cond_proj_dim=time_cond_proj_dim,
+        )
     return UNet2DConditionModel(
         sample_size=TINY_RESOLUTION // 8,
         in_channels=4,
@@ -77,7 +100,7 @@ def _tiny_unet(time_cond_proj_dim: int | None):
     )
 
 
-def _tiny_vae():
+def _tiny_vae(family: str = "sd15"):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -90,12 +113,13 @@ def _tiny_vae():
         latent_channels=4,
         norm_num_groups=4,
         sample_size=TINY_RESOLUTION,
-        scaling_factor=0.18215,
+        scaling_factor=0.13025 if family == "sdxl" else 0.18215,
+        force_upcast=family == "sdxl",  # SDXL's VAE overflows in fp16
     )
 
 
-def _tiny_text_encoder(vocab_size: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _tiny_text_encoder(vocab_size: int, with_projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
         vocab_size=vocab_size,
@@ -107,8 +131,9 @@ def _tiny_text_encoder(vocab_size: int):
         bos_token_id=vocab_size - 2,
         eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,
+        projection_dim=TINY_XL_TEXT_WIDTH,
     )
-    return CLIPTextModel(config)
+    return CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
 
 
 def random_peft_lora(unet: torch.nn.Module, rank: int, generator: torch.Generator, std: float = 0.05) -> dict:
@@ -131,16 +156,21 @@ def random_peft_lora(unet: torch.nn.Module, rank: int, generator: torch.Generato
 def build_tiny_model(
     directory: str | Path,
     *,
+    family: str = "sd15",
     seed: int = 0,
     lora_rank: int = 4,
     forward_timesteps: tuple[int, ...] = (19, 259, 519, 779),
     reverse_timesteps: tuple[int, ...] = (259, 519, 779, 999),
     teacher_format: str = "pt",
 ) -> Path:
-    """Write a complete tiny iCD model under `directory`; return its model YAML."""
-    from diffusers import DDPMScheduler
+    """Write a complete tiny iCD model of `family` ('sd15' or 'sdxl') under `directory`;
+    return its model YAML. An SDXL base has two tokenizers and text encoders, the second with
+    a projection (its pooled output conditions the UNet), as stabilityai's folder does."""
+    from diffusers import DDPMScheduler, EulerDiscreteScheduler
     from transformers import CLIPTokenizer
 
+    if family not in ("sd15", "sdxl"):
+        raise ValueError(f"unknown family {family!r}")
     directory = Path(directory)
     base = directory / "base"
     torch.manual_seed(seed)
@@ -150,15 +180,24 @@ def build_tiny_model(
     tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer", model_max_length=77)
     tokenizer.save_pretrained(base / "tokenizer")
     _tiny_text_encoder(len(tokenizer)).save_pretrained(base / "text_encoder")
-    _tiny_vae().save_pretrained(base / "vae")
-    # The base UNet (no guidance embedding) is saved like SD1.5's but never used by iCD.
-    _tiny_unet(None).save_pretrained(base / "unet")
-    DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").save_pretrained(
-        base / "scheduler"
-    )
-    (base / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    _tiny_vae(family).save_pretrained(base / "vae")
+    # The base UNet (no guidance embedding) is saved like the real one's but never used by iCD.
+    _tiny_unet(None, family).save_pretrained(base / "unet")
+    betas = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    if family == "sdxl":
+        # stabilityai's second tokenizer pads with "!" instead of the end token
+        CLIPTokenizer.from_pretrained(base / "tokenizer", model_max_length=77, pad_token="!").save_pretrained(
+            base / "tokenizer_2"
+        )
+        _tiny_text_encoder(len(tokenizer), with_projection=True).save_pretrained(base / "text_encoder_2")
+        EulerDiscreteScheduler(**betas).save_pretrained(base / "scheduler")
+        pipeline = "StableDiffusionXLPipeline"
+    else:
+        DDPMScheduler(**betas).save_pretrained(base / "scheduler")
+        pipeline = "StableDiffusionPipeline"
+    (base / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
 
-    teacher = _tiny_unet(512)
+    teacher = _tiny_unet(512, family)
     with torch.no_grad():
         for p in teacher.time_embedding.cond_proj.parameters():  # non-trivial, like a trained one
             p.normal_(0, 0.02, generator=generator)
@@ -172,15 +211,17 @@ def build_tiny_model(
         torch.save(teacher.state_dict(), teacher_file)
     else:
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, teacher_file)
-    fwd_name = "iCD-tiny-forward_" + "_".join(map(str, forward_timesteps)) + ".safetensors"
-    rev_name = "iCD-tiny-reverse_" + "_".join(map(str, reverse_timesteps)) + ".safetensors"
+    stem = "iCD-tiny-xl" if family == "sdxl" else "iCD-tiny"
+    fwd_name = f"{stem}-forward_" + "_".join(map(str, forward_timesteps)) + ".safetensors"
+    rev_name = f"{stem}-reverse_" + "_".join(map(str, reverse_timesteps)) + ".safetensors"
     save_file(random_peft_lora(teacher, lora_rank, generator), directory / fwd_name)
     save_file(random_peft_lora(teacher, lora_rank, generator), directory / rev_name)
 
+    topology = "SDXL" if family == "sdxl" else "SD1.5"
     spec = {
-        "name": "tiny",
-        "description": "Tiny random-weight model with SD1.5's topology: checks an installation; its images are noise.",
-        "family": "sd15",
+        "name": "tiny-xl" if family == "sdxl" else "tiny",
+        "description": f"Tiny random-weight model with {topology}'s topology: checks an installation; its images are noise.",
+        "family": family,
         "base": "base",
         "teacher": teacher_file.name,
         "forward_lora": fwd_name,
@@ -198,11 +239,11 @@ def build_tiny_model(
     return yaml_path
 
 
-def ensure_tiny_model() -> Path:
-    """The built-in tiny model under the weights folder, created on first use."""
+def ensure_tiny_model(family: str = "sd15") -> Path:
+    """The built-in tiny model of `family` under the weights folder, created on first use."""
     from .paths import weights_home
 
-    folder = weights_home() / "tiny"
+    folder = weights_home() / ("tiny-xl" if family == "sdxl" else "tiny")
     yaml_path = folder / "model.yaml"
     if yaml_path.is_file():
         return yaml_path
@@ -212,7 +253,7 @@ def ensure_tiny_model() -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
     try:
-        build_tiny_model(staging)
+        build_tiny_model(staging, family=family)
         try:
             staging.rename(folder)  # atomic: a half-built model is never seen as complete
         except OSError:

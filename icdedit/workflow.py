@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import batch, download
+from .attention import check_attention_request
+from .compiling import check_toolchain
 from .editor import Editor, Inversion
-from .errors import InputError, OutputError
+from .errors import IcdEditError, InputError, OutputError, SettingsError
 from .files import check_output, remove_stale_temp_files, slug
 from .images import image_format, load_image, save_image, side_by_side
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, save_latent, size_text
 from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
 from .metrics import psnr, ssim
 from .p2p.plan import derive_all_edit_words
-from .presets import load_preset
+from .presets import EditSettings, load_preset
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt, truncation_warning
 
@@ -65,16 +67,23 @@ class Reporter:
         return lambda: self.progress.advance(task)
 
 
-def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cuda_graphs: bool = False) -> Editor:
+def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cuda_graphs: bool = False,
+                compile: bool = False, attention: str = "auto") -> Editor:  # fmt: skip
     torch_device = resolve_device(device)
-    resolve_dtype(dtype, torch_device)  # a bad --device/--dtype fails before anything else
+    resolve_dtype(dtype, torch_device)  # a bad --device/--dtype/--attention fails before anything else
+    check_attention_request(attention)
     if cuda_graphs and torch_device.type != "cuda":
         reporter.note(f"note: --cuda-graphs needs a CUDA device; running eagerly on {torch_device}")
+    if compile:
+        check_toolchain(torch_device)
+        reporter.note("note: --compile: the first item of each size compiles the model (minutes), later ones reuse it")
+        if torch_device.type == "cpu":
+            reporter.note("note: on the CPU, compiled runs were measured slower than plain ones (docs/benchmarks.md)")
     if spec.random_weights:
         reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
     try:
         loaded = reporter.stage(f"loading {spec.name}", 1)
-        editor = Editor(load_model(spec, device=device, dtype=dtype), cuda_graphs=cuda_graphs)
+        editor = Editor(load_model(spec, device=device, dtype=dtype, attention=attention), cuda_graphs=cuda_graphs, compile=compile)
         loaded()
         return editor
     except MissingWeightsError as exc:
@@ -82,7 +91,7 @@ def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cu
         if not reporter.confirm(f"{exc.message}. Download what model {spec.name!r} is missing (about {size:.1f} GB) now?"):
             raise
     run_download(DownloadRequest(spec.name if spec.path is None else str(spec.path), dtype), reporter)
-    return Editor(load_model(spec, device=device, dtype=dtype), cuda_graphs=cuda_graphs)
+    return Editor(load_model(spec, device=device, dtype=dtype, attention=attention), cuda_graphs=cuda_graphs, compile=compile)
 
 
 def default_output(path: Path, overwrite: bool) -> Path:
@@ -150,6 +159,7 @@ class InvertRequest:
     dtype: str = "auto"
     output: Path | None = None
     overwrite: bool = False
+    attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
 
 
 def run_invert(request: InvertRequest, reporter: Reporter | None = None) -> dict:
@@ -161,7 +171,7 @@ def run_invert(request: InvertRequest, reporter: Reporter | None = None) -> dict
         raise OutputError(f"latent output {output} must end in .safetensors", "e.g. -o photo.safetensors")
     check_output(output, request.overwrite, inputs=(request.image,))
     spec = resolve_model(request.model)
-    editor = load_editor(spec, request.device, request.dtype, reporter)
+    editor = load_editor(spec, request.device, request.dtype, reporter, attention=request.attention)
     _warn_truncation(editor, [request.prompt], reporter)
     step = reporter.stage("inverting", spec.plan().num_forward_steps)
     inversion = editor.invert(image, request.prompt, request.seed, request.size, on_step=step)
@@ -192,6 +202,7 @@ class ReconstructRequest:
     dtype: str = "auto"
     output: Path | None = None
     overwrite: bool = False
+    attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
 
 
 @dataclass
@@ -233,7 +244,7 @@ def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = Non
     output = request.output or default_output(Path(f"{request.source.stem}-reconstruction.png"), request.overwrite)
     image_format(output)
     check_output(output, request.overwrite, inputs=(request.source,))
-    editor = load_editor(source.spec, request.device, request.dtype, reporter)
+    editor = load_editor(source.spec, request.device, request.dtype, reporter, attention=request.attention)
     _warn_truncation(editor, [source.prompt], reporter)
     inversion = _invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("decoding", source.spec.plan().num_reverse_steps)
@@ -274,6 +285,23 @@ class EditRequest:
     dtype: str = "auto"
     output: Path | None = None
     overwrite: bool = False
+    attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
+
+
+def edit_settings(chosen: EditSettings | None, spec: ModelSpec, overrides: dict) -> EditSettings:
+    """Flag > --preset > the model's default preset ('default' for SD1.5, 'xl-default' for SDXL)."""
+    return (chosen or load_preset(spec.default_preset)).with_overrides(**overrides)
+
+
+ATTENTION_FLAGS = ("cross_replace", "self_replace", "mode")
+
+
+def _refuse_attention_flags(spec: ModelSpec, overrides: dict, blend, amplify) -> None:
+    given = [f"--{k.replace('_', '-')}" for k in ATTENTION_FLAGS if overrides.get(k) is not None]
+    given += [flag for flag, value in (("--blend", blend), ("--amplify", amplify)) if value]
+    if given:
+        raise SettingsError(f"{', '.join(given)}: model {spec.name!r} is SDXL, whose editing switches prompts "
+                            "and uses no attention control", "leave them out; --guidance and --tau apply")  # fmt: skip
 
 
 def edit_outputs(request: EditRequest) -> list[Path]:
@@ -290,11 +318,16 @@ def edit_outputs(request: EditRequest) -> list[Path]:
 
 def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
-    settings = load_preset(request.preset).with_overrides(**request.overrides)
+    chosen = load_preset(request.preset) if request.preset else None
     targets = [check_prompt(t, "tgt") for t in request.targets]
-    source = _read_source(request.source, request.src, request.model or settings.model, "src")
-    words = derive_all_edit_words(source.prompt, targets, settings.mode, settings.amplify,
-                                  request.amplify, request.blend, request.no_blend)  # fmt: skip
+    source = _read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
+    settings = edit_settings(chosen, source.spec, request.overrides)
+    if source.spec.family == "sdxl":
+        _refuse_attention_flags(source.spec, request.overrides, request.blend, request.amplify)
+        words = []
+    else:
+        words = derive_all_edit_words(source.prompt, targets, settings.mode, settings.amplify,
+                                      request.amplify, request.blend, request.no_blend)  # fmt: skip
     outputs = edit_outputs(request)
     extra = []
     if request.side_by_side:
@@ -318,7 +351,7 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         prefix = "derived" if w.derived else "using"
         reporter.note(f"{prefix} for {target!r}: {w.describe()}")
 
-    editor = load_editor(source.spec, request.device, request.dtype, reporter)
+    editor = load_editor(source.spec, request.device, request.dtype, reporter, attention=request.attention)
     _warn_truncation(editor, [source.prompt, *targets], reporter)
     inversion = _invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("editing", source.spec.plan().num_reverse_steps)
@@ -368,13 +401,15 @@ class BatchRequest:
     overwrite: bool = False
     side_by_side: bool = False
     cuda_graphs: bool = False
+    compile: bool = False
     batch_size: int = 1
     defaults: dict = field(default_factory=dict)
+    attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
 
 
-def batch_items(request: BatchRequest) -> list[batch.BatchItem]:
+def batch_items(request: BatchRequest, model_preset: str = "default") -> list[batch.BatchItem]:
     """Every item of the input, validated (ManifestError lists all bad rows), before any model."""
-    defaults = batch.BatchDefaults(**request.defaults)
+    defaults = batch.BatchDefaults(**request.defaults, model_preset=model_preset)
     first = Path(request.inputs[0])
     if len(request.inputs) == 1 and first.suffix.lower() in batch.MANIFEST_SUFFIXES:
         if not first.is_file():
@@ -395,7 +430,19 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
     reporter = reporter or Reporter()
     if request.batch_size < 1:
         raise batch.ManifestError([f"--batch-size {request.batch_size} must be at least 1"])
-    items = batch_items(request)
+    try:
+        spec = resolve_model(request.model)
+    except IcdEditError:
+        batch_items(request)  # an unusable manifest is the first thing to report
+        raise
+    items = batch_items(request, spec.default_preset)
+    if spec.family == "sdxl":
+        _refuse_attention_flags(spec, request.defaults.get("overrides", {}), request.defaults.get("blend"),
+                                request.defaults.get("amplify"))  # fmt: skip
+        if any(item.blend or item.amplify for item in items):  # e.g. PIE-Bench's blended_words column
+            reporter.note(f"note: the manifest's blend/amplify columns are not used: {spec.name} (SDXL) editing "
+                          "switches prompts, with no attention control")  # fmt: skip
+            items = [replace(item, blend=None, amplify=None) for item in items]
     shard = batch.parse_shard(request.shard) or batch.distributed_shard()
     device = request.device
     if shard is not None and device == "auto" and os.environ.get("LOCAL_RANK") is not None:
@@ -404,7 +451,6 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         if torch.cuda.is_available():  # one GPU per rank under torchrun / accelerate launch
             device = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
     items = batch.take_shard(items, shard)
-    spec = resolve_model(request.model)
     request.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(request.out)
     name = "results.jsonl" if shard is None else f"results-shard-{shard[0]}-of-{shard[1]}.jsonl"
@@ -413,7 +459,8 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
 
     def get_editor() -> Editor:  # loaded on first need: a run with nothing to do loads nothing
         if not editors:
-            editors.append(load_editor(spec, device, request.dtype, reporter, request.cuda_graphs))
+            editors.append(load_editor(spec, device, request.dtype, reporter, request.cuda_graphs, request.compile,
+                                       request.attention))
         return editors[0]
 
     advance = reporter.stage("editing", len(items))
@@ -424,7 +471,8 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
             reporter.note(f"item {item.number} ({item.image.name}) failed: {report.records[item.number]['error']}")
 
     summary = batch.run_items(items, report, get_editor, overwrite=request.overwrite, batch_size=request.batch_size,
-                              side_by_side_images=request.side_by_side, size=request.size, on_item=on_item)  # fmt: skip
+                              side_by_side_images=request.side_by_side, size=request.size, on_item=on_item,
+                              check_words=spec.family != "sdxl")  # fmt: skip
     return summary, report.path
 
 

@@ -266,7 +266,7 @@ def test_models_command_shows_present_partial_and_absent(home):
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     report = {m["model"]: m for m in json.loads(result.stdout)}
-    assert set(report) == {"sd15-4step-v1", "sd15-4step-v2", "sd15-3step"}
+    assert set(report) == {"sd15-4step-v1", "sd15-4step-v2", "sd15-3step", "sdxl-4step-v1", "sdxl-4step-v2", "sdxl-3step"}
     parts = {p["part"]: p for p in report["sd15-3step"]["parts"]}
     assert parts["teacher"]["present"] and parts["teacher"]["size_bytes"] == 1234
     assert parts["forward"]["present"] and not parts["reverse"]["present"]
@@ -274,6 +274,8 @@ def test_models_command_shows_present_partial_and_absent(home):
     assert report["sd15-3step"]["download_bytes"] == report["sd15-4step-v1"]["download_bytes"] == 830_000_000 + 500_000_000
     assert not report["sd15-3step"]["ready"]
     assert report["sd15-4step-v1"]["download_command"] == "icdedit download sd15-4step-v1"
+    # SDXL: its own teacher (not present), LoRAs and a larger base (two text encoders)
+    assert report["sdxl-4step-v2"]["download_bytes"] == 3_600_000_000 + 8_900_000_000 + 1_400_000_000
     text = runner.invoke(app, ["models"]).stdout
     assert "sd15-4step-v1" in text and "icdedit download sd15-4step-v1" in text
 

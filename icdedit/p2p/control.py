@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..attention import AttentionFn, sdpa
 from .plan import ControlPlan
 
 
@@ -40,10 +41,12 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Ten
 class AttentionController:
     """Applies a `ControlPlan` to the attention layers of one UNet, for one decode."""
 
-    def __init__(self, plan: ControlPlan, latent_size: tuple[int, int], device: torch.device, dtype: torch.dtype):
+    def __init__(self, plan: ControlPlan, latent_size: tuple[int, int], device: torch.device, dtype: torch.dtype,
+                 attention: AttentionFn = sdpa):  # fmt: skip
         self.plan = plan
         self.step = 0
         self.dtype = dtype
+        self.fused = attention  # every attention without an explicit map
         height, width = latent_size
         # Self-attention is replaced only at half the latent resolution and below (32x32 and
         # coarser at 512 px, the official `<= 32 ** 2` rule); local blend reads the level at a
@@ -72,7 +75,7 @@ class AttentionController:
         """What decides which kernels run in each step: equal structures can share CUDA graphs."""
         plan = self.plan
         return (
-            self.blend_size, self.dtype, plan.num_steps, plan.token_count, tuple(t.mode for t in plan.targets),
+            self.blend_size, self.dtype, self.fused, plan.num_steps, plan.token_count, tuple(t.mode for t in plan.targets),
             plan.blends, plan.self_window, tuple(plan.cross_active(k) for k in range(plan.num_steps)),
         )  # fmt: skip
 
@@ -137,11 +140,11 @@ class AttentionController:
     def _self(self, q, k, v):
         start, end = self.plan.self_window
         if not (start <= self.step < end and q.shape[2] <= self.self_limit):
-            return F.scaled_dot_product_attention(q, k, v)
+            return self.fused(q, k, v)
         src = q.shape[0] - 1 - self.num_targets
-        own = F.scaled_dot_product_attention(q[: src + 1], k[: src + 1], v[: src + 1])
+        own = self.fused(q[: src + 1], k[: src + 1], v[: src + 1])
         n = self.num_targets
-        injected = F.scaled_dot_product_attention(
+        injected = self.fused(
             q[src : src + 1].expand(n, -1, -1, -1), k[src : src + 1].expand(n, -1, -1, -1), v[src + 1 :]
         )
         return torch.cat([own, injected])
@@ -153,7 +156,7 @@ class AttentionController:
         controls = self.plan.cross_active(self.step)
         reads = self._reads_blend(layer, q.shape[2])
         if not (controls or reads):
-            return F.scaled_dot_product_attention(q, k, v)
+            return self.fused(q, k, v)
         src = q.shape[0] - 1 - self.num_targets
         probs = attention_probs(q[src:], k[src:], scale)  # (1 + n, heads, Lq, L)
         if controls:
@@ -163,7 +166,7 @@ class AttentionController:
         out = torch.matmul(probs, v[src:])
         if src == 0:
             return out
-        return torch.cat([F.scaled_dot_product_attention(q[:src], k[:src], v[:src]), out])
+        return torch.cat([self.fused(q[:src], k[:src], v[:src]), out])
 
     def _controlled_targets(self, probs: torch.Tensor) -> torch.Tensor:
         """Row t := alpha * reweight(map(row 0)) + (1 - alpha) * row t; row 0 is never altered."""
@@ -206,6 +209,17 @@ class GroupedController:
 
     def after_step(self, step: int, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([c.after_step(step, zi) for c, zi in zip(self.controllers, z.split(self.rows))])
+
+
+class FixedAttention:
+    """No control: every layer, every step, the same fused kernel (for runs without P2P when
+    the kernel is not diffusers' default, e.g. xformers)."""
+
+    def __init__(self, attention: AttentionFn):
+        self.fused = attention
+
+    def attend(self, layer: LayerInfo, q, k, v, scale: float) -> torch.Tensor:
+        return self.fused(q, k, v)
 
 
 class ControlledAttnProcessor:
@@ -259,16 +273,21 @@ def layer_info(processor_name: str, is_cross: bool) -> LayerInfo:
     return LayerInfo(processor_name.removesuffix(".processor"), place, is_cross)
 
 
+def install_processors(unet: torch.nn.Module, controller: AttentionController | GroupedController | FixedAttention) -> None:
+    """One `ControlledAttnProcessor` per attention layer of `unet`, all asking `controller`."""
+    modules = dict(unet.named_modules())
+    processors = {}
+    for name in unet.attn_processors:
+        module = modules[name.removesuffix(".processor")]
+        processors[name] = ControlledAttnProcessor(controller, layer_info(name, bool(module.is_cross_attention)))
+    unet.set_attn_processor(processors)  # it consumes the dict: `processors` is ours to give
+
+
 @contextmanager
 def attention_control(unet: torch.nn.Module, controller: AttentionController | GroupedController) -> Iterator:
     """Install controlled processors on every attention layer of `unet`; restore the old ones after."""
     previous = dict(unet.attn_processors)
-    modules = dict(unet.named_modules())
-    processors = {}
-    for name in previous:
-        module = modules[name.removesuffix(".processor")]
-        processors[name] = ControlledAttnProcessor(controller, layer_info(name, bool(module.is_cross_attention)))
-    unet.set_attn_processor(processors)  # it consumes the dict: `processors` is ours to give
+    install_processors(unet, controller)
     try:
         yield controller
     finally:

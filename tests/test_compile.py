@@ -1,0 +1,135 @@
+"""`--compile`: attention-free regions compiled, attention control untouched, results unchanged.
+
+Most tests use a counting backend over dynamo's "eager" execution: the regions are traced
+exactly as for the real compiler (hooks, guards, swapped weights), the graphs then run as
+traced, so results must equal the uncompiled editor bit for bit. One test runs the real
+compiler (inductor) and allows its reordered float arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention
+from diffusers.models.resnet import ResnetBlock2D
+
+from icdedit.compiling import CompileOptions, attention_free_regions, check_toolchain
+from icdedit.editor import Editor
+from icdedit.errors import SettingsError
+from icdedit.loader import load_model
+
+
+class CountingBackend:
+    """A torch.compile backend that runs the traced graphs as they are and counts their calls."""
+
+    def __init__(self):
+        self.graphs = 0
+        self.calls = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs += 1
+
+        def run(*args):
+            self.calls += 1
+            return graph_module.forward(*args)
+
+        return run
+
+
+def test_regions_hold_no_attention_and_cover_every_resnet_and_feed_forward(tiny_spec):
+    unet = load_model(tiny_spec, device="cpu").unet
+    regions = attention_free_regions(unet)
+    assert regions and not any(isinstance(m, Attention) for r in regions for m in r.modules())
+    covered = {id(m) for r in regions for m in r.modules()}
+    for kind in (ResnetBlock2D, FeedForward):
+        blocks = [m for m in unet.modules() if isinstance(m, kind)]
+        assert blocks and all(id(m) in covered for m in blocks), kind.__name__
+    assert not any(id(m) in covered for m in unet.modules() if isinstance(m, Attention))
+
+
+def latent(width: int, height: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 4, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def invert_and_edits(editor: Editor, z0: torch.Tensor) -> list[torch.Tensor]:
+    z_T = editor.invert_latent(z0, "a photo of a cat", seed=3)
+    one, _ = editor.edit_latents(z_T, "a photo of a cat", ["a photo of a dog"])
+    two, _ = editor.edit_latents(z_T, "a photo of a cat", ["a photo of a dog", "a painting of a cat"])
+    return [z_T, one, two]
+
+
+@pytest.mark.parametrize("strategy", ["low-rank", "weight-swap"])
+def test_compiled_editor_equals_the_uncompiled_one_on_every_shape(tiny_spec, strategy):
+    """Invert (forward model), edits of 2 and 3 rows (reverse model, P2P control) at two latent
+    sizes: every UNet evaluation runs the compiled regions, none falls back to plain Python
+    (which dynamo does silently past its recompile limit), and the results are unchanged."""
+    plain = Editor(load_model(tiny_spec, device="cpu", adapter_strategy=strategy))
+    backend = CountingBackend()
+    compiled = Editor(load_model(tiny_spec, device="cpu", adapter_strategy=strategy), compile=CompileOptions(backend))
+    evals: list[int] = []
+    compiled.bundle.unet.register_forward_pre_hook(lambda *_: evals.append(backend.calls))
+    for z0 in (latent(8, 8), latent(16, 8, seed=1)):
+        for expected, got in zip(invert_and_edits(plain, z0), invert_and_edits(compiled, z0)):
+            assert torch.equal(expected, got)
+    calls_per_eval = {b - a for a, b in zip(evals, evals[1:])}  # graph calls between UNet starts
+    assert len(calls_per_eval) == 1 and calls_per_eval.pop() >= len(attention_free_regions(plain.bundle.unet))
+    assert backend.graphs > 8  # more variants than dynamo's default limit: the raised limit is in use
+
+
+def test_inductor_compiled_editor_matches_eager(tiny_spec):
+    """The real compiler with the weight-swap switch (the CUDA default): the forward model's
+    weights, swapped in under compiled code, must be the ones used."""
+    plain = Editor(load_model(tiny_spec, device="cpu", adapter_strategy="weight-swap"))
+    compiled = Editor(load_model(tiny_spec, device="cpu", adapter_strategy="weight-swap"), compile=True)
+    z0 = latent(8, 8)
+    z_T = compiled.invert_latent(z0, "a photo of a cat", seed=3)
+    expected_T = plain.invert_latent(z0, "a photo of a cat", seed=3)
+    assert torch.allclose(z_T, expected_T, atol=1e-4)
+    edited, _ = compiled.edit_latents(expected_T, "a photo of a cat", ["a photo of a dog"])
+    expected, _ = plain.edit_latents(expected_T, "a photo of a cat", ["a photo of a dog"])
+    assert torch.allclose(edited, expected, atol=1e-3)
+    assert not torch.allclose(edited[0], edited[1], atol=1e-2)  # the edit did change the target row
+
+
+def test_cuda_graph_modes_are_refused():
+    with pytest.raises(ValueError, match="reduce-overhead"):
+        CompileOptions(mode="reduce-overhead")
+
+
+def test_a_broken_toolchain_is_one_clear_error():
+    with pytest.raises(SettingsError, match="--compile: torch.compile does not work") as caught:
+        check_toolchain(torch.device("cpu"), CompileOptions(backend="no-such-backend"))
+    assert "without --compile" in caught.value.hint
+
+
+def test_batch_compile_flag_edits_like_the_plain_run(tmp_path, tiny_model):
+    from PIL import Image
+
+    from .conftest import make_photo
+    from .test_cli import run
+
+    make_photo(64, 64).save(tmp_path / "cat.png")
+    outputs = {}
+    for name, flags in (("plain", []), ("compiled", ["--compile"])):
+        result = run("batch", str(tmp_path / "cat.png"), "--src", "a photo of a cat", "--tgt", "a photo of a dog",
+                     "--out", str(tmp_path / name), "-m", str(tiny_model), "--device", "cpu", "--json", *flags)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        assert len(json.loads(result.stdout)["done"]) == 1
+        outputs[name] = torch.tensor(list(Image.open(next((tmp_path / name).glob("*.png"))).getdata())).float()
+    assert (outputs["plain"] - outputs["compiled"]).abs().max() <= 2  # 8-bit pixels, compiler round-off
+
+
+def test_regions_compiled_for_one_editor_are_not_reused_on_another_with_hooks(tiny_spec):
+    """Dynamo keeps compiled regions per piece of Python, across modules: a region traced on a
+    UNet without hooks (weight-swap) must not run on one whose forward model is hooks (low-rank)."""
+    z0 = latent(8, 8)
+    plain = Editor(load_model(tiny_spec, device="cpu", adapter_strategy="low-rank"))
+    expected = plain.invert_latent(z0, "a photo of a cat", seed=3)
+    options = CompileOptions(CountingBackend())  # one backend, as with the default "inductor"
+    for strategy in ("weight-swap", "low-rank"):
+        editor = Editor(load_model(tiny_spec, device="cpu", adapter_strategy=strategy), compile=options)
+        got = editor.invert_latent(z0, "a photo of a cat", seed=3)  # the two strategies round differently
+        assert torch.allclose(got, expected, atol=1e-5), (strategy, (got - expected).abs().max())
