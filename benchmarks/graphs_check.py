@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from benchmarks.run import SOURCE, bench_editor, build_components, synthetic_photo
+from benchmarks.run import ARCHS, SOURCE, bench_editor, build_components, synthetic_photo
 
 
 def main() -> None:
@@ -23,14 +23,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="fp16")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--arch", default="sd15", choices=["sd15", "tiny"])
+    parser.add_argument("--arch", default="sd15", choices=ARCHS)
     parser.add_argument("--compile", action="store_true", help="also compile the graphed editor's regions")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
 
     from icdedit.editor import Editor
     from icdedit.loader import resolve_dtype
-    from icdedit.presets import EditSettings
+    from icdedit.presets import load_preset
 
     device = torch.device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -45,8 +45,8 @@ def main() -> None:
     for target in targets + targets[:1]:
         a = eager.invert(image, SOURCE, seed=1)
         b = graphed.invert(image, SOURCE, seed=1)
-        za = eager.edit(a, [target], EditSettings()).latents
-        zb = graphed.edit(b, [target], EditSettings()).latents
+        za = eager.edit(a, [target], load_preset(eager.spec.default_preset)).latents
+        zb = graphed.edit(b, [target], load_preset(eager.spec.default_preset)).latents
         report["edits"].append({
             "target": target,
             "inversion_max_abs_diff": float((a.latent - b.latent).abs().max()),

@@ -16,17 +16,17 @@ import math
 import numpy as np
 import torch
 
-from benchmarks.run import SOURCE, TARGET, bench_editor, build_components, synthetic_photo
+from benchmarks.run import ARCHS, SOURCE, TARGET, bench_editor, build_components, synthetic_photo
 
 
 def edit_once(args, dtype: torch.dtype):
-    from icdedit.presets import EditSettings
+    from icdedit.presets import load_preset
 
     device = torch.device(args.device)
     editor = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype)
     with torch.no_grad():
         z_T = editor.invert_latent(editor.encode_image(synthetic_photo(args.size)), SOURCE, 0)
-        z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], EditSettings())
+        z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], load_preset(editor.spec.default_preset))
         images = [np.asarray(i, dtype=np.float64) for i in editor.decode_latents(z)]
     return z_T.float().cpu(), z.float().cpu(), images
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--dtypes", default="fp16,bf16")
-    parser.add_argument("--arch", default="sd15", choices=["sd15", "tiny"])
+    parser.add_argument("--arch", default="sd15", choices=ARCHS)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     ref_T, ref_z, ref_images = edit_once(args, torch.float32)

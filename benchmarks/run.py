@@ -34,10 +34,21 @@ DEFAULT_VARIANTS = {"cpu": "icdedit,baseline", "cuda": "icdedit,icdedit-graphs,i
 
 
 # -- building the models ------------------------------------------------------------------------------
+ARCHS = ("sd15", "sdxl", "tiny", "tiny-xl")
+
+
+def family_of(arch: str) -> str:
+    return "sdxl" if arch in ("sdxl", "tiny-xl") else "sd15"
+
+
+def _config(name: str) -> dict:
+    return json.loads((CONFIGS / f"{name}.json").read_text())
+
+
 def build_components(arch: str, device: torch.device, seed: int, lora_rank: int) -> dict:
-    """Tokenizer, text encoder, VAE, teacher UNet and both LoRAs, random, on `device`, float32."""
+    """Tokenizer(s), text encoder(s), VAE, teacher UNet and both LoRAs, random, on `device`, float32."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from icdedit import tiny
 
@@ -45,30 +56,41 @@ def build_components(arch: str, device: torch.device, seed: int, lora_rank: int)
     tiny.tiny_tokenizer_files(folder)  # the real CLIP vocabulary is not needed to time the models
     tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=77)
     torch.manual_seed(seed)
+    parts = {"tokenizer": tokenizer}
     with torch.device(device):
-        if arch == "sd15":
-            unet = UNet2DConditionModel(**json.loads((CONFIGS / "sd15_unet.json").read_text()))
-            vae = AutoencoderKL(**json.loads((CONFIGS / "sd15_vae.json").read_text()))
-            text_encoder = CLIPTextModel(CLIPTextConfig(**json.loads((CONFIGS / "sd15_text_encoder.json").read_text())))
-        elif arch == "tiny":
-            unet, vae = tiny._tiny_unet(512), tiny._tiny_vae()
+        if arch in ("sd15", "sdxl"):
+            unet = UNet2DConditionModel(**_config(f"{arch}_unet"))
+            vae = AutoencoderKL(**_config(f"{arch}_vae"))
+            text_encoder = CLIPTextModel(CLIPTextConfig(**_config(f"{arch}_text_encoder")))
+            if arch == "sdxl":
+                config = CLIPTextConfig(**_config("sdxl_text_encoder_2"))
+                parts["text_encoder_2"] = CLIPTextModelWithProjection(config).eval()
+        elif arch in ("tiny", "tiny-xl"):
+            family = family_of(arch)
+            unet, vae = tiny._tiny_unet(512, family), tiny._tiny_vae(family)
             text_encoder = tiny._tiny_text_encoder(len(tokenizer))
+            if family == "sdxl":
+                parts["text_encoder_2"] = tiny._tiny_text_encoder(len(tokenizer), with_projection=True).eval()
         else:
             raise SystemExit(f"unknown --arch {arch!r}")
+    if "text_encoder_2" in parts:
+        parts["tokenizer_2"] = tokenizer
     generator = torch.Generator().manual_seed(seed + 1)
     forward = {k: v.to(device) for k, v in tiny.random_peft_lora(unet, lora_rank, generator, std=0.01).items()}
     reverse = {k: v.to(device) for k, v in tiny.random_peft_lora(unet, lora_rank, generator, std=0.01).items()}
-    return dict(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), unet=unet.eval(),
-                forward=forward, reverse=reverse)  # fmt: skip
+    return {**parts, "text_encoder": text_encoder.eval(), "vae": vae.eval(), "unet": unet.eval(),
+            "forward": forward, "reverse": reverse}  # fmt: skip
 
 
-def bench_spec(size: int):
+def bench_spec(size: int, family: str = "sd15"):
     from icdedit.specs import ModelSpec
 
+    name = "bench-sdxl" if family == "sdxl" else "bench-sd15"
+    timesteps = ((19, 249, 499, 699), (249, 499, 699, 999)) if family == "sdxl" else ((19, 259, 519, 779), (259, 519, 779, 999))
     return ModelSpec(
-        name="bench-sd15", base="bench", teacher=Path("random"), forward_lora=Path("random-forward"),
-        reverse_lora=Path("random-reverse"), forward_timesteps=(19, 259, 519, 779),
-        reverse_timesteps=(259, 519, 779, 999), resolution=size,
+        name=name, base="bench", teacher=Path("random"), forward_lora=Path("random-forward"),
+        reverse_lora=Path("random-reverse"), forward_timesteps=timesteps[0], reverse_timesteps=timesteps[1],
+        resolution=size, family=family,
     )  # fmt: skip
 
 
@@ -80,11 +102,13 @@ def bench_editor(parts: dict, size: int, device, dtype, *, adapter_strategy: str
     from icdedit.lora import parse_peft_lora
     from icdedit.schedule import NoiseSchedule
 
+    family = "sdxl" if "text_encoder_2" in parts else "sd15"
     bundle = assemble_bundle(
-        bench_spec(size), tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
+        bench_spec(size, family), tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
         teacher=parts["unet"], forward=parse_peft_lora(parts["forward"], 8, "forward"),
         reverse=parse_peft_lora(parts["reverse"], 8, "reverse"), schedule=NoiseSchedule.scaled_linear(),
         device=device, dtype=dtype, adapter_strategy=adapter_strategy,
+        tokenizer_2=parts.get("tokenizer_2"), text_encoder_2=parts.get("text_encoder_2"),
     )  # fmt: skip
     parts.clear()  # the bundle holds the only copy now
     if memory_format is torch.channels_last:  # before compiling: the kernels are chosen for the layout
@@ -144,7 +168,7 @@ class EvalCounter:
 
 
 def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "icdedit"):
-    from icdedit.presets import EditSettings
+    from icdedit.presets import load_preset
 
     options = set(variant.split("-")[1:])  # e.g. icdedit-graphs-cl-compile
     strategy = {"icdedit-lowrank": "low-rank", "icdedit-swap": "weight-swap"}.get(variant, "auto")
@@ -156,7 +180,7 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
     )  # fmt: skip
     bundle = editor.bundle
     image = synthetic_photo(args.size)
-    settings = EditSettings()
+    settings = load_preset(bundle.spec.default_preset)  # the official settings of the family
     counter = EvalCounter([bundle.unet], adapter_strategy=bundle.adapters.strategy)
 
     def once():
@@ -167,10 +191,10 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
             z0 = editor.encode_image(image)
         with clock.stage("forward"):
             z_T = editor.invert_latent(z0, SOURCE, seed=0)
-        with clock.stage("reverse"):
-            z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], settings)
+        with clock.stage("reverse"):  # SDXL decodes the target row alone; P2P needs the source row too
+            z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], settings, with_source=False)
         with clock.stage("vae_decode"):
-            editor.decode_latents(z[1:])  # the edit; the source row is a reconstruction nobody reads
+            editor.decode_latents(z[-1:])  # the edit; a source row is a reconstruction nobody reads
 
     return once, counter
 
@@ -311,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (multiple of 64)")
-    parser.add_argument("--arch", default="sd15", choices=["sd15", "tiny"])
+    parser.add_argument("--arch", default="sd15", choices=ARCHS, help="sdxl: 1024 px is its own size")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -325,8 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     results = {}
-    variants = args.variants or DEFAULT_VARIANTS["cuda" if args.device.startswith("cuda") else "cpu"]
-    for variant in variants.split(","):
+    variants = (args.variants or DEFAULT_VARIANTS["cuda" if args.device.startswith("cuda") else "cpu"]).split(",")
+    if family_of(args.arch) == "sdxl" and "baseline" in variants:
+        # the baseline re-implements the official SD1.5 Prompt-to-Prompt code; SDXL has none yet
+        if args.variants:
+            raise SystemExit("the baseline variant is SD1.5 only; leave it out for --arch sdxl / tiny-xl")
+        variants.remove("baseline")
+    for variant in variants:
         cmd = [sys.executable, "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:]), "--child", variant]
         print(f"running {variant} ...", file=sys.stderr, flush=True)
         done = subprocess.run(cmd, capture_output=True, text=True)

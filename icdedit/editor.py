@@ -326,14 +326,15 @@ class Editor:
         blend: Sequence[tuple[str, str]] | None = None,
         no_blend: bool = False,
         on_step: OnStep | None = None,
+        with_source: bool = True,
     ) -> tuple[torch.Tensor, list[EditWords]]:
         """The final latents (rows: source, then targets) of one edit, without the VAE.
 
         Prompt-to-Prompt always decodes the source row (the targets' attention is built from
-        it); SDXL's prompt-switch editing decodes it only when asked, as here."""
+        it); SDXL's prompt-switch editing decodes it only when `with_source` asks for it."""
         inversion = Inversion(z_T, source, 0, (0, 0), (0, 0))
         job = self._prepare(EditJob(inversion, list(targets), settings or EditSettings(), source, amplify, blend, no_blend))
-        return self._decode_jobs([job], on_step, with_source=True)[0], job.words
+        return self._decode_jobs([job], on_step, with_source=with_source)[0], job.words
 
     @property
     def uses_attention_control(self) -> bool:

@@ -1,0 +1,185 @@
+"""SDXL: a tiny random model with SDXL's topology (two text encoders, pooled text and size
+conditioning, fp32 VAE), checked against a plain re-implementation of the official SDXL code
+(running/sdxl/edit.py and utils/generation_sdxl.py), written here with separately merged
+UNets and explicit loops."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from icdedit.editor import Editor
+from icdedit.errors import SettingsError
+from icdedit.loader import load_model
+from icdedit.presets import load_preset
+from icdedit.specs import load_spec
+
+from . import reference
+from .conftest import make_photo
+from .test_cli import assert_clean_error, run
+
+SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
+
+
+@pytest.fixture(scope="session")
+def xl_spec(tmp_path_factory):
+    from icdedit.tiny import build_tiny_model
+
+    return load_spec(build_tiny_model(tmp_path_factory.mktemp("tiny-xl"), family="sdxl"))
+
+
+@pytest.fixture(scope="session")
+def xl_editor(xl_spec):
+    return Editor(load_model(xl_spec, device="cpu", dtype="fp32"))
+
+
+@pytest.fixture(scope="session")
+def xl_ref(xl_spec):
+    """The reference's own models: forward and reverse UNets merged separately, both encoders."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    base = xl_spec.base
+    config = UNet2DConditionModel.load_config(base, subfolder="unet")
+    return {
+        "fwd": reference.merged_unet(xl_spec.teacher, xl_spec.forward_lora, config),
+        "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config),
+        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae").eval(),
+        "toks": [CLIPTokenizer.from_pretrained(base, subfolder=s) for s in ("tokenizer", "tokenizer_2")],
+        "encs": [CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
+                 CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2").eval()],  # fmt: skip
+    }
+
+
+@torch.no_grad()
+def ref_embed(ref, prompts):
+    """The official encode_prompt: penultimate states of both encoders, pooled from the second."""
+    states = []
+    for tok, enc in zip(ref["toks"], ref["encs"]):
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids  # fmt: skip
+        out = enc(ids, output_hidden_states=True)
+        states.append(out.hidden_states[-2])
+        pooled = out[0]
+    return torch.cat(states, -1), pooled
+
+
+@torch.no_grad()
+def ref_jump(unet, x, t, s, tokens, pooled, w, size):
+    acp = reference.alphas_cumprod()
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(x.shape[0], 1)
+    eps = unet(x, t, encoder_hidden_states=tokens, timestep_cond=reference.w_embedding(w),
+               added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample  # fmt: skip
+    x0 = (x - (1 - acp[t]).sqrt() * eps) / acp[t].sqrt()
+    return x0 if s == 0 else acp[s].sqrt() * x0 + (1 - acp[s]).sqrt() * eps
+
+
+@torch.no_grad()
+def ref_invert(ref, spec, z0, prompt, seed):
+    acp = reference.alphas_cumprod()
+    tokens, pooled = ref_embed(ref, [prompt])
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
+    z = acp[19].sqrt() * z0 + (1 - acp[19]).sqrt() * noise
+    ts = list(spec.forward_timesteps)
+    for t, s in zip(ts, ts[1:] + [999]):
+        z = ref_jump(ref["fwd"], z, t, s, tokens, pooled, [0.0], spec.resolution)
+    return z
+
+
+@torch.no_grad()
+def ref_edit(ref, spec, z_T, source, target, guidance, tau):
+    """Official sample_deterministic with amplify_prompt=[source]: the target row alone; its token
+    states are the source's while t > tau * 1000; its pooled embedding is always the target's."""
+    src_tokens, _ = ref_embed(ref, [source])
+    tgt_tokens, tgt_pooled = ref_embed(ref, [target])
+    ts = sorted(spec.reverse_timesteps, reverse=True)
+    z = z_T
+    for t, s in zip(ts, ts[1:] + [0]):
+        tokens = src_tokens if t > tau * 1000 else tgt_tokens
+        z = ref_jump(ref["rev"], z, t, s, tokens, tgt_pooled, [reference.w_of_t(t, guidance, tau)], spec.resolution)
+    return z
+
+
+def test_loader_builds_both_text_encoders_and_keeps_the_vae_in_float32(xl_spec):
+    bundle = load_model(xl_spec, device="cpu", dtype="fp16")
+    assert isinstance(bundle.text_encoder_2, CLIPTextModelWithProjection) and bundle.tokenizer_2.pad_token == "!"
+    assert bundle.unet.dtype == torch.float16 and bundle.text_encoder_2.dtype == torch.float16
+    assert bundle.vae.dtype == torch.float32  # SDXL's VAE overflows in fp16
+    assert bundle.unet.config.addition_embed_type == "text_time" and bundle.unet.config.time_cond_proj_dim == 512
+
+
+def test_prompt_embeddings_are_the_official_ones(xl_editor, xl_ref):
+    got = xl_editor.prompt_embeddings([SOURCE, TARGET])
+    tokens, pooled = ref_embed(xl_ref, [SOURCE, TARGET])
+    assert got.tokens.shape == (2, 77, 64) and got.pooled.shape == (2, 32)
+    assert torch.allclose(got.tokens, tokens, atol=1e-6) and torch.allclose(got.pooled, pooled, atol=1e-6)
+
+
+def test_inversion_and_edit_equal_the_official_procedure(xl_spec, xl_editor, xl_ref):
+    image = make_photo(64, 64, seed=5)
+    with torch.no_grad():
+        x = torch.from_numpy(np.array(image)).float().permute(2, 0, 1)[None] / 127.5 - 1
+        z0 = xl_ref["vae"].encode(x).latent_dist.mean * 0.13025
+    inversion = xl_editor.invert(image, SOURCE, seed=2)
+    expected_T = ref_invert(xl_ref, xl_spec, z0, SOURCE, seed=2)
+    assert torch.allclose(inversion.latent, expected_T, atol=1e-4), (inversion.latent - expected_T).abs().max()
+
+    settings = load_preset(xl_spec.default_preset)
+    assert (settings.guidance, settings.tau) == (7.0, 0.7)
+    result = xl_editor.edit(inversion, [TARGET], settings)
+    expected = ref_edit(xl_ref, xl_spec, inversion.latent, SOURCE, TARGET, 7.0, 0.7)
+    assert result.latents.shape == (1, 4, 8, 8)  # the target row only: no source row is decoded
+    assert torch.allclose(result.latents, expected, atol=1e-4), (result.latents - expected).abs().max()
+    assert result.words == [] and result.targets[0].size == (64, 64)
+
+
+def test_source_row_is_a_reconstruction_and_targets_are_independent(xl_spec, xl_editor):
+    z_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    rows, _ = xl_editor.edit_latents(z_T, SOURCE, [TARGET, "a painting of a cat sitting on the grass"])
+    assert rows.shape == (3, 4, 8, 8)
+    alone, _ = xl_editor.edit_latents(z_T, SOURCE, [TARGET])
+    assert torch.allclose(rows[1], alone[1], atol=1e-5)  # a second target changes nothing for the first
+    with torch.no_grad():
+        reconstruction = xl_editor.reconstruct(
+            xl_editor.invert_many([make_photo(64, 64)], [SOURCE], [0])[0], guidance=0.0)[1]  # fmt: skip
+    assert reconstruction.shape == (1, 4, 8, 8)
+    same, _ = xl_editor.edit_latents(z_T, SOURCE, [SOURCE])
+    assert not torch.allclose(same[0], same[1], atol=1e-3)  # the target row has guidance, the source w = 0
+
+
+def test_attention_control_options_are_refused_for_sdxl(xl_editor):
+    inversion = xl_editor.invert(make_photo(64, 64), SOURCE)
+    with pytest.raises(SettingsError, match="need Prompt-to-Prompt control"):
+        xl_editor.edit(inversion, [TARGET], blend=[("cat", "dog")])
+
+
+def test_cli_edit_batch_and_models_with_sdxl(tmp_path, monkeypatch, xl_spec):
+    monkeypatch.chdir(tmp_path)
+    make_photo(96, 64).save("photo.png")
+    model = str(xl_spec.path)
+    result = run("edit", "photo.png", "--src", SOURCE, "--tgt", TARGET, "-m", model, "--device", "cpu", "--json",
+                 "--side-by-side")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["settings"]["guidance"] == 7.0 and report["settings"]["tau"] == 0.7 and report["words"] == []
+    assert Image.open(report["outputs"][0]).size == (96, 64)
+    assert Image.open(report["side_by_side"]).size[1] == 64 and Image.open(report["side_by_side"]).size[0] > 2 * 96
+    assert "derived" not in result.stderr  # no P2P words are derived for SDXL
+
+    refused = run("edit", "photo.png", "--src", SOURCE, "--tgt", TARGET, "-m", model, "--device", "cpu",
+                  "--blend", "cat", "dog", "--cross-replace", "0.5")  # fmt: skip
+    assert_clean_error(refused, "--cross-replace, --blend", "SDXL")
+
+    (tmp_path / "m.csv").write_text(f"file_name,old_caption,edited_caption,blended_words\nphoto.png,{SOURCE},{TARGET},cat dog\n")
+    batch = run("batch", "m.csv", "-m", model, "--device", "cpu", "--out", "out", "--json")
+    assert batch.exit_code == 0, batch.output
+    assert len(json.loads(batch.stdout)["done"]) == 1 and "blend/amplify columns are not used" in batch.stderr
+    record = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
+    assert record["settings"]["guidance"] == 7.0  # the model's default preset
+
+    listing = json.loads(run("models", "--json").stdout)
+    assert {"sdxl-4step-v2", "sdxl-4step-v1", "sdxl-3step"} <= {m["model"] for m in listing}
