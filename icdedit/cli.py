@@ -57,13 +57,13 @@ app = typer.Typer(
 # -- shared options, defined once ---------------------------------------------------------------
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Model name (sd15-4step-v1, sd15-4step-v2, sd15-3step, tiny) or a model .yaml file. Default: sd15-4step-v1."),
+    typer.Option("--model", "-m", help="Model name (sd15-4step-v1, sd15-4step-v2, sd15-3step, sdxl-4step-v2, sdxl-4step-v1, sdxl-3step, tiny, tiny-xl) or a model .yaml file. Default: sd15-4step-v1."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the inversion's start noise (drawn on the CPU: same result on every device).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.")]
 AttentionOpt = Annotated[str, typer.Option("--attention", help="Fused attention kernel: auto (PyTorch SDPA; xformers if installed and measured faster on this GPU), sdpa or xformers.")]
-SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Long side in pixels the photo is processed at (multiple of 64). Default: the model's (512 for SD1.5).")]
+SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Long side in pixels the photo is processed at (multiple of 64). Default: the model's (512 for SD1.5, 1024 for SDXL).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line on stdout.")]

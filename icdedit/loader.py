@@ -17,7 +17,16 @@ import torch
 from .attention import KERNELS, AttentionFn, choose_attention
 from .download import download_command, hub_cache_dir, offline
 from .errors import ModelError, SettingsError
-from .lora import AdapterSwitch, LowRankSwitch, WeightSwapSwitch, forward_merged_weights, merge_lora, read_peft_lora
+from .lora import (
+    AdapterSwitch,
+    HybridSwitch,
+    LowRankSwitch,
+    WeightSwapSwitch,
+    forward_merged_weights,
+    merge_lora,
+    read_peft_lora,
+    swap_worthy_layers,
+)
 from .p2p.control import FixedAttention, install_processors
 from .paths import weights_home
 from .schedule import NoiseSchedule, StepPlan
@@ -26,6 +35,7 @@ from .specs import ModelSpec
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ADAPTER_STRATEGIES = ("weight-swap", "hybrid", "low-rank")
 
 
 @dataclass(frozen=True)
@@ -238,14 +248,21 @@ def assemble_bundle(
     text_encoder_2: torch.nn.Module | None = None,
 ) -> ModelBundle:
     """Merge the reverse LoRA into the teacher (in float32, before the cast), move everything
-    to the device, and attach the forward model: as swapped merged weights on CUDA, as a
-    low-rank correction elsewhere (see `lora.py`; `adapter_strategy` overrides).
+    to the device, and attach the forward model: as swapped merged weights on CUDA; on the CPU
+    swapped for the narrow layers and a low-rank correction for the wide ones (see `lora.py`;
+    `adapter_strategy` overrides: weight-swap, hybrid or low-rank).
     `attention` names the fused kernel ('sdpa': diffusers' own processors stay)."""
     if adapter_strategy == "auto":
-        adapter_strategy = "weight-swap" if device.type == "cuda" else "low-rank"
-    if adapter_strategy not in ("weight-swap", "low-rank"):
+        adapter_strategy = "weight-swap" if device.type == "cuda" else "hybrid"
+    if adapter_strategy not in ADAPTER_STRATEGIES:
         raise ValueError(f"unknown adapter strategy {adapter_strategy!r}")
-    forward_weights = forward_merged_weights(teacher, forward, reverse, spec.forward_lora) if adapter_strategy == "weight-swap" else None
+    forward_weights = None  # computed before the reverse LoRA is merged, for the swapped layers only
+    if adapter_strategy != "low-rank":
+        swapped = set(forward) | set(reverse)
+        if adapter_strategy == "hybrid":
+            swapped = swap_worthy_layers(teacher, forward, reverse)
+        forward_weights = forward_merged_weights(teacher, {n: f for n, f in forward.items() if n in swapped},
+                                                 {n: f for n, f in reverse.items() if n in swapped}, spec.forward_lora)  # fmt: skip
     merge_lora(teacher, reverse, spec.reverse_lora)
     for module in (text_encoder, text_encoder_2, teacher):
         if module is not None:
@@ -258,11 +275,15 @@ def assemble_bundle(
     # the VAE got slower, so it stays NCHW; on the CPU NHWC was slower for both.
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     teacher.to(memory_format=memory_format)
-    if forward_weights is not None:
-        adapters: AdapterSwitch = WeightSwapSwitch(teacher, {
+    if forward_weights is not None:  # placed like the parameters they stand in for
+        forward_weights = {
             k: v.to(device, dtype).contiguous(memory_format=memory_format if v.ndim == 4 else torch.contiguous_format)
             for k, v in forward_weights.items()
-        })  # fmt: skip
+        }  # fmt: skip
+    if adapter_strategy == "weight-swap":
+        adapters: AdapterSwitch = WeightSwapSwitch(teacher, forward_weights)
+    elif adapter_strategy == "hybrid":
+        adapters = HybridSwitch(teacher, forward, reverse, forward_weights)
     else:
         adapters = LowRankSwitch(teacher, forward, reverse)
     if attention != "sdpa":

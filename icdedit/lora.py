@@ -212,6 +212,49 @@ class WeightSwapSwitch(AdapterSwitch):
         self.active = model
 
 
+def correction_cost(layer: torch.nn.Module, rank: int) -> float:
+    """Work of a rank-`rank` low-rank correction relative to the layer's own, per output position."""
+    out_features, in_features = layer.weight.shape[:2]
+    kernel = layer.weight[0, 0].numel()  # 1 for a Linear, kh * kw for a Conv2d
+    return (rank * in_features * kernel + out_features * rank) / (out_features * in_features * kernel)
+
+
+SWAP_COST_THRESHOLD = 0.2
+
+
+def swap_worthy_layers(unet: torch.nn.Module, forward: dict[str, LoraFactors], reverse: dict[str, LoraFactors],
+                       threshold: float = SWAP_COST_THRESHOLD) -> set[str]:  # fmt: skip
+    """The layers whose low-rank correction (both LoRAs' ranks stacked) would cost at least
+    `threshold` of their own work: with rank 64 + 64, a 320-channel convolution gains ~40%,
+    a 1280-channel one ~10%."""
+    modules = dict(unet.named_modules())
+    names = set(forward) | set(reverse)
+    rank = {n: sum(f[n].down.shape[0] for f in (forward, reverse) if n in f) for n in names}
+    return {n for n in names if correction_cost(modules[n], rank[n]) >= threshold}
+
+
+class HybridSwitch(AdapterSwitch):
+    """Weight-swap for the layers in `forward_weights`, low-rank hooks for the others. The
+    narrow layers are where the hooks cost time, the wide ones where a second copy costs memory
+    (`swap_worthy_layers`; SD1.5 in fp32: ~1 GB swapped of the ~3.3 GB of targeted weights, the
+    forward stage ~25% faster than with hooks everywhere). The CPU default."""
+
+    strategy = "hybrid"
+
+    def __init__(self, unet: torch.nn.Module, forward: dict[str, LoraFactors], reverse: dict[str, LoraFactors],
+                 forward_weights: dict[str, torch.Tensor]):  # fmt: skip
+        super().__init__()
+        self.swapped = sorted(forward_weights)
+        self._swap = WeightSwapSwitch(unet, forward_weights)
+        self._hooks = LowRankSwitch(unet, {n: f for n, f in forward.items() if n not in forward_weights},
+                                    {n: f for n, f in reverse.items() if n not in forward_weights})  # fmt: skip
+
+    def _activate(self, model: str) -> None:
+        self._swap._activate(model)
+        self._hooks._activate(model)
+        self.active = model
+
+
 @torch.no_grad()
 def forward_merged_weights(unet: torch.nn.Module, forward: dict[str, LoraFactors], reverse: dict[str, LoraFactors],
                            path: Path | str) -> dict[str, torch.Tensor]:  # fmt: skip

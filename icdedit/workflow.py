@@ -382,6 +382,8 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     if request.save_latent is not None:
         meta = _latent_metadata(source.spec, inversion, request.source if source.image is not None else None)
         meta["targets"] = " | ".join(targets)
+        with_source = result.latents.shape[0] > len(targets)  # SDXL decodes the source row only on demand
+        meta["rows"] = "source, targets" if with_source else "targets"
         save_latent(request.save_latent, result.latents, meta)
         report["latent"] = str(request.save_latent)
     return report

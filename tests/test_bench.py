@@ -11,7 +11,7 @@ def test_bench_runs_both_variants_on_a_tiny_model(tmp_path, capsys):
     ours, base = report["results"]["icdedit"], report["results"]["baseline"]
     assert ours["unet_evals"] == base["unet_evals"] == 8
     assert sorted(set(ours["rows_per_eval"])) == [1, 2] and sorted(set(base["rows_per_eval"])) == [2, 4]
-    assert ours["adapter_strategy"] == "low-rank" and ours["memory_kind"] == "process_peak_rss"
+    assert ours["adapter_strategy"] == "hybrid" and ours["memory_kind"] == "process_peak_rss"
     for stage in ("text", "vae_encode", "forward", "reverse", "vae_decode", "total"):
         assert ours["summary"][stage]["median"] > 0
     assert report["speedup_total"] > 0 and report["memory_ratio"] > 0

@@ -5,6 +5,7 @@ from safetensors.torch import save_file
 from icdedit.errors import ModelError
 from icdedit.lora import (
     LORA_KEY_PREFIX,
+    HybridSwitch,
     LoraFactors,
     LowRankSwitch,
     WeightSwapSwitch,
@@ -106,7 +107,7 @@ def _factors(seed, names=("to_q", "to_k")):
     return {n: LoraFactors(torch.randn(2, 6, generator=g), torch.randn(6, 2, generator=g), 4.0) for n in names}
 
 
-@pytest.mark.parametrize("strategy", ["low-rank", "weight-swap"])
+@pytest.mark.parametrize("strategy", ["low-rank", "weight-swap", "hybrid"])
 def test_adapter_switch_matches_separately_merged_models_and_never_drifts(strategy):
     fwd, rev = _factors(1, names=("to_q",)), _factors(2)  # the LoRAs need not cover the same layers
     x = torch.randn(3, 6)
@@ -116,7 +117,12 @@ def test_adapter_switch_matches_separately_merged_models_and_never_drifts(strate
     net = _tiny_net()
     forward_weights = forward_merged_weights(net, fwd, rev, "fwd")
     merge_lora(net, rev, "rev")
-    switch = LowRankSwitch(net, fwd, rev) if strategy == "low-rank" else WeightSwapSwitch(net, forward_weights)
+    switch = {
+        "low-rank": lambda: LowRankSwitch(net, fwd, rev),
+        "weight-swap": lambda: WeightSwapSwitch(net, forward_weights),
+        # to_q swapped, to_k (only the reverse LoRA's) corrected by a hook
+        "hybrid": lambda: HybridSwitch(net, fwd, rev, {"to_q": forward_weights["to_q"]}),
+    }[strategy]()
     with torch.no_grad():
         first_rev = net(x)
         with switch.use("forward"):
@@ -131,3 +137,21 @@ def test_adapter_switch_matches_separately_merged_models_and_never_drifts(strate
     with pytest.raises(ValueError):
         with switch.use("sideways"):
             pass
+
+
+def test_hybrid_swaps_the_layers_where_a_correction_costs_most():
+    from icdedit.lora import correction_cost, swap_worthy_layers
+
+    narrow, wide = torch.nn.Conv2d(320, 320, 3), torch.nn.Conv2d(1280, 1280, 3)
+    assert correction_cost(narrow, 128) == pytest.approx((128 * 320 * 9 + 320 * 128) / (320 * 320 * 9))
+    assert correction_cost(narrow, 128) > 0.4 > 0.12 > correction_cost(wide, 128)
+    net = torch.nn.Module()
+    net.add_module("narrow", narrow)
+    net.add_module("wide", wide)
+    g = torch.Generator().manual_seed(0)
+
+    def factors(layer):
+        return LoraFactors(torch.randn(64, layer.in_channels, 3, 3, generator=g), torch.randn(layer.out_channels, 64, 1, 1, generator=g), 0.1)
+
+    fwd = {"narrow": factors(narrow), "wide": factors(wide)}
+    assert swap_worthy_layers(net, fwd, fwd) == {"narrow"}

@@ -169,6 +169,13 @@ def test_cli_edit_batch_and_models_with_sdxl(tmp_path, monkeypatch, xl_spec):
     assert Image.open(report["outputs"][0]).size == (96, 64)
     assert Image.open(report["side_by_side"]).size[1] == 64 and Image.open(report["side_by_side"]).size[0] > 2 * 96
     assert "derived" not in result.stderr  # no P2P words are derived for SDXL
+    saved = run("edit", "photo.png", "--src", SOURCE, "--tgt", TARGET, "-m", model, "--device", "cpu",
+                "--save-latent", "z.safetensors", "-o", "saved.png")  # fmt: skip
+    assert saved.exit_code == 0, saved.output
+    from safetensors import safe_open
+
+    with safe_open("z.safetensors", "pt") as f:
+        assert f.get_tensor("latent").shape[0] == 1 and f.metadata()["rows"] == "targets"
 
     refused = run("edit", "photo.png", "--src", SOURCE, "--tgt", TARGET, "-m", model, "--device", "cpu",
                   "--blend", "cat", "dog", "--cross-replace", "0.5")  # fmt: skip
