@@ -25,3 +25,16 @@ def test_bench_runs_the_sdxl_architecture_without_a_baseline(tmp_path):
     assert set(report["results"]) == {"icdedit"}  # the baseline is the official SD1.5 code
     ours = report["results"]["icdedit"]
     assert ours["unet_evals"] == 8 and set(ours["rows_per_eval"]) == {1}  # SDXL decodes the target row alone
+
+
+def test_adapter_strategy_bench_reports_each_strategy(capsys, monkeypatch):
+    import sys
+
+    from benchmarks import adapters
+
+    for strategy, swapped in (("low-rank", None), ("hybrid", int), ("weight-swap", None)):
+        monkeypatch.setattr(sys, "argv", ["adapters", "--arch", "tiny", "--size", "64", "--runs", "1", "--strategy", strategy])
+        adapters.main()
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["strategy"] == strategy and len(report["invert_seconds"]) == 1
+        assert (report["swapped_layers"] is None) if swapped is None else report["swapped_layers"] > 0
