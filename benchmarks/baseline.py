@@ -210,3 +210,73 @@ class BaselineEditor:
     @torch.no_grad()
     def to_pixels(self, z):
         return self.ldm["vae"].decode((z / 0.18215).to(self.dtype)).sample
+
+
+class BaselineXLEditor:
+    """The official SDXL code's way (running/sdxl/edit.py, utils/loading.py): three pipelines
+    (deep copies, text encoders and VAE included), the target row decoded alone with the source
+    prompt's token states while t > tau * 1000, diffusers' default fused attention, and the VAE
+    upcast to float32 in place to encode and decode."""
+
+    def __init__(self, *, teacher, vae, text_encoders, tokenizers, forward_lora, reverse_lora, device, dtype):
+        self.device, self.dtype, self.tokenizers = device, dtype, tokenizers
+        base = {"unet": teacher, "vae": vae, "text_encoders": torch.nn.ModuleList(text_encoders)}
+        self.ldm = {k: m.to(device, dtype).eval() for k, m in base.items()}
+        self.reverse = copy.deepcopy(self.ldm)
+        fuse_lora(self.reverse["unet"], reverse_lora)
+        self.forward = copy.deepcopy(self.ldm)
+        fuse_lora(self.forward["unet"], forward_lora)
+        self.acp = alphas_cumprod().to(device)
+
+    @torch.no_grad()
+    def embed(self, model, prompts):
+        states = []
+        for tokenizer, encoder in zip(self.tokenizers, model["text_encoders"]):
+            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids  # fmt: skip
+            out = encoder(ids.to(self.device), output_hidden_states=True)
+            states.append(out.hidden_states[-2])
+            pooled = out[0]
+        return torch.cat(states, -1), pooled
+
+    @torch.no_grad()
+    def eps(self, model, z, t, tokens, pooled, w):
+        size = z.shape[-1] * 8
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=self.dtype)
+        cond = w_embedding([w]).to(self.device, self.dtype)
+        return model["unet"](z.to(self.dtype), t, encoder_hidden_states=tokens.to(self.dtype), timestep_cond=cond,
+                             added_cond_kwargs={"text_embeds": pooled.to(self.dtype), "time_ids": time_ids}).sample.float()  # fmt: skip
+
+    def jump(self, z, eps, t, s):
+        x0 = (z - (1 - self.acp[t]).sqrt() * eps) / self.acp[t].sqrt()
+        return x0 if s == 0 else self.acp[s].sqrt() * x0 + (1 - self.acp[s]).sqrt() * eps
+
+    @torch.no_grad()
+    def encode(self, pixels):
+        vae = self.forward["vae"].to(torch.float32)
+        return vae.encode(pixels.to(self.device, torch.float32)).latent_dist.mean.float() * 0.13025
+
+    @torch.no_grad()
+    def invert(self, z0, prompt, seed, timesteps):
+        tokens, pooled = self.embed(self.forward, [prompt])
+        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        z = self.acp[timesteps[0]].sqrt() * z0 + (1 - self.acp[timesteps[0]]).sqrt() * noise
+        for t, s in zip(timesteps, list(timesteps[1:]) + [999]):
+            z = self.jump(z, self.eps(self.forward, z, t, tokens, pooled, 0.0), t, s)
+        return z
+
+    @torch.no_grad()
+    def decode(self, z_T, source, target, timesteps, guidance, tau):
+        src_tokens, _ = self.embed(self.reverse, [source])
+        tgt_tokens, tgt_pooled = self.embed(self.reverse, [target])
+        ts = sorted(timesteps, reverse=True)
+        z = z_T
+        for t, s in zip(ts, ts[1:] + [0]):
+            tokens = src_tokens if t > tau * 1000 else tgt_tokens
+            z = self.jump(z, self.eps(self.reverse, z, t, tokens, tgt_pooled, w_of_t(t, guidance, tau)), t, s)
+        return z
+
+    @torch.no_grad()
+    def to_pixels(self, z):
+        vae = self.reverse["vae"].to(torch.float32)
+        return vae.decode(z.float() / 0.13025).sample

@@ -31,7 +31,7 @@ for part in $parts; do
     xl)
       timeout 200 python3 -m benchmarks.graphs_check --device cuda --arch sdxl --size 1024 2>&1 | grep '^{' | tee "$out/graphs-check-xl.json"
       timeout 380 python3 -m benchmarks.run --device cuda --dtype fp16 --arch sdxl --size 1024 --runs 10 --warmup 2 --out "$out" \
-        --variants icdedit,icdedit-graphs 2>&1 | grep -v "kept in float32" | tee "$out/bench-xl-fp16.log" ;;
+        --variants icdedit,icdedit-graphs,baseline 2>&1 | grep -v "kept in float32" | tee "$out/bench-xl-fp16.log" ;;
     *) echo "unknown part $part (checks, bench, precision, xl)" >&2 ;;
   esac
 done

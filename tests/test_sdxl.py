@@ -190,3 +190,26 @@ def test_cli_edit_batch_and_models_with_sdxl(tmp_path, monkeypatch, xl_spec):
 
     listing = json.loads(run("models", "--json").stdout)
     assert {"sdxl-4step-v2", "sdxl-4step-v1", "sdxl-3step"} <= {m["model"] for m in listing}
+
+
+def test_benchmark_baseline_computes_the_same_edit(xl_spec, xl_editor, xl_ref):
+    """`make bench --arch sdxl` compares against BaselineXLEditor: it must do the same work."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from benchmarks.baseline import BaselineXLEditor
+
+    config = UNet2DConditionModel.load_config(xl_spec.base, subfolder="unet")
+    teacher = UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 512})
+    teacher.load_state_dict(torch.load(xl_spec.teacher, weights_only=True))
+    baseline = BaselineXLEditor(
+        teacher=teacher, vae=xl_ref["vae"], text_encoders=xl_ref["encs"], tokenizers=xl_ref["toks"],
+        forward_lora=load_file(str(xl_spec.forward_lora)), reverse_lora=load_file(str(xl_spec.reverse_lora)),
+        device=torch.device("cpu"), dtype=torch.float32,
+    )  # fmt: skip
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    z_T = baseline.invert(z0, SOURCE, 1, list(xl_spec.forward_timesteps))
+    assert torch.allclose(z_T, xl_editor.invert_latent(z0, SOURCE, 1), atol=1e-4)
+    edited = baseline.decode(z_T, SOURCE, TARGET, list(xl_spec.reverse_timesteps), 7.0, 0.7)
+    ours, _ = xl_editor.edit_latents(z_T, SOURCE, [TARGET], load_preset("xl-default"), with_source=False)
+    assert torch.allclose(edited, ours, atol=1e-4), (edited - ours).abs().max()
