@@ -284,7 +284,9 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
         "Example:\n\n  icdedit edit pug.jpg --src 'a photo of a pug' --tgt 'a photo of a bear'\n\n"
         "Replace mode (same word count) amplifies and blends the words that differ; refine mode "
         "amplifies the target's new words. What was derived is printed; --blend / --amplify "
-        "override it, --no-blend / --amplify none turn it off."
+        "override it, --no-blend / --amplify none turn it off.\n\n"
+        "SDXL models (-m sdxl-4step-v2) edit as the official SDXL code does: the target prompt "
+        "alone, the source prompt's embeddings in the noisiest steps; only --guidance and --tau apply."
     ),
     no_args_is_help=True,
 )
@@ -295,7 +297,7 @@ def edit(
     tgt: Annotated[list[str], typer.Option("--tgt", "-t", help="Target prompt; repeat for several edits of one inversion.")],
     src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt describing the photo (a latent file's own prompt by default).")] = None,
     model: ModelOpt = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset name (see `icdedit presets`) or .yaml file. Default: default.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset name (see `icdedit presets`) or .yaml file. Default: the model's (default for SD1.5, xl-default for SDXL).")] = None,
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = None,
     tau: TauOpt = None,
