@@ -424,7 +424,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         if not entry["ready"]:
             stdout.print(f"{entry['model']}: about {_size(entry['download_bytes'])} to download: {entry['download_command']}",
                          markup=False)  # fmt: skip
-    stdout.print("tiny: built locally on first use (--model tiny), nothing to download", markup=False)
+    stdout.print("tiny, tiny-xl: built locally on first use (--model tiny / tiny-xl), nothing to download", markup=False)
 
 
 @app.command(
