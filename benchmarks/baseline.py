@@ -145,18 +145,36 @@ def install_explicit(unet: torch.nn.Module, controller) -> None:
     unet.set_attn_processor({name: ExplicitProcessor(controller, name.split("_")[0]) for name in unet.attn_processors})
 
 
-class BaselineEditor:
-    """Three pipelines, uncond rows kept, explicit attention everywhere."""
+class ThreePipelines:
+    """What the official loaders hold: the teacher pipeline and two deep copies of it (every
+    part, text encoders and VAE included), each copy with one LoRA fused into its UNet."""
 
-    def __init__(self, *, teacher, vae, text_encoder, tokenizer, forward_lora, reverse_lora, device, dtype):
-        self.device, self.dtype, self.tokenizer = device, dtype, tokenizer
-        base = {"unet": teacher, "vae": vae, "text_encoder": text_encoder}
+    def __init__(self, base: dict, forward_lora, reverse_lora, device, dtype):
+        self.device, self.dtype = device, dtype
         self.ldm = {k: m.to(device, dtype).eval() for k, m in base.items()}
         self.reverse = copy.deepcopy(self.ldm)
         fuse_lora(self.reverse["unet"], reverse_lora)
         self.forward = copy.deepcopy(self.ldm)
         fuse_lora(self.forward["unet"], forward_lora)
         self.acp = alphas_cumprod().to(device)
+
+    def start(self, z0, seed, t0):
+        """The inversion's start: z0 noised to t0 with CPU-seeded noise."""
+        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        return self.acp[t0].sqrt() * z0 + (1 - self.acp[t0]).sqrt() * noise
+
+    def jump(self, z, eps, t, s):
+        x0 = (z - (1 - self.acp[t]).sqrt() * eps) / self.acp[t].sqrt()
+        return x0 if s == 0 else self.acp[s].sqrt() * x0 + (1 - self.acp[s]).sqrt() * eps
+
+
+class BaselineEditor(ThreePipelines):
+    """Three pipelines, uncond rows kept, explicit attention everywhere."""
+
+    def __init__(self, *, teacher, vae, text_encoder, tokenizer, forward_lora, reverse_lora, device, dtype):
+        super().__init__({"unet": teacher, "vae": vae, "text_encoder": text_encoder}, forward_lora, reverse_lora,
+                         device, dtype)  # fmt: skip
+        self.tokenizer = tokenizer
 
     @torch.no_grad()
     def context(self, model, prompts):
@@ -174,10 +192,6 @@ class BaselineEditor:
         out = model["unet"](x, t, encoder_hidden_states=context.to(self.dtype), timestep_cond=cond).sample
         return out.chunk(2)[1].float()  # the unconditional half is discarded
 
-    def jump(self, z, eps, t, s):
-        x0 = (z - (1 - self.acp[t]).sqrt() * eps) / self.acp[t].sqrt()
-        return x0 if s == 0 else self.acp[s].sqrt() * x0 + (1 - self.acp[s]).sqrt() * eps
-
     @torch.no_grad()
     def encode(self, pixels):
         vae = self.ldm["vae"]
@@ -187,8 +201,7 @@ class BaselineEditor:
     def invert(self, z0, prompt, seed, timesteps):
         install_explicit(self.forward["unet"], None)
         context = self.context(self.forward, [prompt])
-        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        z = self.acp[timesteps[0]].sqrt() * z0 + (1 - self.acp[timesteps[0]]).sqrt() * noise
+        z = self.start(z0, seed, timesteps[0])
         for t, s in zip(timesteps, list(timesteps[1:]) + [999]):
             z = self.jump(z, self.eps(self.forward, z, t, context, [0.0, 0.0]), t, s)
         return z
@@ -212,21 +225,16 @@ class BaselineEditor:
         return self.ldm["vae"].decode((z / 0.18215).to(self.dtype)).sample
 
 
-class BaselineXLEditor:
+class BaselineXLEditor(ThreePipelines):
     """The official SDXL code's way (running/sdxl/edit.py, utils/loading.py): three pipelines
     (deep copies, text encoders and VAE included), the target row decoded alone with the source
     prompt's token states while t > tau * 1000, diffusers' default fused attention, and the VAE
     upcast to float32 in place to encode and decode."""
 
     def __init__(self, *, teacher, vae, text_encoders, tokenizers, forward_lora, reverse_lora, device, dtype):
-        self.device, self.dtype, self.tokenizers = device, dtype, tokenizers
         base = {"unet": teacher, "vae": vae, "text_encoders": torch.nn.ModuleList(text_encoders)}
-        self.ldm = {k: m.to(device, dtype).eval() for k, m in base.items()}
-        self.reverse = copy.deepcopy(self.ldm)
-        fuse_lora(self.reverse["unet"], reverse_lora)
-        self.forward = copy.deepcopy(self.ldm)
-        fuse_lora(self.forward["unet"], forward_lora)
-        self.acp = alphas_cumprod().to(device)
+        super().__init__(base, forward_lora, reverse_lora, device, dtype)
+        self.tokenizers = tokenizers
 
     @torch.no_grad()
     def embed(self, model, prompts):
@@ -247,10 +255,6 @@ class BaselineXLEditor:
         return model["unet"](z.to(self.dtype), t, encoder_hidden_states=tokens.to(self.dtype), timestep_cond=cond,
                              added_cond_kwargs={"text_embeds": pooled.to(self.dtype), "time_ids": time_ids}).sample.float()  # fmt: skip
 
-    def jump(self, z, eps, t, s):
-        x0 = (z - (1 - self.acp[t]).sqrt() * eps) / self.acp[t].sqrt()
-        return x0 if s == 0 else self.acp[s].sqrt() * x0 + (1 - self.acp[s]).sqrt() * eps
-
     @torch.no_grad()
     def encode(self, pixels):
         vae = self.forward["vae"].to(torch.float32)
@@ -259,8 +263,7 @@ class BaselineXLEditor:
     @torch.no_grad()
     def invert(self, z0, prompt, seed, timesteps):
         tokens, pooled = self.embed(self.forward, [prompt])
-        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        z = self.acp[timesteps[0]].sqrt() * z0 + (1 - self.acp[timesteps[0]]).sqrt() * noise
+        z = self.start(z0, seed, timesteps[0])
         for t, s in zip(timesteps, list(timesteps[1:]) + [999]):
             z = self.jump(z, self.eps(self.forward, z, t, tokens, pooled, 0.0), t, s)
         return z

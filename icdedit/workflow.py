@@ -81,9 +81,14 @@ def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cu
             reporter.note("note: on the CPU, compiled runs were measured slower than plain ones (docs/benchmarks.md)")
     if spec.random_weights:
         reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
+
+    def build() -> Editor:
+        bundle = load_model(spec, device=device, dtype=dtype, attention=attention)
+        return Editor(bundle, cuda_graphs=cuda_graphs, compile=compile)
+
     try:
         loaded = reporter.stage(f"loading {spec.name}", 1)
-        editor = Editor(load_model(spec, device=device, dtype=dtype, attention=attention), cuda_graphs=cuda_graphs, compile=compile)
+        editor = build()
         loaded()
         return editor
     except MissingWeightsError as exc:
@@ -91,7 +96,7 @@ def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cu
         if not reporter.confirm(f"{exc.message}. Download what model {spec.name!r} is missing (about {size:.1f} GB) now?"):
             raise
     run_download(DownloadRequest(spec.name if spec.path is None else str(spec.path), dtype), reporter)
-    return Editor(load_model(spec, device=device, dtype=dtype, attention=attention), cuda_graphs=cuda_graphs, compile=compile)
+    return build()
 
 
 def default_output(path: Path, overwrite: bool) -> Path:
