@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install test bench lint clean
+.PHONY: install test test-kernels bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ install: $(BIN)/python
 
 test:
 	$(BIN)/python -m pytest -q
+
+# The equivalence tests again on other math-kernel code paths: MKL's reproducibility branches,
+# ATen's scalar kernels and one thread stand in for other CPUs (tests/tolerance.py says why
+# the tolerances hold on any of them). CI runs this after `make test`.
+KERNEL_TESTS ?= tests/test_p2p.py tests/test_spec_exact.py tests/test_sdxl.py tests/test_engine.py
+test-kernels:
+	MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(KERNEL_TESTS)
+	MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q $(KERNEL_TESTS)
 
 # CPU, 256 px, icdedit and the official-style baseline in one run (about 5 minutes on 2 cores);
 # on a GPU: make bench BENCH_ARGS="--device cuda --dtype fp16 --size 512 --runs 20 --warmup 3"

@@ -11,7 +11,6 @@ as the benchmark's baseline and as the tests' independent reference.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +22,18 @@ def alphas_cumprod() -> torch.Tensor:
 
 
 def w_embedding(w: list[float], dim: int = 512) -> torch.Tensor:
+    """The official `guidance_scale_embedding` (utils/generation.py), operation for operation:
+    its log is a float32 one, which rounds the frequencies differently from a float64 log."""
     half = dim // 2
-    f = torch.exp(-torch.arange(half, dtype=torch.float32) * math.log(10000.0) / (half - 1))
-    v = torch.tensor(w, dtype=torch.float32)[:, None] * 1000.0 * f[None]
+    f = torch.exp(torch.arange(half, dtype=torch.float32) * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
+    v = (torch.tensor(w, dtype=torch.float32) * 1000.0)[:, None] * f[None]
     return torch.cat([torch.sin(v), torch.cos(v)], 1)
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or in its own dtype when that is wider: the official code upcasts fp16 maps
+    and softmaxes to float32; a float64 run (the tests' exact result) stays float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def w_of_t(t: int, scale: float, tau: float) -> float:
@@ -44,7 +51,8 @@ def fuse_lora(unet: torch.nn.Module, lora: dict[str, torch.Tensor], alpha: float
             module = key[len(prefix) : -len(".lora_A.weight")]
             b = lora[key.replace("lora_A", "lora_B")]
             weight = params[module + ".weight"]
-            delta = (b.flatten(1).float() @ a.flatten(1).float()) * (alpha / a.shape[0])
+            wide = torch.promote_types(weight.dtype, torch.float32)
+            delta = (b.flatten(1).to(wide) @ a.flatten(1).to(wide)) * (alpha / a.shape[0])
             weight += delta.reshape(weight.shape).to(weight.dtype)
 
 
@@ -80,7 +88,7 @@ class OfficialStyleController:
             new = []
             for i, (kind, mapper) in enumerate(self.mappers):
                 if kind == "replace":
-                    mapped = torch.einsum("hpw,wn->hpn", base, mapper)
+                    mapped = torch.einsum("hpw,wn->hpn", base, mapper.to(base.dtype))
                 else:
                     index, weight = mapper
                     mapped = base[:, :, index] * weight + tgt[i] * (1 - weight)
@@ -106,7 +114,7 @@ class OfficialStyleController:
         h, w = self.blend_hw
         maps = self.store["down"][2:4] + self.store["up"][:3]
         rows = z.shape[0]
-        maps = torch.cat([m.reshape(rows, -1, 1, h, w, m.shape[-1]) for m in maps], dim=1).float()
+        maps = at_least_float32(torch.cat([m.reshape(rows, -1, 1, h, w, m.shape[-1]) for m in maps], dim=1))
         alpha = self.blend_words.reshape(rows, 1, 1, 1, 1, -1).to(maps)
         maps = (maps * alpha).sum(-1).mean(1)
         maps = F.max_pool2d(maps, (3, 3), (1, 1), padding=(1, 1))
@@ -134,7 +142,7 @@ class ExplicitProcessor:
             return x.view(b, -1, attn.heads, d).transpose(1, 2)
 
         q, k, v = split(q), split(k), split(v)
-        probs = (q @ k.transpose(-1, -2) * attn.scale).float().softmax(-1).to(q.dtype)
+        probs = at_least_float32(q @ k.transpose(-1, -2) * attn.scale).softmax(-1).to(q.dtype)
         if self.controller is not None:
             probs = self.controller.control(probs, is_cross, self.place)
         out = (probs @ v).transpose(1, 2).reshape(b, -1, attn.heads * d)

@@ -24,6 +24,7 @@ from .images import from_model_output, prepare_image, resize, to_model_input
 from .loader import ModelBundle, load_model
 from .p2p.control import AttentionController, GroupedController, attention_control
 from .p2p.plan import ControlPlan, EditWords, build_control_plan, derive_all_edit_words
+from .precision import at_least_float32
 from .presets import EditSettings
 from .schedule import dynamic_guidance, guidance_embedding
 from .specs import resolve_model
@@ -104,6 +105,12 @@ class Editor:
         return cls(bundle, cuda_graphs=cuda_graphs, compile=compile)
 
     @property
+    def latent_dtype(self) -> torch.dtype:
+        """Latents between steps: float32 (the official code's) under any model dtype, float64
+        under a float64 model."""
+        return at_least_float32(self.bundle.dtype)
+
+    @property
     def spec(self):
         return self.bundle.spec
 
@@ -151,8 +158,8 @@ class Editor:
     def encode_image(self, image: Image.Image) -> torch.Tensor:
         """RGB image -> z0 = VAE posterior mean * scaling factor, float32 (ICD_SPEC section 4)."""
         vae = self._vae_for(image.height, image.width)
-        pixels = to_model_input(image).to(self.device, vae.dtype)
-        return vae.encode(pixels).latent_dist.mean.float() * self.bundle.vae_scaling_factor
+        pixels = to_model_input(image, self.latent_dtype).to(self.device, vae.dtype)
+        return vae.encode(pixels).latent_dist.mean.to(self.latent_dtype) * self.bundle.vae_scaling_factor
 
     @_runs_networks
     @torch.no_grad()
@@ -195,7 +202,7 @@ class Editor:
             if self._graphs is not None:
                 out = self._graphs.evaluate((model, step), x, t, inputs, controller)
             else:
-                out = call_unet(unet, x.to(dtype), t, inputs).float()
+                out = call_unet(unet, x.to(dtype), t, inputs).to(self.latent_dtype)
             if on_step is not None:
                 on_step()
             return out

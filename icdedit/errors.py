@@ -33,5 +33,12 @@ class SettingsError(IcdEditError):
     """A bad preset, flag value or combination of flags."""
 
 
+class UsageError(SettingsError):
+    """A value the tool cannot take (not a number, not finite, out of range): a usage error,
+    exit code 2, whether it came from a flag, a preset file or a model file."""
+
+    exit_code = 2
+
+
 class OutputError(IcdEditError):
     """An output that cannot or must not be written."""

@@ -14,7 +14,6 @@ Off CUDA the same bookkeeping runs eagerly, which is how the CPU tests check it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, UsageError
 from .files import write_atomically
 
 SIZE_MULTIPLE = 64  # latent sides stay divisible by 8 after the VAE's 8x and the UNet's 3 halvings
@@ -38,14 +40,37 @@ def load_image(path: str | Path) -> Image.Image:
     if path.is_dir():
         raise InputError(f"{path} is a folder, not an image", "give an image file (use `icdedit batch` for folders)")
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+        with warnings.catch_warnings():  # between 1x and 2x Pillow's limit: a large photo, decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: {_megapixels(exc)} is over the {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
+                         "for decoding (a guard against decompression bombs)",
+                         "downscale it first; icdedit processes photos at 512 or 1024 px anyway") from None  # fmt: skip
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image PIL can read", "use JPEG, PNG, WebP, BMP or TIFF") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: the image file is damaged ({exc})", "re-export or re-download it") from None
+
+
+MAX_SIZE = 4096  # the VAE tiles above twice the model's resolution, but a UNet pass grows with the area
+
+
+def check_size(size: int | None) -> int | None:
+    """A --size: a multiple of 64 from 64 to MAX_SIZE (None: the model's own resolution)."""
+    if size is not None and (size % SIZE_MULTIPLE or not SIZE_MULTIPLE <= size <= MAX_SIZE):
+        raise UsageError(f"--size {size} is not a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIZE}",
+                         "e.g. --size 512, or leave it out for the model's resolution")  # fmt: skip
+    return size
+
+
+def _megapixels(error: Exception) -> str:
+    """The size Pillow refused, from its message ('Image size (N pixels) exceeds ...')."""
+    match = re.search(r"\((\d+) pixels\)", str(error))
+    return f"{int(match[1]) / 1e6:,.0f} megapixels" if match else "its size"
 
 
 def plan_size(width: int, height: int, long_side: int) -> tuple[int, int]:
@@ -65,10 +90,11 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image if image.size == tuple(size) else image.resize(size, Image.Resampling.LANCZOS)
 
 
-def to_model_input(image: Image.Image) -> torch.Tensor:
-    """RGB uint8 -> (1, 3, H, W) float32 in [-1, 1]: x = img / 127.5 - 1 (ICD_SPEC section 4)."""
+def to_model_input(image: Image.Image, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """RGB uint8 -> (1, 3, H, W) in [-1, 1]: x = img / 127.5 - 1 (ICD_SPEC section 4), computed
+    in float32 as released (in float64 for a float64 model)."""
     array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-    return (array.float() / 127.5 - 1.0).permute(2, 0, 1).unsqueeze(0)
+    return (array.to(dtype) / 127.5 - 1.0).permute(2, 0, 1).unsqueeze(0)
 
 
 def from_model_output(x: torch.Tensor) -> list[Image.Image]:

@@ -29,12 +29,14 @@ from .lora import (
 )
 from .p2p.control import FixedAttention, install_processors
 from .paths import weights_home
+from .precision import at_least_float32
 from .schedule import NoiseSchedule, StepPlan
 from .specs import ModelSpec
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# fp64 is the reference precision: slow, for checking other precisions against (CPU)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 ADAPTER_STRATEGIES = ("weight-swap", "hybrid", "low-rank")
 
 
@@ -256,6 +258,7 @@ def assemble_bundle(
         adapter_strategy = "weight-swap" if device.type == "cuda" else "hybrid"
     if adapter_strategy not in ADAPTER_STRATEGIES:
         raise ValueError(f"unknown adapter strategy {adapter_strategy!r}")
+    teacher.to(at_least_float32(dtype))  # LoRAs merge in float32 (float64 for a float64 model)
     forward_weights = None  # computed before the reverse LoRA is merged, for the swapped layers only
     if adapter_strategy != "low-rank":
         swapped = set(forward) | set(reverse)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ModelError
+from .precision import at_least_float32
 
 LORA_KEY_PREFIX = "unet.base_model.model."
 LORA_TARGETS = (
@@ -42,9 +43,9 @@ class LoraFactors:
     up: torch.Tensor  # B: (out, r) or (out, r, 1, 1)
     scale: float
 
-    def delta(self) -> torch.Tensor:
-        """The full weight delta, in float32."""
-        a, b = self.down.float(), self.up.float()
+    def delta(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The full weight delta, in float32 (or in float64 for a float64 model)."""
+        a, b = self.down.to(dtype), self.up.to(dtype)
         if a.ndim == 4:
             rank = a.shape[0]
             return self.scale * (b.reshape(b.shape[0], rank) @ a.reshape(rank, -1)).reshape(b.shape[0], *a.shape[1:])
@@ -117,7 +118,7 @@ def merge_lora(unet: torch.nn.Module, factors: dict[str, LoraFactors], path: Pat
     which is the more exact of the two choices the spec allows.
     """
     for name, layer in _layers(unet, factors, path).items():
-        layer.weight.add_(factors[name].delta().to(layer.weight.dtype))
+        layer.weight.add_(factors[name].delta(at_least_float32(layer.weight.dtype)).to(layer.weight.dtype))
 
 
 class _Correction:
@@ -168,15 +169,16 @@ class LowRankSwitch(AdapterSwitch):
         super().__init__()
         modules = dict(unet.named_modules())
         device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
+        wide = at_least_float32(dtype)
         self._corrections: dict[str, _Correction] = {}
         for name in sorted(set(forward) | set(reverse)):
             downs, ups = [], []
             if name in forward:  # + s_f B_f A_f
-                downs.append(forward[name].down.float())
-                ups.append(forward[name].scale * forward[name].up.float())
+                downs.append(forward[name].down.to(wide))
+                ups.append(forward[name].scale * forward[name].up.to(wide))
             if name in reverse:  # - s_r B_r A_r, undoing the merged reverse delta
-                downs.append(reverse[name].down.float())
-                ups.append(-reverse[name].scale * reverse[name].up.float())
+                downs.append(reverse[name].down.to(wide))
+                ups.append(-reverse[name].scale * reverse[name].up.to(wide))
             down = torch.cat(downs, 0).to(device, dtype)
             up = torch.cat(ups, 1).to(device, dtype)
             self._corrections[name] = _Correction(modules[name], down, up)
@@ -259,12 +261,14 @@ class HybridSwitch(AdapterSwitch):
 def forward_merged_weights(unet: torch.nn.Module, forward: dict[str, LoraFactors], reverse: dict[str, LoraFactors],
                            path: Path | str) -> dict[str, torch.Tensor]:  # fmt: skip
     """Teacher + forward delta for every layer either LoRA touches (call before merging the
-    reverse LoRA): what the forward model's weights are, computed in float32."""
+    reverse LoRA): what the forward model's weights are, computed in float32 (float64 for a
+    float64 model)."""
     layers = _layers(unet, {**reverse, **forward}, Path(path))
     merged = {}
     for name, layer in layers.items():
-        weight = layer.weight.detach().float().clone()
+        wide = at_least_float32(layer.weight.dtype)
+        weight = layer.weight.detach().to(wide).clone()
         if name in forward:
-            weight += forward[name].delta()
+            weight += forward[name].delta(wide)
         merged[name] = weight
     return merged

@@ -44,6 +44,23 @@ def editor(tiny_spec):
     return Editor(load_model(tiny_spec, device="cpu", dtype="fp32"))
 
 
+@pytest.fixture(scope="session")
+def editor64(tiny_spec):
+    """The same model in float64: the exact results that float32 errors are measured against
+    (see tests/tolerance.py)."""
+    from icdedit.editor import Editor
+    from icdedit.loader import load_model
+
+    return Editor(load_model(tiny_spec, device="cpu", dtype="fp64"))
+
+
+def in_float64(inversion):
+    """An inversion's latent in float64, for a float64 editor to decode."""
+    from dataclasses import replace
+
+    return replace(inversion, latent=inversion.latent.double())
+
+
 def make_photo(width: int, height: int, seed: int = 0) -> Image.Image:
     """A smooth synthetic photo: gradients plus a bright disc, so the VAE sees structure."""
     rng = np.random.RandomState(seed)
@@ -81,9 +98,42 @@ def ref(tiny_spec):
     }
 
 
+@pytest.fixture(scope="session")
+def ref64(tiny_spec, ref):
+    """The reference in float64: the exact results that float32 errors are measured against
+    (see tests/tolerance.py). Same weights; the LoRAs merged in float64."""
+    import copy
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from . import reference
+
+    config = UNet2DConditionModel.load_config(tiny_spec.base, subfolder="unet")
+    return {
+        "fwd": reference.merged_unet(tiny_spec.teacher, tiny_spec.forward_lora, config, dtype=torch.float64),
+        "rev": reference.merged_unet(tiny_spec.teacher, tiny_spec.reverse_lora, config, dtype=torch.float64),
+        "vae": copy.deepcopy(ref["vae"]).double(),
+        "tok": ref["tok"],
+        "te": copy.deepcopy(ref["te"]).double(),
+    }
+
+
 def embed(ref, prompts):
     import torch
 
     ids = ref["tok"](prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
         return ref["te"](ids)[0]
+
+
+def ref_invert(ref, image, prompt, seed):
+    """The reference inversion of a photo: VAE posterior mean, then the forward model."""
+    import torch
+
+    from . import reference
+
+    x = torch.from_numpy(np.array(image)).to(ref["vae"].dtype) / 127.5 - 1
+    with torch.no_grad():
+        z0 = ref["vae"].encode(x.permute(2, 0, 1)[None]).latent_dist.mean * 0.18215
+    return reference.invert(ref["fwd"], z0, embed(ref, [prompt]), seed, [19, 259, 519, 779])

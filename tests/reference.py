@@ -24,18 +24,23 @@ from benchmarks.baseline import (  # noqa: F401 - re-exported for the tests
 )
 
 
-def merged_unet(teacher_path, lora_path, config: dict, alpha: float = 8.0):
-    """A fresh UNet = teacher + (alpha / r) B @ A, every delta computed from the raw keys."""
+def merged_unet(teacher_path, lora_path, config: dict, alpha: float = 8.0, dtype: torch.dtype = torch.float32):
+    """A fresh UNet = teacher + (alpha / r) B @ A, every delta computed from the raw keys, in
+    `dtype` (float64: the exact model that the tests measure float32 errors against)."""
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 512})
     unet.load_state_dict(torch.load(teacher_path, weights_only=True))
+    unet.to(dtype)
     fuse_lora(unet, load_file(str(lora_path)), alpha)
     return unet.eval()
 
 
 def jump(unet, x, t, s, emb, w, acp):
-    eps = unet(x, t, encoder_hidden_states=emb, timestep_cond=w_embedding(w)).sample
+    """One consistency jump t -> s. The schedule and guidance embedding stay float32, as the
+    official code computes them; a float64 UNet reads their (exact) float32 values."""
+    x = x.to(unet.dtype)
+    eps = unet(x, t, encoder_hidden_states=emb.to(unet.dtype), timestep_cond=w_embedding(w).to(unet.dtype)).sample
     a_t, s_t = acp[t].sqrt(), (1 - acp[t]).sqrt()
     x0 = (x - s_t * eps) / a_t
     if s == 0:

@@ -9,6 +9,8 @@ from icdedit.errors import ModelError, SettingsError
 from icdedit.loader import load_model, load_teacher_state_dict, resolve_device, resolve_dtype
 from icdedit.specs import load_spec
 
+from .tolerance import Float32Error, assert_near_exact
+
 
 def test_one_unet_with_guidance_embedding_and_teacher_weights(editor, tiny_spec):
     bundle = editor.bundle
@@ -94,8 +96,9 @@ def test_device_and_dtype_resolution():
     assert resolve_dtype("auto", cpu) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
     assert resolve_dtype("bf16", cpu) == torch.bfloat16
-    with pytest.raises(SettingsError, match="fp64"):
-        resolve_dtype("fp64", cpu)
+    assert resolve_dtype("fp64", cpu) == torch.float64  # the reference precision
+    with pytest.raises(SettingsError, match="fp8"):
+        resolve_dtype("fp8", cpu)
     with pytest.raises(SettingsError, match="not a device|not supported"):
         resolve_device("toaster")
     if not torch.cuda.is_available():
@@ -104,7 +107,7 @@ def test_device_and_dtype_resolution():
         assert resolve_device("auto").type in ("cpu", "mps")
 
 
-def test_both_adapter_strategies_give_the_same_models(tiny_spec):
+def test_both_adapter_strategies_give_the_same_models(tiny_spec, editor64):
     """weight-swap (the CUDA default), hybrid (the CPU default) and low-rank are the same two models."""
     from icdedit.editor import Editor
     from icdedit.loader import assemble_bundle, build_teacher_unet
@@ -126,6 +129,10 @@ def test_both_adapter_strategies_give_the_same_models(tiny_spec):
         editor = Editor(bundle)
         inversion = editor.invert(make_photo(64, 64), "a photo of a cat", seed=1)
         results.append((inversion.latent, editor.edit(inversion, ["a photo of a dog"]).latents))
-    for other in results[1:]:
-        assert torch.allclose(results[0][0], other[0], atol=1e-5)
-        assert torch.allclose(results[0][1], other[1], atol=1e-4)
+    exact = editor64.invert(make_photo(64, 64), "a photo of a cat", seed=1)
+    exact_edit = editor64.edit(exact, ["a photo of a dog"]).latents
+    invert_error = Float32Error.measure(results[0][0], exact.latent)
+    edit_error = Float32Error.measure(results[0][1], exact_edit)  # its start differs by the inversion's error
+    for inversion, edited in results[1:]:
+        assert_near_exact(inversion, exact.latent, invert_error, "inversion")
+        assert_near_exact(edited, exact_edit, edit_error, "edit")

@@ -15,6 +15,8 @@ from icdedit.lora import (
     read_peft_lora,
 )
 
+from .tolerance import rounding_tolerance
+
 
 def test_linear_delta_is_scale_times_b_at_a():
     a = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]])  # r=2, in=3
@@ -33,7 +35,8 @@ def test_conv_delta_equals_running_the_two_lora_convs():
     via_convs = conv(x) + 2.0 * torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, a, stride=2, padding=1), b)
     with torch.no_grad():
         conv.weight += factors.delta()
-    assert torch.allclose(conv(x), via_convs, atol=1e-5)
+    # 27 products per output (3 channels x 3 x 3), the merged weight a rank-4 sum per element
+    assert torch.allclose(conv(x), via_convs, rtol=0, atol=rounding_tolerance(via_convs, 27 * 4 + 27))
 
 
 def _write_lora(path, tensors):
@@ -127,8 +130,10 @@ def test_adapter_switch_matches_separately_merged_models_and_never_drifts(strate
         first_rev = net(x)
         with switch.use("forward"):
             first_fwd = net(x)
-        assert torch.allclose(first_fwd, ref_fwd(x), atol=1e-5)
-        assert torch.allclose(first_rev, ref_rev(x), atol=1e-6)
+        # Linear(6) + LoRA of rank 2, tanh, Linear(6) + LoRA: about 2 x (6 + 2 + 2) operations
+        # per output, weights and corrections rounded once more where they are merged
+        for got, expected in ((first_fwd, ref_fwd(x)), (first_rev, ref_rev(x))):
+            assert torch.allclose(got, expected, rtol=0, atol=rounding_tolerance(expected, 2 * (6 + 2 + 2) + 4))
         for _ in range(50):
             with switch.use("forward"):
                 again_fwd = net(x)

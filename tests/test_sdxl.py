@@ -20,8 +20,9 @@ from icdedit.presets import load_preset
 from icdedit.specs import load_spec
 
 from . import reference
-from .conftest import make_photo
+from .conftest import in_float64, make_photo
 from .test_cli import assert_clean_error, run
+from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics
 
 SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
 
@@ -36,6 +37,28 @@ def xl_spec(tmp_path_factory):
 @pytest.fixture(scope="session")
 def xl_editor(xl_spec):
     return Editor(load_model(xl_spec, device="cpu", dtype="fp32"))
+
+
+@pytest.fixture(scope="session")
+def xl_editor64(xl_spec):
+    return Editor(load_model(xl_spec, device="cpu", dtype="fp64"))
+
+
+@pytest.fixture(scope="session")
+def xl_ref64(xl_spec, xl_ref):
+    """The reference in float64 (tests/tolerance.py): the LoRAs merged in float64."""
+    import copy
+
+    from diffusers import UNet2DConditionModel
+
+    config = UNet2DConditionModel.load_config(xl_spec.base, subfolder="unet")
+    return {
+        "fwd": reference.merged_unet(xl_spec.teacher, xl_spec.forward_lora, config, dtype=torch.float64),
+        "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config, dtype=torch.float64),
+        "vae": copy.deepcopy(xl_ref["vae"]).double(),
+        "toks": xl_ref["toks"],
+        "encs": [copy.deepcopy(encoder).double() for encoder in xl_ref["encs"]],
+    }
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +93,11 @@ def ref_embed(ref, prompts):
 
 @torch.no_grad()
 def ref_jump(unet, x, t, s, tokens, pooled, w, size):
-    acp = reference.alphas_cumprod()
+    acp, dtype = reference.alphas_cumprod(), unet.dtype
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(x.shape[0], 1)
-    eps = unet(x, t, encoder_hidden_states=tokens, timestep_cond=reference.w_embedding(w),
-               added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample  # fmt: skip
+    x = x.to(dtype)
+    eps = unet(x, t, encoder_hidden_states=tokens.to(dtype), timestep_cond=reference.w_embedding(w).to(dtype),
+               added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids.to(dtype)}).sample  # fmt: skip
     x0 = (x - (1 - acp[t]).sqrt() * eps) / acp[t].sqrt()
     return x0 if s == 0 else acp[s].sqrt() * x0 + (1 - acp[s]).sqrt() * eps
 
@@ -112,37 +136,51 @@ def test_loader_builds_both_text_encoders_and_keeps_the_vae_in_float32(xl_spec):
     assert bundle.unet.config.addition_embed_type == "text_time" and bundle.unet.config.time_cond_proj_dim == 512
 
 
-def test_prompt_embeddings_are_the_official_ones(xl_editor, xl_ref):
+def test_prompt_embeddings_are_the_official_ones(xl_editor, xl_editor64, xl_ref, xl_ref64):
     got = xl_editor.prompt_embeddings([SOURCE, TARGET])
-    tokens, pooled = ref_embed(xl_ref, [SOURCE, TARGET])
     assert got.tokens.shape == (2, 77, 64) and got.pooled.shape == (2, 32)
-    assert torch.allclose(got.tokens, tokens, atol=1e-6) and torch.allclose(got.pooled, pooled, atol=1e-6)
+    got64 = xl_editor64.prompt_embeddings([SOURCE, TARGET])
+    for part, float32, exact in zip(("tokens", "pooled"), ref_embed(xl_ref, [SOURCE, TARGET]),
+                                    ref_embed(xl_ref64, [SOURCE, TARGET])):  # fmt: skip
+        error = Float32Error.measure(float32, exact)
+        assert_same_mathematics(getattr(got64, part), exact, error, part)
+        assert_near_exact(getattr(got, part), exact, error, part)
 
 
-def test_inversion_and_edit_equal_the_official_procedure(xl_spec, xl_editor, xl_ref):
+def test_inversion_and_edit_equal_the_official_procedure(xl_spec, xl_editor, xl_editor64, xl_ref, xl_ref64):
     image = make_photo(64, 64, seed=5)
-    with torch.no_grad():
-        x = torch.from_numpy(np.array(image)).float().permute(2, 0, 1)[None] / 127.5 - 1
-        z0 = xl_ref["vae"].encode(x).latent_dist.mean * 0.13025
+
+    def reference_inversion(ref):
+        with torch.no_grad():
+            x = torch.from_numpy(np.array(image)).to(ref["vae"].dtype).permute(2, 0, 1)[None] / 127.5 - 1
+            z0 = ref["vae"].encode(x).latent_dist.mean * 0.13025
+        return ref_invert(ref, xl_spec, z0, SOURCE, seed=2)
+
+    exact_T = reference_inversion(xl_ref64)
+    error = Float32Error.measure(reference_inversion(xl_ref), exact_T)
+    assert_same_mathematics(xl_editor64.invert(image, SOURCE, seed=2).latent, exact_T, error, "float64 inversion")
     inversion = xl_editor.invert(image, SOURCE, seed=2)
-    expected_T = ref_invert(xl_ref, xl_spec, z0, SOURCE, seed=2)
-    assert torch.allclose(inversion.latent, expected_T, atol=1e-4), (inversion.latent - expected_T).abs().max()
+    assert_near_exact(inversion.latent, exact_T, error, "inversion")
 
     settings = load_preset(xl_spec.default_preset)
     assert (settings.guidance, settings.tau) == (7.0, 0.7)
     result = xl_editor.edit(inversion, [TARGET], settings)
-    expected = ref_edit(xl_ref, xl_spec, inversion.latent, SOURCE, TARGET, 7.0, 0.7)
+    exact = ref_edit(xl_ref64, xl_spec, inversion.latent, SOURCE, TARGET, 7.0, 0.7)
+    error = Float32Error.measure(ref_edit(xl_ref, xl_spec, inversion.latent, SOURCE, TARGET, 7.0, 0.7), exact)
     assert result.latents.shape == (1, 4, 8, 8)  # the target row only: no source row is decoded
-    assert torch.allclose(result.latents, expected, atol=1e-4), (result.latents - expected).abs().max()
+    assert_same_mathematics(xl_editor64.edit(in_float64(inversion), [TARGET], settings).latents, exact, error, "edit")
+    assert_near_exact(result.latents, exact, error, "edit")
     assert result.words == [] and result.targets[0].size == (64, 64)
 
 
-def test_source_row_is_a_reconstruction_and_targets_are_independent(xl_spec, xl_editor):
+def test_source_row_is_a_reconstruction_and_targets_are_independent(xl_spec, xl_editor, xl_editor64):
     z_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     rows, _ = xl_editor.edit_latents(z_T, SOURCE, [TARGET, "a painting of a cat sitting on the grass"])
     assert rows.shape == (3, 4, 8, 8)
     alone, _ = xl_editor.edit_latents(z_T, SOURCE, [TARGET])
-    assert torch.allclose(rows[1], alone[1], atol=1e-5)  # a second target changes nothing for the first
+    exact, _ = xl_editor64.edit_latents(z_T.double(), SOURCE, [TARGET])
+    # a second target changes nothing for the first, up to the float32 round-off of a larger batch
+    assert_near_exact(rows[:2], exact, Float32Error.measure(alone, exact), "source and first target")
     with torch.no_grad():
         reconstruction = xl_editor.reconstruct(
             xl_editor.invert_many([make_photo(64, 64)], [SOURCE], [0])[0], guidance=0.0)[1]  # fmt: skip
@@ -192,7 +230,7 @@ def test_cli_edit_batch_and_models_with_sdxl(tmp_path, monkeypatch, xl_spec):
     assert {"sdxl-4step-v2", "sdxl-4step-v1", "sdxl-3step"} <= {m["model"] for m in listing}
 
 
-def test_benchmark_baseline_computes_the_same_edit(xl_spec, xl_editor, xl_ref):
+def test_benchmark_baseline_computes_the_same_edit(xl_spec, xl_editor, xl_editor64, xl_ref):
     """`make bench --arch sdxl` compares against BaselineXLEditor: it must do the same work."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
@@ -209,7 +247,10 @@ def test_benchmark_baseline_computes_the_same_edit(xl_spec, xl_editor, xl_ref):
     )  # fmt: skip
     z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
     z_T = baseline.invert(z0, SOURCE, 1, list(xl_spec.forward_timesteps))
-    assert torch.allclose(z_T, xl_editor.invert_latent(z0, SOURCE, 1), atol=1e-4)
+    exact_T = xl_editor64.invert_latent(z0.double(), SOURCE, 1)
+    assert_near_exact(z_T, exact_T, Float32Error.measure(xl_editor.invert_latent(z0, SOURCE, 1), exact_T), "inversion")
     edited = baseline.decode(z_T, SOURCE, TARGET, list(xl_spec.reverse_timesteps), 7.0, 0.7)
-    ours, _ = xl_editor.edit_latents(z_T, SOURCE, [TARGET], load_preset("xl-default"), with_source=False)
-    assert torch.allclose(edited, ours, atol=1e-4), (edited - ours).abs().max()
+    settings = load_preset("xl-default")
+    exact, _ = xl_editor64.edit_latents(z_T.double(), SOURCE, [TARGET], settings, with_source=False)
+    ours, _ = xl_editor.edit_latents(z_T, SOURCE, [TARGET], settings, with_source=False)
+    assert_near_exact(edited, exact, Float32Error.measure(ours, exact), "edit")

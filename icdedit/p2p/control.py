@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import AttentionFn, sdpa
+from ..precision import at_least_float32
 from .plan import ControlPlan
 
 
@@ -35,7 +36,7 @@ class LayerInfo:
 def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale), the softmax in float32 as diffusers does for fp16 models."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    return scores.float().softmax(dim=-1).to(q.dtype)
+    return scores.to(at_least_float32(scores.dtype)).softmax(dim=-1).to(q.dtype)
 
 
 class AttentionController:
@@ -62,11 +63,12 @@ class AttentionController:
             for t in plan.targets
         ]
         self._alphas = [t.cross_alpha.to(**to) for t in plan.targets]
-        self._blend_words = torch.zeros(1 + self.num_targets, plan.token_count, device=device, dtype=torch.float32)
+        blend_dtype = at_least_float32(dtype)
+        self._blend_words = torch.zeros(1 + self.num_targets, plan.token_count, device=device, dtype=blend_dtype)
         # summed over steps, layers and heads; updated in place, so that captured CUDA graphs
         # of the UNet accumulate into the same buffer on every replay
         rows, blend_queries = 1 + self.num_targets, self.blend_size[0] * self.blend_size[1]
-        self._blend_sum = torch.zeros(rows, blend_queries, device=device, dtype=torch.float32)
+        self._blend_sum = torch.zeros(rows, blend_queries, device=device, dtype=blend_dtype)
         self._pairs_this_step = 0  # (layer, head) pairs seen in this step, when Python runs
         self._pairs_per_step = 0  # kept for graph replays, where it does not
         self.load(plan)
@@ -187,7 +189,7 @@ class AttentionController:
     def _accumulate_blend(self, probs: torch.Tensor) -> None:
         # sum over the chosen words' columns and over heads; the sum over steps is what
         # local blend reads (maps accumulated over the steps so far, after this step's control)
-        self._blend_sum.add_(torch.einsum("rhqc,rc->rq", probs.float(), self._blend_words))
+        self._blend_sum.add_(torch.einsum("rhqc,rc->rq", probs.to(self._blend_sum.dtype), self._blend_words))
         self._pairs_this_step += probs.shape[1]
 
 
