@@ -1,10 +1,12 @@
 """Batch editing: manifests and folders in, one model load, a resumable report out.
 
 Two kinds of problem, handled differently:
-- a manifest that cannot be used (a missing column, a number that is not one, an unknown
-  preset): every bad row is reported at once, before any model is loaded, exit code 2;
-- an item that fails (a missing or corrupt image, a word not in its prompt, out of memory):
-  recorded as failed with its reason, and the batch goes on (exit code 1 at the end).
+- a manifest that cannot be used as a whole (unreadable or empty, a required column missing,
+  a misspelt column name, an images folder that does not exist): every such problem is
+  reported at once, before any model is loaded, exit code 2;
+- a problem confined to one item (a bad value in one cell, an unparsable blend, a word not in
+  its prompt, a missing or corrupt image, out of memory): the item is recorded as failed with
+  its reason, and the batch goes on (exit code 1 at the end).
 
 `results.jsonl` holds one line per item, rewritten atomically after each item, so a run that
 is stopped at any moment leaves a consistent report and no half-written file; the next run
@@ -13,7 +15,9 @@ skips what is recorded as done and still on disk.
 
 from __future__ import annotations
 
+import ast
 import csv
+import difflib
 import glob
 import hashlib
 import json
@@ -21,32 +25,34 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from .errors import IcdEditError, SettingsError
+from .errors import IcdEditError, OutputError, UsageError
 from .files import slug, write_atomically
 from .images import image_format, load_image, plan_size, save_image, side_by_side
 from .p2p.plan import derive_edit_words, parse_amplify_item
-from .presets import RANGES, EditSettings, load_preset
+from .presets import RANGES, EditSettings, check_seed, load_preset
 from .text import check_prompt
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".yaml", ".yml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", *RANGES, "mode"}
 PIE_BENCH = {"file_name": "image", "old_caption": "src", "edited_caption": "tgt", "blended_words": "blend"}
+EXTRA_CELLS = "\0extra cells"  # where the CSV reader puts cells beyond the header's columns
+BAD_BLEND_CHOICES = ("fail", "ignore")
 
 
 class ManifestError(IcdEditError):
-    """The manifest (or the command line) cannot be used; `problems` lists every bad row."""
+    """The manifest (or the command line) cannot be used; `problems` lists every one."""
 
     exit_code = 2
 
     def __init__(self, problems: list[str]):
         super().__init__(f"{len(problems)} problem(s) in the batch input: " + "; ".join(problems[:20]),
-                         "fix the rows above; nothing was run")  # fmt: skip
+                         "fix the problems above; nothing was run")  # fmt: skip
         self.problems = problems
 
 
@@ -61,36 +67,80 @@ class BatchItem:
     output: Path
     blend: list[tuple[str, str]] | None = None
     amplify: list[tuple[str, float]] | None = None
+    no_blend: bool = False  # edited without local blend (--bad-blend ignore)
+    problem: str | None = None  # why this row cannot be edited: recorded as failed, never run
+    warning: str | None = None  # recorded with the item's outcome
 
     @property
     def key(self) -> str:
         """Identifies the work, so that a resumed run redoes an item whose inputs changed."""
         data = json.dumps([str(self.image), self.src, self.tgt, self.settings.as_dict(), self.seed,
-                           self.blend, self.amplify, str(self.output)], default=str)  # fmt: skip
+                           self.blend, self.amplify, str(self.output), self.no_blend], default=str)  # fmt: skip
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 # -- reading inputs -------------------------------------------------------------------------------
+def _is_index_column(name) -> bool:
+    """pandas' unnamed index, as `DataFrame.to_csv` writes it: an empty header or 'Unnamed: N'."""
+    return name is None or not str(name).strip() or re.fullmatch(r"Unnamed: \d+", str(name).strip()) is not None
+
+
 def read_manifest(path: Path) -> list[dict]:
-    """Rows of a CSV, TSV, JSONL or YAML manifest as dicts (PIE-Bench columns renamed)."""
+    """Rows of a CSV, TSV, JSONL or YAML manifest as dicts (PIE-Bench columns renamed, pandas'
+    unnamed index columns dropped). An unreadable or empty file is a ManifestError."""
     suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise ManifestError([f"{path}: cannot read ({exc.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ManifestError([f"{path}: not UTF-8 text (is it a {suffix[1:].upper()} file?)"]) from None
+    if not text.strip():
+        raise ManifestError([f"{path}: the manifest is empty"])
     try:
         if suffix in (".csv", ".tsv"):
-            rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ","))
+            reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",", restkey=EXTRA_CELLS)
+            rows = list(reader)
         elif suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:  # one bad line is that row's problem
+                        rows.append({EXTRA_CELLS: f"line {number} is not JSON ({exc.msg})"})
         else:
             rows = yaml.safe_load(text) or []
             rows = rows.get("items", rows) if isinstance(rows, dict) else rows
-    except (json.JSONDecodeError, yaml.YAMLError, csv.Error) as exc:
+    except (yaml.YAMLError, csv.Error) as exc:
         raise ManifestError([f"{path}: not valid {suffix[1:].upper()} ({str(exc).splitlines()[0]})"]) from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ManifestError([f"{path}: expected a list of rows with image, src and tgt"])
-    return [{PIE_BENCH.get(k, k): v for k, v in row.items() if k not in ("", None)} for row in rows]
+    if not rows:
+        raise ManifestError([f"{path}: the manifest has no rows"])
+    return [normalise_row(row) for row in rows]
+
+
+def normalise_row(row: dict) -> dict:
+    """PIE-Bench's column names as icdedit's; pandas' unnamed index columns dropped."""
+    return {PIE_BENCH.get(k, k): v for k, v in row.items() if k == EXTRA_CELLS or not _is_index_column(k)}
+
+
+def column_problems(rows: list[dict], defaults: BatchDefaults) -> list[str]:
+    """What is wrong with the manifest as a whole: misspelt (unknown) and missing columns."""
+    named = [k for k in dict.fromkeys(k for row in map(normalise_row, rows) for k in row) if k != EXTRA_CELLS]
+    problems = []
+    for name in named:
+        if name not in COLUMNS:
+            close = difflib.get_close_matches(str(name), [*COLUMNS, *PIE_BENCH], n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(COLUMNS))}"
+            problems.append(f"unknown column {name!r} ({hint})")
+    if "image" not in named:
+        problems.append("no image column (image or file_name)")
+    for column, pie, flag in (("src", "old_caption", "--src"), ("tgt", "edited_caption", "--tgt")):
+        if column not in named and getattr(defaults, column) is None:
+            problems.append(f"no {column} column ({column} or {pie}) and no {flag}")
+    return problems
 
 
 def expand_images(paths: Iterable[str]) -> list[Path]:
@@ -107,20 +157,40 @@ def expand_images(paths: Iterable[str]) -> list[Path]:
     return found
 
 
-def _parse_blend(value) -> list[tuple[str, str]] | None:
-    """'srcword tgtword' (PIE-Bench), a [src, tgt] pair or a list of pairs; blank means none."""
+BLEND_FORMS = "'SRCWORD TGTWORD', ('src', 'tgt') or [\"src\", \"tgt\"]"
+
+
+def _pairs(sources: str, targets: str) -> list[tuple[str, str]]:
+    """Every source word paired with every target word, as `--blend 'pug dog' bear` does."""
+    return [(s, t) for s in str(sources).split() for t in str(targets).split()]
+
+
+def parse_blend(value) -> list[tuple[str, str]] | None:
+    """A blend cell in every form manifests use: 'src tgt' (PIE-Bench), "('src', 'tgt')" (the
+    official COCO file, a Python tuple as pandas writes it), '["src", "tgt"]', a two-item list
+    or a list of pairs (JSONL, YAML); blank or empty means none. Anything else: ValueError."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
-        words = value.split()
-        if len(words) != 2:
-            raise ValueError(f"blend {value!r} is not 'SRCWORD TGTWORD'")
-        return [(words[0], words[1])]
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, str) for v in value):
-        return [(value[0], value[1])]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
-        return [(str(a), str(b)) for a, b in value]
-    raise ValueError(f"blend {value!r} is not 'SRCWORD TGTWORD'")
+        text = value.strip()
+        if text[0] in "([":
+            try:
+                value = ast.literal_eval(text)  # literals only: never runs code
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                raise ValueError(f"blend {text!r} is not {BLEND_FORMS}") from None
+        else:
+            words = text.split()
+            if len(words) != 2:
+                raise ValueError(f"blend {text!r} is not {BLEND_FORMS}")
+            return [(words[0], words[1])]
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return None
+        if len(value) == 2 and all(isinstance(v, str) and v.split() for v in value):
+            return _pairs(value[0], value[1])
+        if all(isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(w, str) for w in v) for v in value):
+            return [pair for a, b in value for pair in _pairs(a, b)]
+    raise ValueError(f"blend {value!r} is not {BLEND_FORMS}")
 
 
 def _parse_amplify(value) -> list[tuple[str, float]] | None:
@@ -128,14 +198,40 @@ def _parse_amplify(value) -> list[tuple[str, float]] | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, dict):
-        return [(str(k), float(v)) for k, v in value.items()]
+        return [parse_amplify_item(f"{k}={v}") for k, v in value.items()]
     if isinstance(value, str) and value.strip().lower() == "none":
         return []
     return [parse_amplify_item(item) for item in str(value).replace(",", " ").split()]
 
 
-def _blank(value) -> bool:
+def _is_word_list(value) -> bool:
+    """An amplify cell that names words ('bear=4', {'bear': 4}, 'none'), not a plain factor."""
+    return isinstance(value, dict) or (isinstance(value, str) and ("=" in value or value.strip().lower() == "none"))
+
+
+def is_blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _number(key: str, value) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{key} {value!r} is not a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} {value!r} is not a number") from None
+
+
+def _seed(value) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"seed {value!r} is not a whole number")
+    try:
+        number = float(value) if isinstance(value, str) and "." in value else value
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError
+        return check_seed(int(number))
+    except (TypeError, ValueError, OverflowError, IcdEditError):
+        raise ValueError(f"seed {value!r} is not a whole number from 0 to 2^63 - 1") from None
 
 
 @dataclass(frozen=True)
@@ -150,57 +246,105 @@ class BatchDefaults:
     blend: list[tuple[str, str]] | None = None
     amplify: list[tuple[str, float]] | None = None
     model_preset: str = "default"  # the model's own default preset, when neither row nor flag names one
+    bad_blend: str = "fail"  # a blend that cannot be used: "fail" the row, or "ignore" it (no local blend)
+    attention_control: bool = True  # whether the model's family edits with Prompt-to-Prompt (amplify, blend)
 
 
 def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: BatchDefaults) -> list[BatchItem]:
-    """Validate every row; raise ManifestError listing all bad ones at once."""
-    problems: list[str] = []
-    items: list[BatchItem] = []
-    presets: dict[str | None, EditSettings] = {}
-    for number, row in enumerate(rows, start=1):
-        where = f"row {number}"
-        unknown = sorted(set(row) - COLUMNS)
-        if unknown:
-            problems.append(f"{where}: unknown column(s) {', '.join(unknown)} (known: {', '.join(sorted(COLUMNS))})")
-            continue
-        try:
-            image = row.get("image")
-            if _blank(image):
-                raise ValueError("image is missing")
-            src = row.get("src") if not _blank(row.get("src")) else defaults.src
-            tgt = row.get("tgt") if not _blank(row.get("tgt")) else defaults.tgt
-            if _blank(src) or _blank(tgt):
-                raise ValueError("src and tgt prompts are needed (columns or --src/--tgt)")
-            preset_name = row.get("preset") if not _blank(row.get("preset")) else defaults.preset or defaults.model_preset
-            if preset_name not in presets:
-                presets[preset_name] = load_preset(preset_name)
-            overrides = dict(defaults.overrides)
-            for key in (*RANGES, "mode"):
-                if not _blank(row.get(key)):
-                    overrides[key] = row[key] if key == "mode" else float(row[key])
-            settings = presets[preset_name].with_overrides(**overrides)
-            seed = int(row["seed"]) if not _blank(row.get("seed")) else defaults.seed
-            blend = _parse_blend(row.get("blend")) if "blend" in row else defaults.blend
-            amplify = _parse_amplify(row.get("amplify")) if not _blank(row.get("amplify")) else defaults.amplify
-            image_path = Path(str(image)).expanduser()
-            image_path = image_path if image_path.is_absolute() else image_root / image_path
-            output = row.get("output")
-            if _blank(output):
-                output = f"{number:04d}-{image_path.stem}-{slug(str(tgt))}.png"
-            output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
-            image_format(output_path)
-        except (ValueError, TypeError, IcdEditError) as exc:
-            problems.append(f"{where}: {getattr(exc, 'message', exc)}")
-            continue
-        items.append(BatchItem(number, image_path, str(src), str(tgt), settings, seed, output_path, blend, amplify))
-    seen: dict[Path, int] = {}
-    for item in items:
-        if item.output in seen:
-            problems.append(f"row {item.number}: output {item.output.name} is also row {seen[item.output]}'s")
-        seen.setdefault(item.output, item.number)
+    """Every row as an item. Problems of the manifest as a whole raise ManifestError, all at
+    once; a problem of one row makes that row an item with its `problem`, to be recorded."""
+    problems = column_problems(rows, defaults)
     if problems:
         raise ManifestError(problems)
+    presets: dict[str, EditSettings] = {}
+    items = [_build_item(number, normalise_row(row), image_root, out_dir, defaults, presets)
+             for number, row in enumerate(rows, 1)]  # fmt: skip
+    seen: dict[Path, int] = {}
+    for i, item in enumerate(items):
+        if item.problem is None and item.output in seen:
+            items[i] = replace(item, problem=f"output {item.output.name} is also row {seen[item.output]}'s")
+        seen.setdefault(item.output, item.number)
     return items
+
+
+def _build_item(number: int, row: dict, image_root: Path, out_dir: Path, defaults: BatchDefaults,
+                presets: dict) -> BatchItem:  # fmt: skip
+    image = "" if is_blank(row.get("image")) else str(row["image"])
+    src = row.get("src") if not is_blank(row.get("src")) else defaults.src
+    tgt = row.get("tgt") if not is_blank(row.get("tgt")) else defaults.tgt
+    image_path = Path(image).expanduser()
+    image_path = image_path if image_path.is_absolute() else image_root / image_path
+    output = row.get("output")
+    if is_blank(output):
+        output = f"{number:04d}-{image_path.stem or 'item'}-{slug(str(tgt or ''))}.png"
+    output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
+    item = BatchItem(number, image_path, str(src or ""), str(tgt or ""), _preset(defaults.model_preset, presets),
+                     defaults.seed, output_path)  # fmt: skip
+    try:
+        if row.get(EXTRA_CELLS) is not None:
+            extra = row[EXTRA_CELLS]
+            raise ValueError(extra if isinstance(extra, str) else f"{len(extra)} more cell(s) than the header has")
+        if not image:
+            raise ValueError("image is missing")
+        if is_blank(src) or is_blank(tgt):
+            raise ValueError("src and tgt prompts are needed (columns or --src/--tgt)")
+        check_prompt(item.src, "src")
+        check_prompt(item.tgt, "tgt")
+        preset_name = row.get("preset") if not is_blank(row.get("preset")) else defaults.preset or defaults.model_preset
+        overrides = dict(defaults.overrides)
+        for key in (*RANGES, "mode"):
+            if is_blank(row.get(key)) or (key == "amplify" and _is_word_list(row[key])):
+                continue  # an amplify cell is a factor (4) or words with their factors (bear=4)
+            overrides[key] = str(row[key]).strip() if key == "mode" else _number(key, row[key])
+        settings = _preset(str(preset_name), presets).with_overrides(**overrides)
+        seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else defaults.seed
+        image_format(output_path)
+        item = replace(item, settings=settings, seed=seed)
+        if not defaults.attention_control:  # amplify and blend steer Prompt-to-Prompt, which this family lacks
+            return item
+        cell = row.get("amplify")
+        amplify = _parse_amplify(cell) if not is_blank(cell) and _is_word_list(cell) else defaults.amplify
+        item = replace(item, amplify=amplify)
+    except (ValueError, TypeError, IcdEditError) as exc:
+        return replace(item, problem=str(exc))
+    try:
+        item = replace(item, blend=parse_blend(row.get("blend")) if "blend" in row else defaults.blend)
+    except ValueError as exc:
+        return _unusable_blend(item, str(exc), defaults.bad_blend)
+    return _check_words(item, defaults.bad_blend)
+
+
+def _check_words(item: BatchItem, bad_blend: str) -> BatchItem:
+    """The edit words derived as the edit will derive them: a word missing from its prompt is
+    found here, before any model is loaded."""
+    s = item.settings
+    try:
+        derive_edit_words(item.src, item.tgt, s.mode, s.amplify, item.amplify, item.blend, item.no_blend)
+    except IcdEditError as exc:
+        if item.blend:
+            try:  # is the blend the only problem?
+                derive_edit_words(item.src, item.tgt, s.mode, s.amplify, item.amplify, None, True)
+            except IcdEditError:
+                pass
+            else:
+                return _unusable_blend(item, exc.message, bad_blend)
+        return replace(item, problem=str(exc))
+    return item
+
+
+def _preset(name: str, cache: dict) -> EditSettings:
+    if name not in cache:
+        cache[name] = load_preset(name)
+    return cache[name]
+
+
+def _unusable_blend(item: BatchItem, reason: str, bad_blend: str) -> BatchItem:
+    """A blend that cannot be used fails the row, or with --bad-blend ignore, the row is edited
+    without local blend and says so. (The official script edits such rows with an empty blend
+    mask, which leaves the photo unedited, silently.)"""
+    if bad_blend == "ignore":
+        return replace(item, blend=None, no_blend=True, warning=f"{reason}: edited without local blend")
+    return replace(item, problem=f"{reason} (--bad-blend ignore edits such rows without local blend)")
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -209,7 +353,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise SettingsError(f"--shard {text!r} is not K/N with 1 <= K <= N", "e.g. --shard 2/8")
+        raise UsageError(f"--shard {text!r} is not K/N with 1 <= K <= N", "e.g. --shard 2/8")
     return int(match[1]), int(match[2])
 
 
@@ -285,17 +429,6 @@ class Summary:
 
 
 # -- running --------------------------------------------------------------------------------------
-def word_problem(item: BatchItem) -> str | None:
-    """The reason an item's words cannot work, found without a model (or None)."""
-    try:
-        derive_edit_words(item.src, item.tgt, item.settings.mode, item.settings.amplify, item.amplify, item.blend)
-        check_prompt(item.src, "src")
-        check_prompt(item.tgt, "tgt")
-    except IcdEditError as exc:
-        return str(exc)
-    return None
-
-
 def run_items(
     items: list[BatchItem],
     report: Report,
@@ -306,11 +439,10 @@ def run_items(
     size: int | None = None,
     batch_size: int = 1,
     on_item: Callable[[BatchItem, str], None] | None = None,
-    check_words: bool = True,
 ) -> Summary:
     """Edit every item not already done, up to `batch_size` photos of one processing size per
-    UNet batch; record each outcome as soon as it is known. `check_words`: whether the items'
-    Prompt-to-Prompt words are checked up front (not for SDXL, which has none)."""
+    UNet batch; record each outcome as soon as it is known. An item with a `problem` (found
+    while the manifest was read) is recorded as failed without running."""
     summary = Summary()
     todo = []
     for item in items:
@@ -333,7 +465,7 @@ def run_items(
     try:
         for item in todo:
             started = time.perf_counter()
-            problem = word_problem(item) if check_words else None
+            problem = item.problem
             image = None
             if problem is None:
                 try:
@@ -379,7 +511,8 @@ def _edit_together(editor, group, size):
 
     inversions = editor.invert_many([image for _, image in group], [i.src for i, _ in group],
                                     [i.seed for i, _ in group], size)  # fmt: skip
-    jobs = [EditJob(inv, [item.tgt], item.settings, item.src, item.amplify, item.blend) for (item, _), inv in zip(group, inversions)]
+    jobs = [EditJob(inv, [item.tgt], item.settings, item.src, item.amplify, item.blend, item.no_blend)
+            for (item, _), inv in zip(group, inversions)]  # fmt: skip
     return editor.edit_many(jobs)
 
 
@@ -387,7 +520,8 @@ def _run_alone(item: BatchItem, image, report: Report, editor, summary: Summary,
     started = time.perf_counter()
     try:
         inversion = editor.invert(image, item.src, item.seed, size)
-        result = editor.edit(inversion, [item.tgt], item.settings, amplify=item.amplify, blend=item.blend)
+        result = editor.edit(inversion, [item.tgt], item.settings, amplify=item.amplify, blend=item.blend,
+                             no_blend=item.no_blend)  # fmt: skip
     except IcdEditError as exc:
         return _fail(item, report, summary, str(exc), started)
     except RuntimeError as exc:  # out of memory and other device failures: record, go on
@@ -407,11 +541,14 @@ def _finish(item: BatchItem, image, result, report: Report, summary: Summary, si
             pair = item.output.with_name(f"{item.output.stem}-side-by-side{item.output.suffix}")
             save_image(side_by_side([image, result.targets[0]]), pair)
             extra["side_by_side"] = str(pair)
-    except OSError as exc:  # a full disk or a vanished folder fails this item, not the batch
+    except (OSError, OutputError) as exc:  # a full disk or a vanished folder fails this item, not the batch
         started = time.perf_counter() - seconds
-        return _fail(item, report, summary, f"cannot write {item.output}: {exc.strerror or exc}", started)
+        reason = exc.message if isinstance(exc, OutputError) else f"cannot write {item.output}: {exc.strerror or exc}"
+        return _fail(item, report, summary, reason, started)
     summary.done.append(item.number)
     summary.seconds.append(seconds)
+    if item.warning:
+        extra["warning"] = item.warning
     report.record(item, "done", seconds=round(seconds, 3), words=_words(result), **extra)
     return "done"
 
@@ -423,7 +560,8 @@ def _words(result) -> list[dict]:
 
 def _fail(item: BatchItem, report: Report, summary: Summary, reason: str, started: float) -> str:
     summary.failed[item.number] = reason
-    report.record(item, "failed", error=reason, seconds=round(time.perf_counter() - started, 3))
+    extra = {"warning": item.warning} if item.warning else {}
+    report.record(item, "failed", error=reason, seconds=round(time.perf_counter() - started, 3), **extra)
     return "failed"
 
 

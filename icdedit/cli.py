@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__, workflow
-from .errors import IcdEditError, SettingsError
+from .errors import IcdEditError, SettingsError, UsageError
 from .p2p.plan import parse_amplify_item
 
 stdout = Console(soft_wrap=True, highlight=False)
@@ -61,7 +61,7 @@ ModelOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the inversion's start noise (drawn on the CPU: same result on every device).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16, or fp64 (a slow reference precision to check others against).")]
 AttentionOpt = Annotated[str, typer.Option("--attention", help="Fused attention kernel: auto (PyTorch SDPA; xformers if installed and measured faster on this GPU), sdpa or xformers.")]
 SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Long side in pixels the photo is processed at (multiple of 64). Default: the model's (512 for SD1.5, 1024 for SDXL).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file.")]
@@ -274,7 +274,7 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
     try:
         return [parse_amplify_item(item) for item in values]
     except ValueError as exc:
-        raise SettingsError(f"--{exc}", "e.g. --amplify bear=4, or --amplify none") from None
+        raise UsageError(f"--{exc}", "e.g. --amplify bear=4, or --amplify none") from None
 
 
 @app.command(
@@ -361,6 +361,7 @@ def batch(
     mode: ModeOpt = None,
     blend: BlendOpt = None,
     amplify: AmplifyOpt = None,
+    bad_blend: Annotated[str, typer.Option("--bad-blend", metavar="fail|ignore", help="A row whose blend cannot be used (unparsable, or a word not in its prompt): fail it (default), or edit it without local blend and record a warning. The official script edits such rows with an empty blend mask, which leaves them unedited.")] = "fail",
     shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: process only the K-th of N deterministic parts (1-based). Under torchrun/accelerate the rank's part is taken automatically.")] = None,
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write original | edit for each item.")] = False,
     size: SizeOpt = None,
@@ -377,7 +378,7 @@ def batch(
         inputs=inputs, images=images, out=out, model=model, device=device, dtype=dtype, attention=attention, size=size,
         shard=shard,
         overwrite=overwrite, side_by_side=side_by_side, cuda_graphs=cuda_graphs, compile=compile,
-        batch_size=batch_size, defaults=dict(src=src, tgt=tgt, preset=preset, seed=seed, blend=_parse_blend(blend), amplify=_parse_amplify(amplify),
+        batch_size=batch_size, defaults=dict(src=src, tgt=tgt, preset=preset, seed=seed, blend=_parse_blend(blend), amplify=_parse_amplify(amplify), bad_blend=bad_blend,
                       overrides=dict(guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode)),
     )  # fmt: skip
     with progress_bar(ctx, not as_json, items=True) as progress:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -49,15 +50,27 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call write(temp_path), then rename it onto `path`: readers never see half a file."""
+    """Call write(temp_path), then rename it onto `path`: readers never see half a file. A
+    write that fails (read-only folder, full disk) leaves nothing behind and is an OutputError."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK + path.suffix, dir=path.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK + path.suffix, dir=path.parent or ".")
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
         raise
     return path
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    reason = exc.strerror or str(exc)
+    hint = "free some space or choose another -o" if exc.errno == errno.ENOSPC else "choose a folder you can write to"
+    return OutputError(f"cannot write {path}: {reason}", hint)

@@ -20,8 +20,8 @@ LATENT_FORMAT = "icdedit-latent"
 
 @dataclass(frozen=True)
 class LatentFile:
-    latent: torch.Tensor  # float32 (rows, 4, h, w)
-    metadata: dict[str, str]
+    latent: torch.Tensor  # float32 (rows, 4, h, w), finite
+    metadata: dict[str, str]  # its sizes readable (checked by load_latent)
 
     @property
     def prompt(self) -> str:
@@ -73,8 +73,19 @@ def load_latent(path: Path) -> LatentFile:
         raise InputError(f"{path}: not a readable safetensors file ({exc})", "use a file written by `icdedit invert`") from None
     if metadata.get("format") != LATENT_FORMAT:
         raise InputError(f"{path}: not an icdedit latent file", "use a file written by `icdedit invert`")
-    if latent.ndim != 4:
-        raise InputError(f"{path}: latent has shape {tuple(latent.shape)}, expected (rows, 4, h, w)")
+    if latent.ndim != 4 or latent.shape[1] != 4 or 0 in latent.shape:
+        raise InputError(f"{path}: latent has shape {tuple(latent.shape)}, expected (rows, 4, h, w)",
+                         "use a file written by `icdedit invert`")  # fmt: skip
+    if not torch.isfinite(latent).all():
+        raise InputError(f"{path}: the latent holds NaN or infinite values", "invert the photo again")
+    for key in ("processed_size", "original_size"):
+        try:
+            width, height = _size(metadata.get(key, ""))
+            if width <= 0 or height <= 0:
+                raise ValueError
+        except ValueError:
+            raise InputError(f"{path}: metadata {key} = {metadata.get(key)!r} is not WIDTHxHEIGHT",
+                             "use a file written by `icdedit invert`") from None  # fmt: skip
     return LatentFile(latent, metadata)
 
 

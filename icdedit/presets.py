@@ -6,12 +6,13 @@ default (the official SD1.5 settings).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import yaml
 
-from .errors import SettingsError
+from .errors import SettingsError, UsageError
 from .paths import presets_dir
 
 DEFAULT_PRESET = "default"
@@ -26,6 +27,25 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "amplify": (0.0, 20.0, "factor for the attention of the edited words"),
     "blend_threshold": (0.0, 1.0, "local-blend mask threshold"),
 }
+
+
+SEED_MAX = 2**63 - 1  # seeds are torch.Generator seeds, kept within a signed 64-bit integer
+
+
+def check_seed(seed: int, source: str = "--seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"{source} {seed!r} is out of range", "a whole number from 0 to 2^63 - 1")
+    return seed
+
+
+def check_number(name: str, value, source: str = "command line") -> float:
+    """A finite number within RANGES[name], or a UsageError naming where it came from."""
+    low, high, meaning = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{source}: {name} = {value!r} is not a number", f"{meaning}; allowed {low:g}..{high:g}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise UsageError(f"{source}: {name} = {value!r} is out of range", f"{meaning}; allowed {low:g}..{high:g}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -43,12 +63,10 @@ class EditSettings:
     description: str = ""
 
     def validated(self, source: str = "settings") -> EditSettings:
-        for name, (low, high, meaning) in RANGES.items():
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-                raise SettingsError(f"{source}: {name} = {value!r} is out of range", f"{meaning}; allowed {low:g}..{high:g}")
+        for name in RANGES:
+            check_number(name, getattr(self, name), source)
         if self.mode not in MODES:
-            raise SettingsError(f"{source}: mode = {self.mode!r} is not allowed", f"use one of {', '.join(MODES)}")
+            raise UsageError(f"{source}: mode = {self.mode!r} is not allowed", f"use one of {', '.join(MODES)}")
         return self
 
     def with_overrides(self, **flags) -> EditSettings:
@@ -62,20 +80,24 @@ class EditSettings:
 
 def read_preset(path: Path) -> EditSettings:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read preset ({exc.strerror})", "check the path and its permissions") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: not a text file, so not a preset", "a preset is a YAML file, e.g. guidance: 19") from None
+    if not text.strip():
+        raise SettingsError(f"{path}: empty preset", "write the settings it changes, e.g. guidance: 19 (see `icdedit presets`)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: cannot read preset ({str(exc).splitlines()[0]})", "check the YAML syntax") from None
-    if not isinstance(data, dict):
-        raise SettingsError(f"{path}: a preset must be a YAML mapping of settings")
+    if not isinstance(data, dict) or not data:
+        raise SettingsError(f"{path}: a preset must be a YAML mapping of settings", "e.g. guidance: 19")
     allowed = {f.name for f in fields(EditSettings)}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise SettingsError(f"{path}: unknown key {unknown[0]!r}", f"allowed keys: {', '.join(sorted(allowed))}")
-    for key in RANGES:
-        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], (int, float))):
-            raise SettingsError(f"{path}: {key} = {data[key]!r} is not a number",
-                                f"{RANGES[key][2]}; allowed {RANGES[key][0]:g}..{RANGES[key][1]:g}")  # fmt: skip
-    values = {k: float(v) if k in RANGES else v for k, v in data.items()}
+    values = {k: check_number(k, v, str(path)) if k in RANGES else v for k, v in data.items()}
     if values.get("model") is not None:
         values["model"] = str(values["model"])
     return EditSettings(**values).validated(str(path))

@@ -8,6 +8,7 @@ so the built-in entries look for their weights there.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,9 +88,11 @@ def _timesteps(raw, key: str, path: Path) -> tuple[int, ...]:
 def load_spec(path: Path) -> ModelSpec:
     """Read and validate one model YAML."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not a text file, so not a model description", "a model is a YAML file") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path}: cannot read model description ({exc})") from None
+        raise ModelError(f"{path}: cannot read model description ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path}: a model description must be a YAML mapping")
     unknown = sorted(set(data) - set(_REQUIRED) - _OPTIONAL)
@@ -124,8 +127,13 @@ def load_spec(path: Path) -> ModelSpec:
         spec.plan()
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{path}: {exc}") from None
-    if spec.resolution % 64:
-        raise ModelError(f"{path}: resolution must be a multiple of 64, got {spec.resolution}")
+    if spec.resolution % 64 or not 64 <= spec.resolution <= 4096:
+        raise ModelError(f"{path}: resolution must be a multiple of 64 from 64 to 4096, got {spec.resolution}")
+    if not (math.isfinite(spec.lora_alpha) and spec.lora_alpha > 0):
+        raise ModelError(f"{path}: lora_alpha must be a positive number, got {spec.lora_alpha}")
+    if not 0 <= spec.start_timestep <= 999 or spec.guidance_embed_dim <= 0:
+        raise ModelError(f"{path}: start_timestep must be in 0..999 and guidance_embed_dim positive",
+                         f"got {spec.start_timestep} and {spec.guidance_embed_dim}")  # fmt: skip
     if spec.family not in FAMILIES:
         raise ModelError(f"{path}: family {spec.family!r} is not supported", f"use one of {', '.join(FAMILIES)}")
     return spec

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import batch, download
 from .attention import check_attention_request
 from .compiling import check_toolchain
 from .editor import Editor, Inversion
-from .errors import IcdEditError, InputError, OutputError, SettingsError
+from .errors import IcdEditError, InputError, OutputError, SettingsError, UsageError
 from .files import check_output, remove_stale_temp_files, slug
-from .images import image_format, load_image, save_image, side_by_side
+from .images import check_size, image_format, load_image, save_image, side_by_side
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, save_latent, size_text
 from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
 from .metrics import psnr, ssim
 from .p2p.plan import derive_all_edit_words
-from .presets import EditSettings, load_preset
+from .presets import EditSettings, check_number, check_seed, load_preset
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt, truncation_warning
 
@@ -170,6 +170,8 @@ class InvertRequest:
 def run_invert(request: InvertRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     check_prompt(request.prompt)
+    check_seed(request.seed)
+    check_size(request.size)
     image = load_image(request.image)
     output = request.output or default_output(Path(f"{request.image.stem}.safetensors"), request.overwrite)
     if output.suffix.lower() != ".safetensors":
@@ -243,8 +245,10 @@ def _invert_source(editor: Editor, source: _Source, seed: int, size: int | None,
 
 def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
-    if not 0.0 <= request.tau <= 1.0:
-        raise InputError(f"--tau {request.tau} is out of range", "allowed 0..1")
+    check_number("guidance", request.guidance, "--guidance")
+    check_number("tau", request.tau, "--tau")
+    check_seed(request.seed)
+    check_size(request.size)
     source = _read_source(request.source, request.prompt, request.model, "prompt")
     output = request.output or default_output(Path(f"{request.source.stem}-reconstruction.png"), request.overwrite)
     image_format(output)
@@ -323,6 +327,8 @@ def edit_outputs(request: EditRequest) -> list[Path]:
 
 def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
+    check_seed(request.seed)
+    check_size(request.size)
     chosen = load_preset(request.preset) if request.preset else None
     targets = [check_prompt(t, "tgt") for t in request.targets]
     source = _read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
@@ -414,14 +420,23 @@ class BatchRequest:
     attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
 
 
-def batch_items(request: BatchRequest, model_preset: str = "default") -> list[batch.BatchItem]:
-    """Every item of the input, validated (ManifestError lists all bad rows), before any model."""
-    defaults = batch.BatchDefaults(**request.defaults, model_preset=model_preset)
+def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[list[batch.BatchItem], str | None]:
+    """Every item of the input, before any model: problems of the input as a whole raise
+    ManifestError (all at once); a row's own problem is kept on its item, to be recorded."""
+    p2p = spec is None or spec.family != "sdxl"
+    defaults = batch.BatchDefaults(**request.defaults, model_preset=spec.default_preset if spec else "default",
+                                   attention_control=p2p)  # fmt: skip
     first = Path(request.inputs[0])
+    problems = []
+    if request.images is not None and not request.images.is_dir():
+        problems.append(f"--images folder {request.images} does not exist")
     if len(request.inputs) == 1 and first.suffix.lower() in batch.MANIFEST_SUFFIXES:
         if not first.is_file():
-            raise batch.ManifestError([f"manifest not found: {first}"])
-        rows = batch.read_manifest(first)
+            raise batch.ManifestError([f"manifest not found: {first}", *problems])
+        try:
+            rows = batch.read_manifest(first)
+        except batch.ManifestError as exc:
+            raise batch.ManifestError([*exc.problems, *problems]) from None
         root = request.images or first.parent
     else:
         if request.images is not None:
@@ -430,26 +445,38 @@ def batch_items(request: BatchRequest, model_preset: str = "default") -> list[ba
         root = Path(".")
     if not rows:
         raise batch.ManifestError([f"no items in {', '.join(request.inputs)}"])
-    return batch.build_items(rows, root, request.out, defaults)
+    problems += batch.column_problems(rows, defaults)
+    if problems:
+        raise batch.ManifestError(problems)
+    if not p2p and any(not batch.is_blank(row.get(k)) for row in rows for k in ("blend", "amplify")):
+        note = (f"note: the manifest's blend/amplify columns are not used: {spec.name} (SDXL) editing switches "
+                "prompts, with no attention control")  # fmt: skip
+    else:
+        note = None
+    return batch.build_items(rows, root, request.out, defaults), note
 
 
 def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[batch.Summary, Path]:
     reporter = reporter or Reporter()
     if request.batch_size < 1:
         raise batch.ManifestError([f"--batch-size {request.batch_size} must be at least 1"])
+    check_seed(request.defaults.get("seed", 0))
+    check_size(request.size)
+    if request.defaults.get("bad_blend", "fail") not in batch.BAD_BLEND_CHOICES:
+        raise UsageError(f"--bad-blend {request.defaults['bad_blend']!r} is not one of {', '.join(batch.BAD_BLEND_CHOICES)}")
+    if request.defaults.get("preset"):
+        load_preset(request.defaults["preset"])  # a bad --preset is the command line's problem, not each row's
     try:
         spec = resolve_model(request.model)
     except IcdEditError:
         batch_items(request)  # an unusable manifest is the first thing to report
         raise
-    items = batch_items(request, spec.default_preset)
     if spec.family == "sdxl":
         _refuse_attention_flags(spec, request.defaults.get("overrides", {}), request.defaults.get("blend"),
                                 request.defaults.get("amplify"))  # fmt: skip
-        if any(item.blend or item.amplify for item in items):  # e.g. PIE-Bench's blended_words column
-            reporter.note(f"note: the manifest's blend/amplify columns are not used: {spec.name} (SDXL) editing "
-                          "switches prompts, with no attention control")  # fmt: skip
-            items = [replace(item, blend=None, amplify=None) for item in items]
+    items, note = batch_items(request, spec)
+    if note:
+        reporter.note(note)
     shard = batch.parse_shard(request.shard) or batch.distributed_shard()
     device = request.device
     if shard is not None and device == "auto" and os.environ.get("LOCAL_RANK") is not None:
@@ -478,8 +505,7 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
             reporter.note(f"item {item.number} ({item.image.name}) failed: {report.records[item.number]['error']}")
 
     summary = batch.run_items(items, report, get_editor, overwrite=request.overwrite, batch_size=request.batch_size,
-                              side_by_side_images=request.side_by_side, size=request.size, on_item=on_item,
-                              check_words=spec.family != "sdxl")  # fmt: skip
+                              side_by_side_images=request.side_by_side, size=request.size, on_item=on_item)  # fmt: skip
     return summary, report.path
 
 

@@ -19,6 +19,7 @@ from icdedit.batch import (
     ManifestError,
     build_items,
     expand_images,
+    parse_blend,
     parse_shard,
     read_manifest,
     take_shard,
@@ -92,23 +93,73 @@ def test_pie_bench_csv_is_accepted_as_it_is(tmp_path):
     assert items[1].blend is None  # a blank blended_words means no blend
 
 
-def test_bad_rows_are_reported_together(tmp_path):
+def test_a_row_with_a_problem_becomes_a_failed_item_with_its_reason(tmp_path):
     rows = [
         {"image": "a.png", "src": "a cat", "tgt": "a dog"},
         {"image": "", "src": "a cat", "tgt": "a dog"},
-        {"image": "b.png", "src": "a cat"},
+        {"image": "b.png", "src": "a cat", "tgt": ""},
         {"image": "c.png", "src": "a cat", "tgt": "a dog", "tau": "high"},
         {"image": "d.png", "src": "a cat", "tgt": "a dog", "preset": "nope"},
-        {"image": "e.png", "src": "a cat", "tgt": "a dog", "colour": "red"},
+        {"image": "e.png", "src": "a cat", "tgt": "a dog", "guidance": "nan"},
         {"image": "f.png", "src": "a cat", "tgt": "a dog", "output": "0001-a-a-dog.png"},
+        {"image": "g.png", "src": "a cat", "tgt": "a dog", "seed": "-1"},
+        {"image": "h.png", "src": "a cat", "tgt": "a dog", "amplify": "dog=inf"},
+        {"image": "i.png", "src": "a cat", "tgt": "a dog", "blend": "And chair rock"},
+        {"image": "j.png", "src": "a cat", "tgt": "a dog", "blend": "pug dog"},
+        {"image": "k.png", "src": "a cat", "tgt": "a dog", "seed": "2.5"},
     ]
-    with pytest.raises(ManifestError) as info:
-        build_items(rows, tmp_path, tmp_path, BatchDefaults())
-    problems = info.value.problems
-    assert [p.split(":")[0] for p in problems] == ["row 2", "row 3", "row 4", "row 5", "row 6", "row 7"]
-    assert "image is missing" in problems[0] and "tgt" in problems[1] and "high" in problems[2]
-    assert "unknown preset" in problems[3] and "colour" in problems[4] and "row 1" in problems[5]
-    assert info.value.exit_code == 2
+    items = build_items(rows, tmp_path, tmp_path, BatchDefaults())
+    problems = {item.number: item.problem for item in items}
+    assert problems[1] is None and items[0].settings.guidance == 19
+    expected = {2: "image is missing", 3: "src and tgt", 4: "'high' is not a number", 5: "unknown preset 'nope'",
+                6: "guidance = nan is out of range", 7: "also row 1's", 8: "seed '-1'", 9: "'dog=inf'",
+                10: "'And chair rock'", 11: "'pug' is not in the source prompt", 12: "seed '2.5'"}  # fmt: skip
+    for number, fragment in expected.items():
+        assert problems[number] is not None and fragment in problems[number], (number, problems[number])
+    assert "--bad-blend ignore" in problems[10] and "--bad-blend ignore" in problems[11]
+
+
+def test_bad_blend_ignore_edits_without_local_blend_and_says_so(tmp_path):
+    rows = [{"image": "i.png", "src": "a cat", "tgt": "a dog", "blend": "And chair rock"},
+            {"image": "j.png", "src": "a cat", "tgt": "a dog", "blend": "pug dog"},
+            {"image": "k.png", "src": "a cat", "tgt": "a dog", "amplify": "bear=2", "blend": "pug dog"}]  # fmt: skip
+    items = build_items(rows, tmp_path, tmp_path, BatchDefaults(bad_blend="ignore"))
+    for item in items[:2]:
+        assert item.problem is None and item.no_blend and item.blend is None and "without local blend" in item.warning
+    assert "'bear'" in items[2].problem  # only a blend is set aside, never another problem
+
+
+@pytest.mark.parametrize("cell, pairs", [
+    ("cat dog", [("cat", "dog")]),
+    ("('cat', 'dog')", [("cat", "dog")]),
+    ('["cat", "dog"]', [("cat", "dog")]),
+    ("('pug dog', 'bear')", [("pug", "bear"), ("dog", "bear")]),
+    (["cat", "dog"], [("cat", "dog")]),
+    ([["cat", "dog"], ["grass", "snow"]], [("cat", "dog"), ("grass", "snow")]),
+    (" ", None), ("", None), (None, None), ("()", None),
+])  # fmt: skip
+def test_every_blend_form_of_the_manifests_is_read(cell, pairs):
+    assert parse_blend(cell) == pairs
+
+
+@pytest.mark.parametrize("cell", ["And chair rock", "cat", "('cat',)", "('cat', 3)", "(cat, dog", "__import__('os')", "[1, 2]"])
+def test_an_unparsable_blend_is_a_value_error(cell):
+    with pytest.raises(ValueError, match="is not 'SRCWORD TGTWORD'"):
+        parse_blend(cell)
+
+
+def test_problems_of_the_manifest_as_a_whole_are_reported_together(tmp_path):
+    rows = [{"file_name": "a.png", "old_caption": "a cat", "edited_captoin": "a dog", "colour": "red"}]
+    (tmp_path / "m.csv").write_text("file_name,old_caption,edited_captoin,colour\na.png,a cat,a dog,red\n")
+    for given in (rows, read_manifest(tmp_path / "m.csv")):
+        with pytest.raises(ManifestError) as info:
+            build_items(given, tmp_path, tmp_path, BatchDefaults())
+        problems = info.value.problems
+        assert len(problems) == 3 and info.value.exit_code == 2
+        assert "'edited_captoin' (did you mean 'edited_caption'?)" in problems[0] and "'colour'" in problems[1]
+        assert "no tgt column" in problems[2] and "--tgt" in problems[2]
+    with pytest.raises(ManifestError, match="no image column"):
+        build_items([{"src": "a cat", "tgt": "a dog"}], tmp_path, tmp_path, BatchDefaults())
 
 
 def test_folders_and_globs_expand_in_order(photos):
@@ -175,10 +226,11 @@ def test_a_bad_item_is_recorded_and_the_rest_succeed(photos, tiny_model, batch_s
 
 
 def test_unusable_manifest_exits_2_before_loading_any_model(photos):
-    manifest = write_manifest(photos / "m.jsonl", [{"image": "a.png", "src": "a cat"}, {"image": "b.png", "tgt": "x", "src": "y", "tau": 9}])
-    result = run("batch", manifest, "--model", "does-not-exist", "--out", "out")
+    manifest = write_manifest(photos / "m.jsonl", [{"image": "a.png", "src": "a cat", "tgtt": "a dog"}])
+    result = run("batch", manifest, "--images", photos / "nowhere", "--model", "does-not-exist", "--out", "out")
     assert result.exit_code == 2
-    assert "row 1" in result.stderr and "row 2" in result.stderr and "tau = 9.0" in result.stderr
+    assert "--images folder" in result.stderr and "nowhere" in result.stderr and "does not exist" in result.stderr
+    assert "unknown column 'tgtt' (did you mean 'tgt'?)" in result.stderr and "Traceback" not in result.output
     assert not Path("out").exists()
 
 
@@ -258,3 +310,66 @@ def test_batch_size_groups_photos_of_one_size_with_the_same_results(photos, tiny
         x, y = np.asarray(Image.open(a), dtype=int), np.asarray(Image.open(Path("grouped") / a.name), dtype=int)
         assert np.abs(x - y).max() <= 1  # batch round-off may move a pixel by one level
     assert run(*common, "--out", "bad", "--batch-size", "0").exit_code == 2
+
+
+# -- the official iCD benchmark manifests' layouts (running/benchmarks/instructions/), own rows ------------
+OFFICIAL_LAYOUTS = {
+    # editing_pie_bench_140.csv: pandas' index as an unnamed first column, ' ' for no blend
+    "pie_bench_140.csv": (
+        ",file_name,old_caption,edited_caption,blended_words\n"
+        "0,000/a.png,a cat sitting on the grass,a dog sitting on the grass,cat dog\n"
+        "1,b.png,a photo of a house,a photo of a red house, \n"
+        "2,missing.png,a cat on the grass,a dog on the grass,cat dog\n"
+        "3,b.png,a cat on the grass,a cat on the snow,puppy puppy\n"
+    ),
+    # editing_pie_bench_all.csv: the columns in another order, a blend of three words
+    "pie_bench_all.csv": (
+        ",edited_caption,old_caption,file_name,blended_words\n"
+        "0,a dog sitting on the grass,a cat sitting on the grass,000/a.png,cat dog\n"
+        '1,"a woman in a blue car, smiling","a woman in a red car, smiling",b.png,And red blue\n'
+    ),
+    # editing_coco.csv: two unnamed index columns, the blend as a Python tuple
+    "coco.csv": (
+        ",Unnamed: 0,file_name,old_caption,edited_caption,blended_words\n"
+        "0,0,000/a.png,A cat sitting on the grass.,A lion sitting on the grass.,\"('cat', 'lion')\"\n"
+        "1,1,b.png,a man with a hat,a woman with a hat,\"('man', 'woman')\"\n"
+    ),
+}
+
+
+@pytest.fixture
+def official_layouts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images" / "000").mkdir(parents=True)
+    make_photo(64, 64, seed=1).save(tmp_path / "images" / "000" / "a.png")
+    make_photo(64, 64, seed=2).save(tmp_path / "images" / "b.png")
+    for name, text in OFFICIAL_LAYOUTS.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("bad_blend", ["fail", "ignore"])
+def test_the_official_manifest_layouts_run_as_they_are(official_layouts, tiny_model, bad_blend):
+    outcomes = {}
+    for name in OFFICIAL_LAYOUTS:
+        result = run("batch", name, "--images", "images", "--out", f"out-{name}", "-m", tiny_model, "--device", "cpu",
+                     "--json", "--bad-blend", bad_blend)  # fmt: skip
+        assert "Traceback" not in result.output
+        lines = records(Path(f"out-{name}"))
+        assert [r["item"] for r in lines] == list(range(1, len(OFFICIAL_LAYOUTS[name].splitlines())))  # every row
+        outcomes[name] = {r["item"]: r for r in lines}
+        assert result.exit_code == (1 if any(r["status"] == "failed" for r in lines) else 0), result.output
+    pie140, pie_all, coco = outcomes.values()
+    assert pie140[1]["status"] == "done" and pie140[1]["words"][0]["blend"] == [["cat"], ["dog"]]
+    assert pie140[2]["status"] == "done" and pie140[2]["tgt"] == "a photo of a red house"
+    assert pie140[3]["status"] == "failed" and "image not found" in pie140[3]["error"]
+    assert pie_all[1]["status"] == "done" and pie_all[1]["src"] == "a cat sitting on the grass"
+    assert coco[1]["status"] == coco[2]["status"] == "done"
+    assert coco[1]["words"][0]["blend"] == [["cat"], ["lion"]] and coco[2]["words"][0]["blend"] == [["man"], ["woman"]]
+    unusable = {"puppy": pie140[4], "And red blue": pie_all[2]}  # a word not in its prompt; three words
+    for fragment, record in unusable.items():
+        if bad_blend == "fail":
+            assert record["status"] == "failed" and fragment in record["error"] and "--bad-blend ignore" in record["error"]
+        else:
+            assert record["status"] == "done" and fragment in record["warning"] and "without local blend" in record["warning"]
+            assert record["words"][0]["blend"] == [[], []] and Path(record["output"]).is_file()

@@ -1,7 +1,13 @@
 """Every command and every bad input, through the CLI runner, on the tiny model."""
 
+import errno
+import gzip
 import json
+import os
 import shlex
+import struct
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +21,7 @@ from icdedit.errors import IcdEditError
 from icdedit.latents import load_latent, save_latent
 
 from .conftest import make_photo
+from .tolerance import Float32Error, assert_near_exact
 
 runner = CliRunner()
 
@@ -31,8 +38,10 @@ def run(*args):
     return runner.invoke(app, [*map(str, args)])
 
 
-def assert_clean_error(result, *fragments, folder=None, before=None):
-    assert result.exit_code == 1, (result.exit_code, result.output)
+def assert_clean_error(result, *fragments, folder=None, before=None, code=1):
+    """One line on stderr naming what is wrong, exit `code` (2: a usage error), no traceback,
+    and (with `folder`) nothing written there."""
+    assert result.exit_code == code, (result.exit_code, result.output)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
@@ -71,7 +80,7 @@ def test_usage_errors_exit_2(work):
 
 
 # -- invert and reconstruct ---------------------------------------------------------------------------
-def test_invert_writes_latent_and_metadata(work, editor):
+def test_invert_writes_latent_and_metadata(work, editor, editor64):
     folder, model = work
     result = run("invert", "photo.png", "--prompt", "a photo of a cat", "--model", model, "--seed", "5",
                  "--device", "cpu", "-o", "cat.safetensors", "--json")  # fmt: skip
@@ -80,8 +89,10 @@ def test_invert_writes_latent_and_metadata(work, editor):
     assert report["output"] == "cat.safetensors" and report["latent_shape"] == [1, 4, 8, 8]
     assert report["original_size"] == [96, 64] and report["processed_size"] == [64, 64]
     latent = load_latent(folder / "cat.safetensors")
-    expected = editor.invert(Image.open(folder / "photo.png").convert("RGB"), "a photo of a cat", seed=5)
-    assert torch.allclose(latent.latent, expected.latent, atol=1e-6)
+    photo = Image.open(folder / "photo.png").convert("RGB")
+    exact = editor64.invert(photo, "a photo of a cat", seed=5).latent
+    error = Float32Error.measure(editor.invert(photo, "a photo of a cat", seed=5).latent, exact)
+    assert_near_exact(latent.latent, exact, error, "latent")
     assert latent.metadata["prompt"] == "a photo of a cat" and latent.metadata["original_size"] == "96x64"
     assert latent.metadata["icdedit_version"] and latent.metadata["reverse_timesteps"] == "259,519,779,999"
 
@@ -218,12 +229,36 @@ def test_presets_command(work):
     assert data["default"]["guidance"] == 19 and data["strong"]["amplify"] == 6
 
 
-# -- bad input: one line, exit 1, nothing written ------------------------------------------------------
+# -- bad input: one line, exit 1 (2 for a value the tool cannot take), nothing written ---------------------
 def _truncated_jpeg(folder):
     make_photo(64, 64).save(folder / "full.jpg", quality=90)
     data = (folder / "full.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
     (folder / "full.jpg").unlink()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels: what a decompression bomb looks like to Pillow."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def _bad_files(folder):
+    """A corpus of files that are not what they claim to be, for the commands to refuse."""
+    (folder / "notes.png").write_text("not an image")
+    (folder / "bad.yaml").write_text("colour: red\n")
+    _truncated_jpeg(folder)
+    (folder / "bomb.png").write_bytes(_png_header(40000, 40000))
+    (folder / "gzip.yaml").write_bytes(gzip.compress(b"guidance: 7\n"))
+    (folder / "picture.yaml").write_bytes((folder / "photo.png").read_bytes())
+    (folder / "empty.yaml").write_text("")
+    (folder / "nan.yaml").write_text("guidance: .nan\n")
+    (folder / "model.yaml").write_bytes(gzip.compress(b"base: x\n"))
+    (folder / "empty.safetensors").write_bytes(b"")
+    latent = torch.full((1, 4, 8, 8), float("nan"))
+    save_latent(folder / "nan.safetensors", latent, {"processed_size": "64x64", "original_size": "64x64"})
 
 
 BAD = [
@@ -237,28 +272,63 @@ BAD = [
     (["reconstruct", "photo.png"], ["prompt describing photo.png"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--blend", "pug", "dog"], ["'pug'", "source prompt", "'cat'"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "bear=2"], ["'bear'", "target prompt", "'dog'"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog"], ["WORD=VALUE"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a big dog", "--mode", "replace"], ["same number of words"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "wild"], ["unknown preset", "default"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "bad.yaml"], ["bad.yaml", "unknown key 'colour'"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--tau", "3"], ["tau = 3.0", "0..1"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "-o", "photo.png", "--overwrite"], ["is an input file"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "-o", "nowhere/out.png"], ["does not exist"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "-o", "out.gif"], ["image format"]),
     (["invert", "photo.png", "--prompt", "a cat", "-o", "z.pt"], [".safetensors"]),
     (["invert", "photo.png", "--prompt", "a cat", "--device", "toaster"], ["toaster"]),
+    (["edit", "bomb.png", "--src", "a cat", "--tgt", "a dog"], ["bomb.png", "1,600 megapixels", "limit", "downscale"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "gzip.yaml"], ["gzip.yaml", "not a text file"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "picture.yaml"], ["picture.yaml", "not a text"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "empty.yaml"], ["empty.yaml", "empty preset"]),
+    (["reconstruct", "empty.safetensors"], ["empty.safetensors", "not a readable safetensors file"]),
+    (["reconstruct", "nan.safetensors"], ["nan.safetensors", "NaN or infinite"]),
+]  # fmt: skip
+# Values the tool cannot take: usage errors, exit code 2
+BAD_VALUES = [
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog"], ["WORD=VALUE"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog=nan"], ["'dog=nan'", "0 to 20"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog=inf"], ["'dog=inf'", "0 to 20"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog=-2"], ["'dog=-2'", "0 to 20"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--tau", "3"], ["tau = 3.0", "0..1"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--guidance", "nan"], ["guidance = nan", "0..50"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--cross-replace", "inf"], ["cross_replace = inf"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "nan.yaml"], ["nan.yaml", "guidance = nan"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--seed", "-1"], ["--seed -1", "2^63"]),
+    (["invert", "photo.png", "--prompt", "a cat", "--seed", str(2**64)], ["--seed", "out of range"]),
+    (["invert", "photo.png", "--prompt", "a cat", "--size", "100"], ["--size 100", "multiple of 64"]),
+    (["invert", "photo.png", "--prompt", "a cat", "--size", "65536"], ["--size 65536", "4096"]),
+    (["reconstruct", "photo.png", "--prompt", "a cat", "--guidance", "inf"], ["guidance = inf"]),
+    (["reconstruct", "photo.png", "--prompt", "a cat", "--tau", "nan"], ["tau = nan"]),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("args, fragments", BAD, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD])
 def test_bad_input_is_one_clear_line(work, args, fragments):
     folder, model = work
-    (folder / "notes.png").write_text("not an image")
-    (folder / "bad.yaml").write_text("colour: red\n")
-    _truncated_jpeg(folder)
+    _bad_files(folder)
     before = sorted(p.name for p in folder.iterdir())
     result = run(*args, "--model", model)
     assert_clean_error(result, *fragments, folder=folder, before=before)
+
+
+@pytest.mark.parametrize("args, fragments", BAD_VALUES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_VALUES])
+def test_a_value_the_tool_cannot_take_is_a_usage_error(work, args, fragments):
+    folder, model = work
+    _bad_files(folder)
+    before = sorted(p.name for p in folder.iterdir())
+    result = run(*args, "--model", model)
+    assert_clean_error(result, *fragments, folder=folder, before=before, code=2)
+
+
+def test_a_model_file_that_is_not_text_is_one_clear_line(work):
+    folder, _ = work
+    _bad_files(folder)
+    result = run("invert", "photo.png", "--prompt", "a cat", "--model", "model.yaml")
+    assert_clean_error(result, "model.yaml", "not a text file")
 
 
 def test_unknown_model_lists_known_models(work):
@@ -303,19 +373,49 @@ def test_not_a_latent_file_is_refused(work):
     assert_clean_error(run("reconstruct", "junk.safetensors", "-m", model), "junk.safetensors")
 
 
-def test_failure_while_writing_leaves_nothing_behind(work, monkeypatch):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES], ids=["full disk", "read-only", "denied"])
+@pytest.mark.parametrize("where", ["while writing", "creating the file"])
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(work, monkeypatch, code, where):
+    """A full disk fails while the image is written (half a file on disk), a read-only or
+    forbidden folder when the file is created; root ignores permissions, so both are simulated
+    where the operating system reports them."""
     folder, model = work
     before = sorted(p.name for p in folder.iterdir())
+    if where == "while writing":
+        def broken_save(self, fp, *args, **kwargs):
+            with open(fp, "wb") as f:
+                f.write(b"half")
+            raise OSError(code, os.strerror(code))
 
-    def broken_save(self, fp, *args, **kwargs):
-        with open(fp, "wb") as f:
-            f.write(b"half")
-        raise OSError("disk full")
+        monkeypatch.setattr(Image.Image, "save", broken_save)
+    else:
+        def refused(*args, **kwargs):
+            raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(Image.Image, "save", broken_save)
-    result = run("reconstruct", "photo.png", "-p", "a cat", "-m", model, "--device", "cpu", "-o", "out.png")
-    assert result.exit_code != 0
-    assert sorted(p.name for p in folder.iterdir()) == before
+        monkeypatch.setattr("icdedit.files.tempfile.mkstemp", refused)
+    result = run("--quiet", "reconstruct", "photo.png", "-p", "a cat", "-m", model, "--device", "cpu", "-o", "out.png")
+    assert_clean_error(result, "cannot write out.png", os.strerror(code), folder=folder, before=before)
+
+
+def test_a_batch_item_that_cannot_be_written_is_recorded_and_leaves_nothing(work, monkeypatch):
+    folder, model = work
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        if "photo" in Path(fp).name:
+            with open(fp, "wb") as f:
+                f.write(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    make_photo(64, 64, seed=2).save(folder / "other.png")
+    result = run("batch", "photo.png", "other.png", "-s", "a cat", "-t", "a dog", "-m", model, "--device", "cpu",
+                 "--out", "out", "--json")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["done"] == [2] and "No space left on device" in summary["failed"]["1"]
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["0002-other-a-dog.png", "results.jsonl"]
 
 
 def test_debug_shows_the_exception(work):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icdedit.errors import InputError
+from icdedit.errors import InputError, OutputError
 from icdedit.images import from_model_output, load_image, plan_size, prepare_image, save_image, to_model_input
 from icdedit.metrics import psnr, ssim
 
@@ -105,7 +105,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
 
     bad = Image.new("RGB", (4, 4))
     bad.save = lambda *a, **k: (_ for _ in ()).throw(OSError("disk full"))
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="cannot write .*other.png: disk full"):
         save_image(bad, tmp_path / "other.png")
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
 

@@ -6,12 +6,14 @@ turns prompts and settings into a frozen `ControlPlan` that the attention contro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import InputError, SettingsError
+from ..presets import RANGES
 from ..text import word_token_positions, words_of
 from .mappers import refinement_mapper, replacement_mapper
 
@@ -28,7 +30,8 @@ STOP_WORDS = frozenset(
 
 
 def parse_amplify_item(item: str) -> tuple[str, float]:
-    """'bear=4' -> ('bear', 4.0); anything else is a ValueError naming the item."""
+    """'bear=4' -> ('bear', 4.0); anything else (a value that is not a finite number within the
+    amplify range) is a ValueError naming the item."""
     word, sep, number = item.rpartition("=")
     try:
         value = float(number)
@@ -36,6 +39,9 @@ def parse_amplify_item(item: str) -> tuple[str, float]:
         value = None
     if not sep or not word or value is None:
         raise ValueError(f"amplify {item!r} is not WORD=VALUE")
+    low, high, _ = RANGES["amplify"]
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"amplify {item!r}: the value must be a number from {low:g} to {high:g}")
     return word, value
 
 
