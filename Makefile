@@ -31,5 +31,11 @@ BENCH_ARGS ?= --device cpu --size 256 --runs 2 --warmup 1
 bench:
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
+# ruff, configured in pyproject.toml: the linter's rules and the formatter's layout (CI checks both)
+LINT_PATHS := icdedit tests benchmarks
+lint:
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

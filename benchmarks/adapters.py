@@ -32,8 +32,9 @@ def main() -> None:
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    editor = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype,
-                          adapter_strategy=args.strategy)  # fmt: skip
+    editor = bench_editor(
+        build_components(args.arch, device, 0, 64), args.size, device, dtype, adapter_strategy=args.strategy
+    )
     z0 = torch.randn(1, 4, args.size // 8, args.size // 8, generator=torch.Generator().manual_seed(0)).to(device)
     editor.invert_latent(z0, SOURCE, 0)  # warm-up
     seconds = []
@@ -46,9 +47,18 @@ def main() -> None:
             torch.cuda.synchronize(device)
         seconds.append(round(time.perf_counter() - started, 3))
     swapped = getattr(editor.bundle.adapters, "swapped", None)
-    print(json.dumps({"strategy": args.strategy, "device": args.device, "size": args.size, "invert_seconds": seconds,
-                      "swapped_layers": None if swapped is None else len(swapped),
-                      "peak_memory_mb": round(peak_memory_mb(device), 1)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "strategy": args.strategy,
+                "device": args.device,
+                "size": args.size,
+                "invert_seconds": seconds,
+                "swapped_layers": None if swapped is None else len(swapped),
+                "peak_memory_mb": round(peak_memory_mb(device), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,19 @@ class OfficialStyleController:
     after control and summed over steps; local blend reads list positions down[2:4] + up[:3].
     """
 
-    def __init__(self, *, mappers, equalizers, cross_alpha, self_steps, self_limit,
-                 blend_words=None, blend_hw=None, threshold=0.3, offset=0):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        mappers,
+        equalizers,
+        cross_alpha,
+        self_steps,
+        self_limit,
+        blend_words=None,
+        blend_hw=None,
+        threshold=0.3,
+        offset=0,
+    ):
         self.mappers = mappers  # per target: ("replace", M (L, L)) or ("refine", (index, weight))
         self.equalizers = equalizers  # per target (L,)
         self.cross_alpha = cross_alpha  # (N + 1, n, L)
@@ -180,15 +191,21 @@ class BaselineEditor(ThreePipelines):
     """Three pipelines, uncond rows kept, explicit attention everywhere."""
 
     def __init__(self, *, teacher, vae, text_encoder, tokenizer, forward_lora, reverse_lora, device, dtype):
-        super().__init__({"unet": teacher, "vae": vae, "text_encoder": text_encoder}, forward_lora, reverse_lora,
-                         device, dtype)  # fmt: skip
+        super().__init__(
+            {"unet": teacher, "vae": vae, "text_encoder": text_encoder}, forward_lora, reverse_lora, device, dtype
+        )
         self.tokenizer = tokenizer
 
     @torch.no_grad()
     def context(self, model, prompts):
         def enc(texts):
-            ids = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids  # fmt: skip
+            ids = self.tokenizer(
+                texts,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
             return model["text_encoder"](ids.to(self.device))[0]
 
         return torch.cat([enc([""] * len(prompts)), enc(prompts)])  # uncond rows first, as released
@@ -248,8 +265,13 @@ class BaselineXLEditor(ThreePipelines):
     def embed(self, model, prompts):
         states = []
         for tokenizer, encoder in zip(self.tokenizers, model["text_encoders"]):
-            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids  # fmt: skip
+            ids = tokenizer(
+                prompts,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
             out = encoder(ids.to(self.device), output_hidden_states=True)
             states.append(out.hidden_states[-2])
             pooled = out[0]
@@ -260,8 +282,13 @@ class BaselineXLEditor(ThreePipelines):
         size = z.shape[-1] * 8
         time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=self.dtype)
         cond = w_embedding([w]).to(self.device, self.dtype)
-        return model["unet"](z.to(self.dtype), t, encoder_hidden_states=tokens.to(self.dtype), timestep_cond=cond,
-                             added_cond_kwargs={"text_embeds": pooled.to(self.dtype), "time_ids": time_ids}).sample.float()  # fmt: skip
+        return model["unet"](
+            z.to(self.dtype),
+            t,
+            encoder_hidden_states=tokens.to(self.dtype),
+            timestep_cond=cond,
+            added_cond_kwargs={"text_embeds": pooled.to(self.dtype), "time_ids": time_ids},
+        ).sample.float()
 
     @torch.no_grad()
     def encode(self, pixels):

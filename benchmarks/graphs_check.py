@@ -34,25 +34,36 @@ def main() -> None:
 
     device = torch.device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    graphed = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype, cuda_graphs=True,
-                           compile=args.compile)  # fmt: skip
+    graphed = bench_editor(
+        build_components(args.arch, device, 0, 64), args.size, device, dtype, cuda_graphs=True, compile=args.compile
+    )
     # compiling changes the modules in place: the eager reference then needs its own copy (same seed)
-    eager = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype) if args.compile else Editor(graphed.bundle)
+    eager = (
+        bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype)
+        if args.compile
+        else Editor(graphed.bundle)
+    )
     image = synthetic_photo(args.size)
-    targets = ["a photo of a dog sitting on the grass", "a photo of a lion sitting on the grass",
-               "a photo of a cat sitting on the snow", "a red photo of a cat sitting on the grass"]  # fmt: skip
+    targets = [
+        "a photo of a dog sitting on the grass",
+        "a photo of a lion sitting on the grass",
+        "a photo of a cat sitting on the snow",
+        "a red photo of a cat sitting on the grass",
+    ]
     report = {"device": args.device, "dtype": args.dtype, "size": args.size, "compile": args.compile, "edits": []}
     for target in targets + targets[:1]:
         a = eager.invert(image, SOURCE, seed=1)
         b = graphed.invert(image, SOURCE, seed=1)
         za = eager.edit(a, [target], load_preset(eager.spec.default_preset)).latents
         zb = graphed.edit(b, [target], load_preset(eager.spec.default_preset)).latents
-        report["edits"].append({
-            "target": target,
-            "inversion_max_abs_diff": float((a.latent - b.latent).abs().max()),
-            "edit_max_abs_diff": float((za - zb).abs().max()),
-            "finite": bool(torch.isfinite(zb).all()),
-        })  # fmt: skip
+        report["edits"].append(
+            {
+                "target": target,
+                "inversion_max_abs_diff": float((a.latent - b.latent).abs().max()),
+                "edit_max_abs_diff": float((za - zb).abs().max()),
+                "finite": bool(torch.isfinite(zb).all()),
+            }
+        )
     report["graphs_captured"] = len(graphed._graphs._graphs)
     print(json.dumps(report))
 

@@ -28,8 +28,17 @@ import torch
 CONFIGS = Path(__file__).resolve().parent / "configs"
 SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
 STAGES = ("text", "vae_encode", "forward", "reverse", "vae_decode")
-VARIANTS = ("icdedit", "icdedit-graphs", "icdedit-graphs-cl", "icdedit-compile", "icdedit-graphs-compile",
-            "icdedit-graphs-cl-compile", "icdedit-lowrank", "icdedit-swap", "baseline")
+VARIANTS = (
+    "icdedit",
+    "icdedit-graphs",
+    "icdedit-graphs-cl",
+    "icdedit-compile",
+    "icdedit-graphs-compile",
+    "icdedit-graphs-cl-compile",
+    "icdedit-lowrank",
+    "icdedit-swap",
+    "baseline",
+)
 DEFAULT_VARIANTS = {"cpu": "icdedit,baseline", "cuda": "icdedit,icdedit-graphs,icdedit-lowrank,baseline"}
 
 
@@ -78,24 +87,47 @@ def build_components(arch: str, device: torch.device, seed: int, lora_rank: int)
     generator = torch.Generator().manual_seed(seed + 1)
     forward = {k: v.to(device) for k, v in tiny.random_peft_lora(unet, lora_rank, generator, std=0.01).items()}
     reverse = {k: v.to(device) for k, v in tiny.random_peft_lora(unet, lora_rank, generator, std=0.01).items()}
-    return {**parts, "text_encoder": text_encoder.eval(), "vae": vae.eval(), "unet": unet.eval(),
-            "forward": forward, "reverse": reverse}  # fmt: skip
+    return {
+        **parts,
+        "text_encoder": text_encoder.eval(),
+        "vae": vae.eval(),
+        "unet": unet.eval(),
+        "forward": forward,
+        "reverse": reverse,
+    }
 
 
 def bench_spec(size: int, family: str = "sd15"):
     from icdedit.specs import ModelSpec
 
     name = "bench-sdxl" if family == "sdxl" else "bench-sd15"
-    timesteps = ((19, 249, 499, 699), (249, 499, 699, 999)) if family == "sdxl" else ((19, 259, 519, 779), (259, 519, 779, 999))
+    timesteps = (
+        ((19, 249, 499, 699), (249, 499, 699, 999)) if family == "sdxl" else ((19, 259, 519, 779), (259, 519, 779, 999))
+    )
     return ModelSpec(
-        name=name, base="bench", teacher=Path("random"), forward_lora=Path("random-forward"),
-        reverse_lora=Path("random-reverse"), forward_timesteps=timesteps[0], reverse_timesteps=timesteps[1],
-        resolution=size, family=family,
-    )  # fmt: skip
+        name=name,
+        base="bench",
+        teacher=Path("random"),
+        forward_lora=Path("random-forward"),
+        reverse_lora=Path("random-reverse"),
+        forward_timesteps=timesteps[0],
+        reverse_timesteps=timesteps[1],
+        resolution=size,
+        family=family,
+    )
 
 
-def bench_editor(parts: dict, size: int, device, dtype, *, adapter_strategy: str = "auto", cuda_graphs: bool = False,
-                 compile: bool = False, memory_format: torch.memory_format | None = None):  # fmt: skip
+def bench_editor(
+    parts: dict,
+    size: int,
+    device,
+    dtype,
+    *,
+    adapter_strategy: str = "auto",
+    cuda_graphs: bool = False,
+    compile: bool = False,
+    memory_format: torch.memory_format | None = None,
+):
     """An icdedit Editor over the random components (they are consumed: `parts` is emptied)."""
     from icdedit.editor import Editor
     from icdedit.loader import assemble_bundle
@@ -104,12 +136,20 @@ def bench_editor(parts: dict, size: int, device, dtype, *, adapter_strategy: str
 
     family = "sdxl" if "text_encoder_2" in parts else "sd15"
     bundle = assemble_bundle(
-        bench_spec(size, family), tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
-        teacher=parts["unet"], forward=parse_peft_lora(parts["forward"], 8, "forward"),
-        reverse=parse_peft_lora(parts["reverse"], 8, "reverse"), schedule=NoiseSchedule.scaled_linear(),
-        device=device, dtype=dtype, adapter_strategy=adapter_strategy,
-        tokenizer_2=parts.get("tokenizer_2"), text_encoder_2=parts.get("text_encoder_2"),
-    )  # fmt: skip
+        bench_spec(size, family),
+        tokenizer=parts["tokenizer"],
+        text_encoder=parts["text_encoder"],
+        vae=parts["vae"],
+        teacher=parts["unet"],
+        forward=parse_peft_lora(parts["forward"], 8, "forward"),
+        reverse=parse_peft_lora(parts["reverse"], 8, "reverse"),
+        schedule=NoiseSchedule.scaled_linear(),
+        device=device,
+        dtype=dtype,
+        adapter_strategy=adapter_strategy,
+        tokenizer_2=parts.get("tokenizer_2"),
+        text_encoder_2=parts.get("text_encoder_2"),
+    )
     parts.clear()  # the bundle holds the only copy now
     if memory_format is torch.channels_last:  # before compiling: the kernels are chosen for the layout
         channels_last(bundle)
@@ -173,11 +213,16 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
     options = set(variant.split("-")[1:])  # e.g. icdedit-graphs-cl-compile
     strategy = {"icdedit-lowrank": "low-rank", "icdedit-swap": "weight-swap"}.get(variant, "auto")
     editor = bench_editor(
-        parts, args.size, device, dtype, adapter_strategy=strategy, cuda_graphs="graphs" in options,
+        parts,
+        args.size,
+        device,
+        dtype,
+        adapter_strategy=strategy,
+        cuda_graphs="graphs" in options,
         compile="compile" in options,
         # experiment: channels-last VAE too, with cuDNN autotuning (the UNet is channels-last on CUDA anyway)
         memory_format=torch.channels_last if "cl" in options else None,
-    )  # fmt: skip
+    )
     bundle = editor.bundle
     image = synthetic_photo(args.size)
     settings = load_preset(bundle.spec.default_preset)  # the official settings of the family
@@ -204,10 +249,15 @@ def run_baseline_xl(parts: dict, args, device, dtype, clock: Clock):
     from icdedit.images import to_model_input
 
     baseline = BaselineXLEditor(
-        teacher=parts["unet"], vae=parts["vae"], text_encoders=[parts["text_encoder"], parts["text_encoder_2"]],
-        tokenizers=[parts["tokenizer"], parts["tokenizer_2"]], forward_lora=parts["forward"],
-        reverse_lora=parts["reverse"], device=device, dtype=dtype,
-    )  # fmt: skip
+        teacher=parts["unet"],
+        vae=parts["vae"],
+        text_encoders=[parts["text_encoder"], parts["text_encoder_2"]],
+        tokenizers=[parts["tokenizer"], parts["tokenizer_2"]],
+        forward_lora=parts["forward"],
+        reverse_lora=parts["reverse"],
+        device=device,
+        dtype=dtype,
+    )
     parts.clear()
     pixels = to_model_input(synthetic_photo(args.size))
     counter = EvalCounter([baseline.forward["unet"], baseline.reverse["unet"]])
@@ -238,15 +288,29 @@ def run_baseline(parts: dict, args, device, dtype, clock: Clock):
     from icdedit.presets import EditSettings
 
     baseline = BaselineEditor(
-        teacher=parts["unet"], vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"],
-        forward_lora=parts["forward"], reverse_lora=parts["reverse"], device=device, dtype=dtype,
-    )  # fmt: skip
+        teacher=parts["unet"],
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        forward_lora=parts["forward"],
+        reverse_lora=parts["reverse"],
+        device=device,
+        dtype=dtype,
+    )
     tokenizer = parts["tokenizer"]
     parts.clear()
     settings = EditSettings()
     words = derive_all_edit_words(SOURCE, [TARGET], settings.mode, settings.amplify)
-    plan = build_control_plan(tokenizer, SOURCE, [TARGET], words, num_steps=4, cross_replace=settings.cross_replace,
-                              self_replace=settings.self_replace, blend_threshold=settings.blend_threshold)  # fmt: skip
+    plan = build_control_plan(
+        tokenizer,
+        SOURCE,
+        [TARGET],
+        words,
+        num_steps=4,
+        cross_replace=settings.cross_replace,
+        self_replace=settings.self_replace,
+        blend_threshold=settings.blend_threshold,
+    )
     pixels = to_model_input(synthetic_photo(args.size))
     counter = EvalCounter([baseline.forward["unet"], baseline.reverse["unet"]])
     latent = args.size // 8
@@ -258,11 +322,16 @@ def run_baseline(parts: dict, args, device, dtype, clock: Clock):
         blend[1, list(t.blend_positions)] = 1
         to = dict(device=device, dtype=dtype)
         return OfficialStyleController(
-            mappers=[("replace", t.mapper.to(**to))], equalizers=[t.equalizer.to(**to)],
-            cross_alpha=t.cross_alpha[:, None].to(**to), self_steps=plan.self_window,
-            self_limit=(latent // 2) ** 2, blend_words=blend, blend_hw=(latent // 4, latent // 4),
-            threshold=plan.blend_threshold, offset=2,
-        )  # fmt: skip
+            mappers=[("replace", t.mapper.to(**to))],
+            equalizers=[t.equalizer.to(**to)],
+            cross_alpha=t.cross_alpha[:, None].to(**to),
+            self_steps=plan.self_window,
+            self_limit=(latent // 2) ** 2,
+            blend_words=blend,
+            blend_hw=(latent // 4, latent // 4),
+            threshold=plan.blend_threshold,
+            offset=2,
+        )
 
     def once():
         with clock.stage("text"):
@@ -339,11 +408,20 @@ def environment(args) -> dict:
     import transformers
 
     info = {
-        "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__, "machine": platform.machine(), "cpu_count": torch.get_num_threads(),
-        "device": args.device, "dtype": args.dtype, "size": args.size, "arch": args.arch,
-        "runs": args.runs, "warmup": args.warmup, "lora_rank": args.lora_rank,
-    }  # fmt: skip
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "cpu_count": torch.get_num_threads(),
+        "device": args.device,
+        "dtype": args.dtype,
+        "size": args.size,
+        "arch": args.arch,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "lora_rank": args.lora_rank,
+    }
     if torch.cuda.is_available() and args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
@@ -351,8 +429,10 @@ def environment(args) -> dict:
 
 
 def table(results: dict) -> str:
-    rows = ["| variant | " + " | ".join(STAGES) + " | total (median, min-max) | UNet evals x rows | peak memory |",
-            "| --- |" + " --- |" * (len(STAGES) + 3)]  # fmt: skip
+    rows = [
+        "| variant | " + " | ".join(STAGES) + " | total (median, min-max) | UNet evals x rows | peak memory |",
+        "| --- |" + " --- |" * (len(STAGES) + 3),
+    ]
     for name, r in results.items():
         s = r["summary"]
         stages = " | ".join(f"{s[k]['median'] * 1000:.0f} ms" for k in STAGES)
@@ -385,7 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.arch == "sdxl" and args.device == "cpu" and not args.variants:
         variants.remove("baseline")  # three fp32 SDXL pipelines (~40 GB) do not fit a CPU machine like CI's
     for variant in variants:
-        cmd = [sys.executable, "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:]), "--child", variant]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            *(argv if argv is not None else sys.argv[1:]),
+            "--child",
+            variant,
+        ]
         print(f"running {variant} ...", file=sys.stderr, flush=True)
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -404,8 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     text = table(results)
     if "speedup_total" in report:
-        text += (f"\n\nicdedit vs baseline: {report['speedup_total']:.2f}x faster (median total), "
-                 f"peak memory {report['memory_ratio']:.2f}x")  # fmt: skip
+        text += (
+            f"\n\nicdedit vs baseline: {report['speedup_total']:.2f}x faster (median total), "
+            f"peak memory {report['memory_ratio']:.2f}x"
+        )
     (args.out / f"{stem}.md").write_text(text + "\n")
     print(text)
     return 0

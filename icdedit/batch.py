@@ -51,8 +51,10 @@ class ManifestError(IcdEditError):
     exit_code = 2
 
     def __init__(self, problems: list[str]):
-        super().__init__(f"{len(problems)} problem(s) in the batch input: " + "; ".join(problems[:20]),
-                         "fix the problems above; nothing was run")  # fmt: skip
+        super().__init__(
+            f"{len(problems)} problem(s) in the batch input: " + "; ".join(problems[:20]),
+            "fix the problems above; nothing was run",
+        )
         self.problems = problems
 
 
@@ -74,8 +76,20 @@ class BatchItem:
     @property
     def key(self) -> str:
         """Identifies the work, so that a resumed run redoes an item whose inputs changed."""
-        data = json.dumps([str(self.image), self.src, self.tgt, self.settings.as_dict(), self.seed,
-                           self.blend, self.amplify, str(self.output), self.no_blend], default=str)  # fmt: skip
+        data = json.dumps(
+            [
+                str(self.image),
+                self.src,
+                self.tgt,
+                self.settings.as_dict(),
+                self.seed,
+                self.blend,
+                self.amplify,
+                str(self.output),
+                self.no_blend,
+            ],
+            default=str,
+        )
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
@@ -257,8 +271,10 @@ def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: Bat
     if problems:
         raise ManifestError(problems)
     presets: dict[str, EditSettings] = {}
-    items = [_build_item(number, normalise_row(row), image_root, out_dir, defaults, presets)
-             for number, row in enumerate(rows, 1)]  # fmt: skip
+    items = [
+        _build_item(number, normalise_row(row), image_root, out_dir, defaults, presets)
+        for number, row in enumerate(rows, 1)
+    ]
     seen: dict[Path, int] = {}
     for i, item in enumerate(items):
         if item.problem is None and item.output in seen:
@@ -267,8 +283,9 @@ def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: Bat
     return items
 
 
-def _build_item(number: int, row: dict, image_root: Path, out_dir: Path, defaults: BatchDefaults,
-                presets: dict) -> BatchItem:  # fmt: skip
+def _build_item(
+    number: int, row: dict, image_root: Path, out_dir: Path, defaults: BatchDefaults, presets: dict
+) -> BatchItem:
     image = "" if is_blank(row.get("image")) else str(row["image"])
     src = row.get("src") if not is_blank(row.get("src")) else defaults.src
     tgt = row.get("tgt") if not is_blank(row.get("tgt")) else defaults.tgt
@@ -278,8 +295,15 @@ def _build_item(number: int, row: dict, image_root: Path, out_dir: Path, default
     if is_blank(output):
         output = f"{number:04d}-{image_path.stem or 'item'}-{slug(str(tgt or ''))}.png"
     output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
-    item = BatchItem(number, image_path, str(src or ""), str(tgt or ""), _preset(defaults.model_preset, presets),
-                     defaults.seed, output_path)  # fmt: skip
+    item = BatchItem(
+        number,
+        image_path,
+        str(src or ""),
+        str(tgt or ""),
+        _preset(defaults.model_preset, presets),
+        defaults.seed,
+        output_path,
+    )
     try:
         if row.get(EXTRA_CELLS) is not None:
             extra = row[EXTRA_CELLS]
@@ -390,14 +414,23 @@ class Report:
 
     def is_done(self, item: BatchItem) -> bool:
         record = self.records.get(item.number)
-        return bool(record and record.get("status") == "done" and record.get("key") == item.key and item.output.is_file())
+        return bool(
+            record and record.get("status") == "done" and record.get("key") == item.key and item.output.is_file()
+        )
 
     def record(self, item: BatchItem, status: str, **fields) -> dict:
         record = {
-            "item": item.number, "key": item.key, "status": status, "image": str(item.image), "src": item.src,
-            "tgt": item.tgt, "seed": item.seed, "settings": item.settings.as_dict(), "output": str(item.output),
+            "item": item.number,
+            "key": item.key,
+            "status": status,
+            "image": str(item.image),
+            "src": item.src,
+            "tgt": item.tgt,
+            "seed": item.seed,
+            "settings": item.settings.as_dict(),
+            "output": str(item.output),
             **fields,
-        }  # fmt: skip
+        }
         self.records[item.number] = record
         self.save()
         return record
@@ -501,18 +534,23 @@ def _run_group(group, report: Report, editor, summary: Summary, side: bool, size
             _free_device_memory()
         else:
             seconds = (time.perf_counter() - started) / len(group)
-            return [(item, _finish(item, image, result, report, summary, side, seconds))
-                    for (item, image), result in zip(group, results)]  # fmt: skip
+            return [
+                (item, _finish(item, image, result, report, summary, side, seconds))
+                for (item, image), result in zip(group, results)
+            ]
     return [(item, _run_alone(item, image, report, editor, summary, side, size)) for item, image in group]
 
 
 def _edit_together(editor, group, size):
     from .editor import EditJob
 
-    inversions = editor.invert_many([image for _, image in group], [i.src for i, _ in group],
-                                    [i.seed for i, _ in group], size)  # fmt: skip
-    jobs = [EditJob(inv, [item.tgt], item.settings, item.src, item.amplify, item.blend, item.no_blend)
-            for (item, _), inv in zip(group, inversions)]  # fmt: skip
+    inversions = editor.invert_many(
+        [image for _, image in group], [i.src for i, _ in group], [i.seed for i, _ in group], size
+    )
+    jobs = [
+        EditJob(inv, [item.tgt], item.settings, item.src, item.amplify, item.blend, item.no_blend)
+        for (item, _), inv in zip(group, inversions)
+    ]
     return editor.edit_many(jobs)
 
 
@@ -520,8 +558,9 @@ def _run_alone(item: BatchItem, image, report: Report, editor, summary: Summary,
     started = time.perf_counter()
     try:
         inversion = editor.invert(image, item.src, item.seed, size)
-        result = editor.edit(inversion, [item.tgt], item.settings, amplify=item.amplify, blend=item.blend,
-                             no_blend=item.no_blend)  # fmt: skip
+        result = editor.edit(
+            inversion, [item.tgt], item.settings, amplify=item.amplify, blend=item.blend, no_blend=item.no_blend
+        )
     except IcdEditError as exc:
         return _fail(item, report, summary, str(exc), started)
     except RuntimeError as exc:  # out of memory and other device failures: record, go on
@@ -554,8 +593,10 @@ def _finish(item: BatchItem, image, result, report: Report, summary: Summary, si
 
 
 def _words(result) -> list[dict]:
-    return [{"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)]}
-            for w in result.words]  # fmt: skip
+    return [
+        {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)]}
+        for w in result.words
+    ]
 
 
 def _fail(item: BatchItem, report: Report, summary: Summary, reason: str, started: float) -> str:

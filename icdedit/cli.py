@@ -57,24 +57,80 @@ app = typer.Typer(
 # -- shared options, defined once ---------------------------------------------------------------
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Model name (sd15-4step-v1, sd15-4step-v2, sd15-3step, sdxl-4step-v2, sdxl-4step-v1, sdxl-3step, tiny, tiny-xl) or a model .yaml file. Default: sd15-4step-v1."),
+    typer.Option(
+        "--model",
+        "-m",
+        help=(
+            "Model name (sd15-4step-v1, sd15-4step-v2, sd15-3step, sdxl-4step-v2, sdxl-4step-v1, sdxl-3step, tiny, "
+            "tiny-xl) or a model .yaml file. Default: sd15-4step-v1."
+        ),
+    ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the inversion's start noise (drawn on the CPU: same result on every device).")]
+SeedOpt = Annotated[
+    int,
+    typer.Option("--seed", help="Seed of the inversion's start noise (drawn on the CPU: same result on every device)."),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16, or fp64 (a slow reference precision to check others against).")]
-AttentionOpt = Annotated[str, typer.Option("--attention", help="Fused attention kernel: auto (PyTorch SDPA; xformers if installed and measured faster on this GPU), sdpa or xformers.")]
-SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Long side in pixels the photo is processed at (multiple of 64). Default: the model's (512 for SD1.5, 1024 for SDXL).")]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help=(
+            "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16, or fp64 (a slow reference precision to check others "
+            "against)."
+        ),
+    ),
+]
+AttentionOpt = Annotated[
+    str,
+    typer.Option(
+        "--attention",
+        help=(
+            "Fused attention kernel: auto (PyTorch SDPA; xformers if installed and measured faster on this GPU), sdpa "
+            "or xformers."
+        ),
+    ),
+]
+SizeOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--size",
+        help=(
+            "Long side in pixels the photo is processed at (multiple of 64). Default: the model's (512 for SD1.5, "
+            "1024 for SDXL)."
+        ),
+    ),
+]
 OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line on stdout.")]
 # edit settings (None: the preset's value), shared by `edit` and `batch`
 GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", "-g", help="Target guidance scale (preset: 19).")]
 TauOpt = Annotated[Optional[float], typer.Option("--tau", help="Dynamic guidance threshold (preset: 0.8).")]
-CrossOpt = Annotated[Optional[float], typer.Option("--cross-replace", help="Fraction of steps with cross-attention replaced (preset: 0.3).")]
-SelfOpt = Annotated[Optional[float], typer.Option("--self-replace", help="Fraction of steps with self-attention injected (preset: 0.6).")]
+CrossOpt = Annotated[
+    Optional[float],
+    typer.Option("--cross-replace", help="Fraction of steps with cross-attention replaced (preset: 0.3)."),
+]
+SelfOpt = Annotated[
+    Optional[float],
+    typer.Option("--self-replace", help="Fraction of steps with self-attention injected (preset: 0.6)."),
+]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="auto, replace (same word count) or refine.")]
-BlendOpt = Annotated[Optional[tuple[str, str]], typer.Option("--blend", metavar="SRCWORD TGTWORD", help="Local blend: the edit stays inside these words' region. Several words: quote them, e.g. --blend 'pug dog' 'bear'.")]
-AmplifyOpt = Annotated[Optional[list[str]], typer.Option("--amplify", help="WORD=VALUE: scale a target word's attention (repeatable), or 'none'.")]
+BlendOpt = Annotated[
+    Optional[tuple[str, str]],
+    typer.Option(
+        "--blend",
+        metavar="SRCWORD TGTWORD",
+        help=(
+            "Local blend: the edit stays inside these words' region. Several words: quote them, e.g. --blend 'pug "
+            "dog' 'bear'."
+        ),
+    ),
+]
+AmplifyOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--amplify", help="WORD=VALUE: scale a target word's attention (repeatable), or 'none'."),
+]
 
 
 @app.callback(invoke_without_command=True)
@@ -211,8 +267,9 @@ def invert(
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
-    request = workflow.InvertRequest(image, prompt, model, seed, size, device, dtype, output, overwrite,
-                                     attention=attention)
+    request = workflow.InvertRequest(
+        image, prompt, model, seed, size, device, dtype, output, overwrite, attention=attention
+    )
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_invert(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -230,11 +287,18 @@ def invert(
 @handles_errors
 def reconstruct(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")],
-    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text describing the photo (a latent file's own prompt by default).")] = None,
+    source: Annotated[
+        Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")
+    ],
+    prompt: Annotated[
+        Optional[str],
+        typer.Option("--prompt", "-p", help="Text describing the photo (a latent file's own prompt by default)."),
+    ] = None,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
-    guidance: Annotated[float, typer.Option("--guidance", "-g", help="Guidance scale while decoding (0: the editing source branch).")] = 0.0,
+    guidance: Annotated[
+        float, typer.Option("--guidance", "-g", help="Guidance scale while decoding (0: the editing source branch).")
+    ] = 0.0,
     tau: Annotated[float, typer.Option("--tau", help="Dynamic guidance: on for t/1000 <= tau.")] = 0.8,
     size: SizeOpt = None,
     device: DeviceOpt = "auto",
@@ -245,8 +309,9 @@ def reconstruct(
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
-    request = workflow.ReconstructRequest(source, prompt, model, seed, guidance, tau, size, device, dtype, output, overwrite,
-                                          attention=attention)
+    request = workflow.ReconstructRequest(
+        source, prompt, model, seed, guidance, tau, size, device, dtype, output, overwrite, attention=attention
+    )
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_reconstruct(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -293,11 +358,27 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
 @handles_errors
 def edit(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")],
-    tgt: Annotated[list[str], typer.Option("--tgt", "-t", help="Target prompt; repeat for several edits of one inversion.")],
-    src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt describing the photo (a latent file's own prompt by default).")] = None,
+    source: Annotated[
+        Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")
+    ],
+    tgt: Annotated[
+        list[str], typer.Option("--tgt", "-t", help="Target prompt; repeat for several edits of one inversion.")
+    ],
+    src: Annotated[
+        Optional[str],
+        typer.Option("--src", "-s", help="Source prompt describing the photo (a latent file's own prompt by default)."),
+    ] = None,
     model: ModelOpt = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset name (see `icdedit presets`) or .yaml file. Default: the model's (default for SD1.5, xl-default for SDXL).")] = None,
+    preset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--preset",
+            help=(
+                "Preset name (see `icdedit presets`) or .yaml file. Default: the model's (default for SD1.5, "
+                "xl-default for SDXL)."
+            ),
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = None,
     tau: TauOpt = None,
@@ -307,8 +388,12 @@ def edit(
     blend: BlendOpt = None,
     no_blend: Annotated[bool, typer.Option("--no-blend", help="Do not derive a local blend.")] = False,
     amplify: AmplifyOpt = None,
-    save_latent: Annotated[Optional[Path], typer.Option("--save-latent", help="Also write the final latents (rows: source, then targets).")] = None,
-    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write original | edit(s) in one image.")] = False,
+    save_latent: Annotated[
+        Optional[Path], typer.Option("--save-latent", help="Also write the final latents (rows: source, then targets).")
+    ] = None,
+    side_by_side: Annotated[
+        bool, typer.Option("--side-by-side", help="Also write original | edit(s) in one image.")
+    ] = False,
     size: SizeOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -319,12 +404,25 @@ def edit(
 ) -> None:
     started = time.perf_counter()
     request = workflow.EditRequest(
-        source=source, targets=list(tgt), src=src, model=model, preset=preset, seed=seed,
+        source=source,
+        targets=list(tgt),
+        src=src,
+        model=model,
+        preset=preset,
+        seed=seed,
         overrides=dict(guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode),
-        blend=_parse_blend(blend), no_blend=no_blend,
-        amplify=_parse_amplify(amplify), save_latent=save_latent, side_by_side=side_by_side,
-        size=size, device=device, dtype=dtype, attention=attention, output=output, overwrite=overwrite,
-    )  # fmt: skip
+        blend=_parse_blend(blend),
+        no_blend=no_blend,
+        amplify=_parse_amplify(amplify),
+        save_latent=save_latent,
+        side_by_side=side_by_side,
+        size=size,
+        device=device,
+        dtype=dtype,
+        attention=attention,
+        output=output,
+        overwrite=overwrite,
+    )
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_edit(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -346,11 +444,21 @@ def edit(
 @handles_errors
 def batch(
     ctx: typer.Context,
-    inputs: Annotated[list[str], typer.Argument(metavar="MANIFEST|IMAGES...", help="A manifest file, or image files, folders and globs.")],
-    images: Annotated[Optional[Path], typer.Option("--images", help="Folder that a manifest's image paths are relative to (default: the manifest's folder).")] = None,
+    inputs: Annotated[
+        list[str],
+        typer.Argument(metavar="MANIFEST|IMAGES...", help="A manifest file, or image files, folders and globs."),
+    ],
+    images: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--images", help="Folder that a manifest's image paths are relative to (default: the manifest's folder)."
+        ),
+    ] = None,
     src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt for every item without one.")] = None,
     tgt: Annotated[Optional[str], typer.Option("--tgt", "-t", help="Target prompt for every item without one.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder (created); results.jsonl goes there too.")] = Path("edits"),
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created); results.jsonl goes there too.")] = Path(
+        "edits"
+    ),
     model: ModelOpt = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for rows without their own.")] = None,
     seed: SeedOpt = 0,
@@ -361,26 +469,96 @@ def batch(
     mode: ModeOpt = None,
     blend: BlendOpt = None,
     amplify: AmplifyOpt = None,
-    bad_blend: Annotated[str, typer.Option("--bad-blend", metavar="fail|ignore", help="A row whose blend cannot be used (unparsable, or a word not in its prompt): fail it (default), or edit it without local blend and record a warning. The official script edits such rows with an empty blend mask, which leaves them unedited.")] = "fail",
-    shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: process only the K-th of N deterministic parts (1-based). Under torchrun/accelerate the rank's part is taken automatically.")] = None,
-    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write original | edit for each item.")] = False,
+    bad_blend: Annotated[
+        str,
+        typer.Option(
+            "--bad-blend",
+            metavar="fail|ignore",
+            help=(
+                "A row whose blend cannot be used (unparsable, or a word not in its prompt): fail it (default), or "
+                "edit it without local blend and record a warning. The official script edits such rows with an empty "
+                "blend mask, which leaves them unedited."
+            ),
+        ),
+    ] = "fail",
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard",
+            help=(
+                "K/N: process only the K-th of N deterministic parts (1-based). Under torchrun/accelerate the rank's "
+                "part is taken automatically."
+            ),
+        ),
+    ] = None,
+    side_by_side: Annotated[
+        bool, typer.Option("--side-by-side", help="Also write original | edit for each item.")
+    ] = False,
     size: SizeOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attention: AttentionOpt = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo items that are already done.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture the UNet as CUDA graphs on the first item and replay them (CUDA only; 2-3x faster per item on an H100).")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the UNet's attention-free parts and the VAE: the first item of each size pays minutes of compilation, later ones run faster. Combines with --cuda-graphs.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Photos of one processing size edited per UNet batch (a batch that does not fit in memory falls back to one by one).")] = 1,
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graphs",
+            help=(
+                "Capture the UNet as CUDA graphs on the first item and replay them (CUDA only; 2-3x faster per item "
+                "on an H100)."
+            ),
+        ),
+    ] = False,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help=(
+                "torch.compile the UNet's attention-free parts and the VAE: the first item of each size pays minutes "
+                "of compilation, later ones run faster. Combines with --cuda-graphs."
+            ),
+        ),
+    ] = False,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            help=(
+                "Photos of one processing size edited per UNet batch (a batch that does not fit in memory falls back "
+                "to one by one)."
+            ),
+        ),
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     request = workflow.BatchRequest(
-        inputs=inputs, images=images, out=out, model=model, device=device, dtype=dtype, attention=attention, size=size,
+        inputs=inputs,
+        images=images,
+        out=out,
+        model=model,
+        device=device,
+        dtype=dtype,
+        attention=attention,
+        size=size,
         shard=shard,
-        overwrite=overwrite, side_by_side=side_by_side, cuda_graphs=cuda_graphs, compile=compile,
-        batch_size=batch_size, defaults=dict(src=src, tgt=tgt, preset=preset, seed=seed, blend=_parse_blend(blend), amplify=_parse_amplify(amplify), bad_blend=bad_blend,
-                      overrides=dict(guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode)),
-    )  # fmt: skip
+        overwrite=overwrite,
+        side_by_side=side_by_side,
+        cuda_graphs=cuda_graphs,
+        compile=compile,
+        batch_size=batch_size,
+        defaults=dict(
+            src=src,
+            tgt=tgt,
+            preset=preset,
+            seed=seed,
+            blend=_parse_blend(blend),
+            amplify=_parse_amplify(amplify),
+            bad_blend=bad_blend,
+            overrides=dict(
+                guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode
+            ),
+        ),
+    )
     with progress_bar(ctx, not as_json, items=True) as progress:
         summary, report = workflow.run_batch(request, reporter(ctx, progress))
     result = {"command": "batch", "report": str(report), **summary.as_dict()}
@@ -389,8 +567,12 @@ def batch(
     else:
         table = Table("done", "skipped", "failed", "seconds per item", box=None)
         per_item = summary.as_dict()["seconds_per_item"]
-        table.add_row(str(len(summary.done)), str(len(summary.skipped)), str(len(summary.failed)),
-                      "-" if per_item is None else f"{per_item:.2f}")  # fmt: skip
+        table.add_row(
+            str(len(summary.done)),
+            str(len(summary.skipped)),
+            str(len(summary.failed)),
+            "-" if per_item is None else f"{per_item:.2f}",
+        )
         stdout.print(table)
         for number, reason in summary.failed.items():
             stdout.print(f"failed: item {number}: {reason}", markup=False)
@@ -417,15 +599,23 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         table.add_column(column, overflow="fold", no_wrap=column != "path")
     for entry in report:
         for i, part in enumerate(entry["parts"]):
-            table.add_row(entry["model"] if i == 0 else "", part["part"], "yes" if part["present"] else "no",
-                          _size(part["size_bytes"]) if part["present"] else f"~{_size(part['size_bytes'])}",
-                          part["location"])  # fmt: skip
+            table.add_row(
+                entry["model"] if i == 0 else "",
+                part["part"],
+                "yes" if part["present"] else "no",
+                _size(part["size_bytes"]) if part["present"] else f"~{_size(part['size_bytes'])}",
+                part["location"],
+            )
     stdout.print(table)
     for entry in report:
         if not entry["ready"]:
-            stdout.print(f"{entry['model']}: about {_size(entry['download_bytes'])} to download: {entry['download_command']}",
-                         markup=False)  # fmt: skip
-    stdout.print("tiny, tiny-xl: built locally on first use (--model tiny / tiny-xl), nothing to download", markup=False)
+            stdout.print(
+                f"{entry['model']}: about {_size(entry['download_bytes'])} to download: {entry['download_command']}",
+                markup=False,
+            )
+    stdout.print(
+        "tiny, tiny-xl: built locally on first use (--model tiny / tiny-xl), nothing to download", markup=False
+    )
 
 
 @app.command(
@@ -457,10 +647,19 @@ def presets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     rows = {name: load_preset(name) for name in builtin_presets()}
     if as_json:
-        stdout.print(json.dumps({n: {**s.as_dict(), "description": s.description} for n, s in rows.items()}), markup=False)
+        stdout.print(
+            json.dumps({n: {**s.as_dict(), "description": s.description} for n, s in rows.items()}), markup=False
+        )
         return
-    columns = {"guidance": "guidance", "tau": "tau", "cross_replace": "cross", "self_replace": "self",
-               "amplify": "amplify", "blend_threshold": "blend", "mode": "mode"}  # fmt: skip
+    columns = {
+        "guidance": "guidance",
+        "tau": "tau",
+        "cross_replace": "cross",
+        "self_replace": "self",
+        "amplify": "amplify",
+        "blend_threshold": "blend",
+        "mode": "mode",
+    }
     table = Table(box=None, pad_edge=False)
     table.add_column("preset", no_wrap=True, style="bold")
     for header in columns.values():

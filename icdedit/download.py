@@ -36,11 +36,25 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 # The files of a diffusers SD1.5 / SDXL folder that icdedit reads (the base UNet's weights never are).
 BASE_FILES = {
-    "sd15": ("model_index.json", "scheduler/*", "tokenizer/*", "unet/config.json", "text_encoder/config.json",
-             "vae/config.json"),
-    "sdxl": ("model_index.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*", "unet/config.json",
-             "text_encoder/config.json", "text_encoder_2/config.json", "vae/config.json"),
-}  # fmt: skip
+    "sd15": (
+        "model_index.json",
+        "scheduler/*",
+        "tokenizer/*",
+        "unet/config.json",
+        "text_encoder/config.json",
+        "vae/config.json",
+    ),
+    "sdxl": (
+        "model_index.json",
+        "scheduler/*",
+        "tokenizer/*",
+        "tokenizer_2/*",
+        "unet/config.json",
+        "text_encoder/config.json",
+        "text_encoder_2/config.json",
+        "vae/config.json",
+    ),
+}
 _WEIGHTS = {
     "fp32": ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"),
     "fp16": ("text_encoder/model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors"),
@@ -53,8 +67,10 @@ BASE_WEIGHTS = {
     },
 }
 # text encoder(s) + VAE: SD1.5 (123M + 84M parameters), SDXL (+ 695M for the second encoder)
-APPROX_BASE_BYTES = {"sd15": {"fp32": 830_000_000, "fp16": 415_000_000},
-                     "sdxl": {"fp32": 3_600_000_000, "fp16": 1_800_000_000}}  # fmt: skip
+APPROX_BASE_BYTES = {
+    "sd15": {"fp32": 830_000_000, "fp16": 415_000_000},
+    "sdxl": {"fp32": 3_600_000_000, "fp16": 1_800_000_000},
+}
 
 Progress = Callable[[str, int, int | None], None]  # (what, bytes so far, total or None)
 
@@ -101,7 +117,9 @@ def base_status(spec: ModelSpec) -> PartStatus:
         files = [p for sub in parts for p in (folder / sub).glob("*")]
         return PartStatus("base", str(folder), True, _tree_size([p.resolve() for p in files]), spec.base)
     location = spec.base if spec.base_is_local else f"hub {spec.base} (cache: {hub_cache_dir()})"
-    return PartStatus("base", location, False, None if spec.base_is_local else APPROX_BASE_BYTES[spec.family]["fp32"], spec.base)
+    return PartStatus(
+        "base", location, False, None if spec.base_is_local else APPROX_BASE_BYTES[spec.family]["fp32"], spec.base
+    )
 
 
 def hub_cache_dir() -> str:
@@ -120,8 +138,11 @@ def _approx_bytes(spec: ModelSpec, key: str) -> int | None:
 
 def model_status(spec: ModelSpec) -> list[PartStatus]:
     parts = [base_status(spec)]
-    for part, path, key in (("teacher", spec.teacher, "teacher"), ("forward", spec.forward_lora, "loras"),
-                            ("reverse", spec.reverse_lora, "loras")):  # fmt: skip
+    for part, path, key in (
+        ("teacher", spec.teacher, "teacher"),
+        ("forward", spec.forward_lora, "loras"),
+        ("reverse", spec.reverse_lora, "loras"),
+    ):
         present = path.is_file()
         size = path.stat().st_size if present else _approx_bytes(spec, key)
         parts.append(PartStatus(part, str(path), present, size, spec.sources.get(key)))
@@ -164,8 +185,15 @@ def _total_size(response, start: int) -> int | None:
     return int(length) + (start if response.status == 206 else 0) if length and length.isdigit() else None
 
 
-def fetch(url: str, destination: Path, *, sha256: str | None = None, retries: int = 3, timeout: float = 60,
-          progress: Progress | None = None) -> Path:  # fmt: skip
+def fetch(
+    url: str,
+    destination: Path,
+    *,
+    sha256: str | None = None,
+    retries: int = 3,
+    timeout: float = 60,
+    progress: Progress | None = None,
+) -> Path:
     """Download `url` to `destination`, resuming `destination.part`; verify size (and hash)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
@@ -196,8 +224,9 @@ def fetch(url: str, destination: Path, *, sha256: str | None = None, retries: in
                 part.unlink()
                 last_error = "the partial file did not fit the server's: restarted"
                 continue
-            raise DownloadError(f"{url}: the server answered {exc.code} {exc.reason}",
-                                "check the address in the model YAML's sources") from None  # fmt: skip
+            raise DownloadError(
+                f"{url}: the server answered {exc.code} {exc.reason}", "check the address in the model YAML's sources"
+            ) from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             last_error = str(getattr(exc, "reason", exc))
         if attempt < retries:
@@ -206,10 +235,14 @@ def fetch(url: str, destination: Path, *, sha256: str | None = None, retries: in
         if not part.exists() or part.stat().st_size == 0:
             part.unlink(missing_ok=True)
             host = urllib.request.urlparse(url).netloc
-            raise DownloadError(f"cannot reach {host} to fetch {url} ({last_error})",
-                                "check the network connection (or proxy settings) and run the same command again")  # fmt: skip
-        raise DownloadError(f"{url}: download interrupted ({last_error}); {part} keeps what arrived",
-                            "run the same command again to resume")  # fmt: skip
+            raise DownloadError(
+                f"cannot reach {host} to fetch {url} ({last_error})",
+                "check the network connection (or proxy settings) and run the same command again",
+            )
+        raise DownloadError(
+            f"{url}: download interrupted ({last_error}); {part} keeps what arrived",
+            "run the same command again to resume",
+        )
     if sha256:
         digest = _sha256(part)
         if digest != sha256.lower():
@@ -231,10 +264,14 @@ def _sha256(path: Path) -> str:
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
-        raise DownloadError(f"{archive}: unsafe archive member {member.name!r} (path outside the target)",
-                            "the archive is not the official one; delete it and download again")  # fmt: skip
+        raise DownloadError(
+            f"{archive}: unsafe archive member {member.name!r} (path outside the target)",
+            "the archive is not the official one; delete it and download again",
+        )
     if member.issym() or member.islnk():
-        raise DownloadError(f"{archive}: archive member {member.name!r} is a link", "the archive is not the official one")
+        raise DownloadError(
+            f"{archive}: archive member {member.name!r} is a link", "the archive is not the official one"
+        )
 
 
 def unpack(archive: Path, wanted: dict[str, Path]) -> list[Path]:
@@ -248,12 +285,16 @@ def unpack(archive: Path, wanted: dict[str, Path]) -> list[Path]:
             members = tar.getmembers()
             for member in members:
                 _check_member(member, archive)
-            found = {PurePosixPath(m.name).name: m for m in members if m.isfile() and PurePosixPath(m.name).name in wanted}
+            found = {
+                PurePosixPath(m.name).name: m for m in members if m.isfile() and PurePosixPath(m.name).name in wanted
+            }
             missing = sorted(set(wanted) - set(found))
             if missing:
                 names = ", ".join(sorted(PurePosixPath(m.name).name for m in members if m.isfile())[:10])
-                raise DownloadError(f"{archive}: has no {', '.join(missing)} (it holds: {names})",
-                                    "check the model YAML's file names against the release")  # fmt: skip
+                raise DownloadError(
+                    f"{archive}: has no {', '.join(missing)} (it holds: {names})",
+                    "check the model YAML's file names against the release",
+                )
             target_dir = next(iter(wanted.values())).parent
             target_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target_dir))
@@ -272,7 +313,9 @@ def unpack(archive: Path, wanted: dict[str, Path]) -> list[Path]:
     except (tarfile.TarError, EOFError, OSError) as exc:
         if isinstance(exc, DownloadError):
             raise
-        raise DownloadError(f"{archive}: the archive is corrupt ({exc})", "delete it and run the command again") from None
+        raise DownloadError(
+            f"{archive}: the archive is corrupt ({exc})", "delete it and run the command again"
+        ) from None
 
 
 # -- a whole model ------------------------------------------------------------------------------------
@@ -284,8 +327,10 @@ def _archives(spec: ModelSpec) -> dict[str, dict[str, Path]]:
             continue
         url = spec.sources.get(key)
         if not url:
-            raise DownloadError(f"model {spec.name!r} names no download address for {path.name}",
-                                f"put the file at {path} yourself, or add sources.{key} to {spec.path}")  # fmt: skip
+            raise DownloadError(
+                f"model {spec.name!r} names no download address for {path.name}",
+                f"put the file at {path} yourself, or add sources.{key} to {spec.path}",
+            )
         plan.setdefault(url, {})[path.name] = path
     return plan
 
@@ -299,8 +344,10 @@ def download_icd_files(spec: ModelSpec, progress: Progress | None = None) -> lis
     plan = _archives(spec)
     if plan and offline():
         missing = ", ".join(str(path) for wanted in plan.values() for path in wanted.values())
-        raise DownloadError(f"HF_HUB_OFFLINE is set: cannot fetch the missing files {missing}",
-                            f"run `{download_command(spec)}` on a machine with network, or copy the files there")  # fmt: skip
+        raise DownloadError(
+            f"HF_HUB_OFFLINE is set: cannot fetch the missing files {missing}",
+            f"run `{download_command(spec)}` on a machine with network, or copy the files there",
+        )
     placed: list[Path] = []
     downloads = weights_home() / ".downloads"
     for url, wanted in plan.items():
@@ -320,14 +367,20 @@ def download_base(spec: ModelSpec, dtype: str = "fp32") -> Path:
             return Path(spec.base)
         raise DownloadError(f"base folder {spec.base} is incomplete", "point base at a complete diffusers folder")
     if offline():
-        raise DownloadError(f"HF_HUB_OFFLINE is set: cannot fetch the base model {spec.base!r}",
-                            "unset HF_HUB_OFFLINE on a machine with network, or set base to a local folder")  # fmt: skip
+        raise DownloadError(
+            f"HF_HUB_OFFLINE is set: cannot fetch the base model {spec.base!r}",
+            "unset HF_HUB_OFFLINE on a machine with network, or set base to a local folder",
+        )
     from huggingface_hub import snapshot_download
 
     variant = "fp16" if dtype in ("fp16", "auto-fp16") else "fp32"
     try:
-        return Path(snapshot_download(spec.base, allow_patterns=[*BASE_FILES[spec.family], *BASE_WEIGHTS[spec.family][variant]]))
+        return Path(
+            snapshot_download(spec.base, allow_patterns=[*BASE_FILES[spec.family], *BASE_WEIGHTS[spec.family][variant]])
+        )
     except Exception as exc:  # noqa: BLE001 - the hub client raises many kinds; all mean "not fetched"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DownloadError(f"base model {spec.base!r} could not be fetched from the hub ({first[:200]})",
-                            "check the network (HF_ENDPOINT, HF_TOKEN), or set base to a local folder") from None  # fmt: skip
+        raise DownloadError(
+            f"base model {spec.base!r} could not be fetched from the hub ({first[:200]})",
+            "check the network (HF_ENDPOINT, HF_TOKEN), or set base to a local folder",
+        ) from None

@@ -88,19 +88,35 @@ class Editor:
     the VAE in place with `torch.compile` (see `compiling.py`): the first run of each shape
     pays for the compilation. The two combine: the graphs then replay the compiled kernels."""
 
-    def __init__(self, bundle: ModelBundle, prompt_cache_size: int = 64, cuda_graphs: bool = False,
-                 compile: bool | CompileOptions = False):  # fmt: skip
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        prompt_cache_size: int = 64,
+        cuda_graphs: bool = False,
+        compile: bool | CompileOptions = False,
+    ):
         self.bundle = bundle
         self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
-        self._graphs = GraphRunner(bundle.unet, bundle.device, bundle.dtype, bundle.attention_fn) if cuda_graphs else None
+        self._graphs = (
+            GraphRunner(bundle.unet, bundle.device, bundle.dtype, bundle.attention_fn) if cuda_graphs else None
+        )
         self.compiled = bool(compile)
         if compile:
-            compile_models(bundle.unet, bundle.vae, compile if isinstance(compile, CompileOptions) else CompileOptions())
+            compile_models(
+                bundle.unet, bundle.vae, compile if isinstance(compile, CompileOptions) else CompileOptions()
+            )
 
     @classmethod
-    def load(cls, model: str | None = None, device: str = "auto", dtype: str = "auto", cuda_graphs: bool = False,
-             compile: bool | CompileOptions = False, attention: str = "auto") -> Editor:  # fmt: skip
+    def load(
+        cls,
+        model: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        cuda_graphs: bool = False,
+        compile: bool | CompileOptions = False,
+        attention: str = "auto",
+    ) -> Editor:
         bundle = load_model(resolve_model(model), device=device, dtype=dtype, attention=attention)
         return cls(bundle, cuda_graphs=cuda_graphs, compile=compile)
 
@@ -187,8 +203,10 @@ class Editor:
         def inputs_at(x: torch.Tensor, t: int) -> dict[str, torch.Tensor]:
             prompts = conditioning(t) if callable(conditioning) else conditioning
             w = torch.tensor(guidance(t), dtype=torch.float32)
-            inputs = {"encoder_hidden_states": prompts.tokens.to(device, dtype),
-                      "timestep_cond": guidance_embedding(w, dim).to(device, dtype)}  # fmt: skip
+            inputs = {
+                "encoder_hidden_states": prompts.tokens.to(device, dtype),
+                "timestep_cond": guidance_embedding(w, dim).to(device, dtype),
+            }
             if prompts.pooled is not None:  # SDXL: pooled text and (original, crop, target) size ids
                 inputs["text_embeds"] = prompts.pooled.to(device, dtype)
                 inputs["time_ids"] = self._size_ids(x).to(device, dtype)
@@ -229,10 +247,12 @@ class Editor:
         """z0 (B, 4, h, w) -> z_T with the forward model, each row's source prompt and w = 0
         (ICD_SPEC section 4). Each row's start noise is drawn on the CPU from its own seeded
         generator, so a seed gives the same inversion on every device and in any batch."""
-        noise = torch.cat([
-            torch.randn((1, *z0.shape[1:]), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
-            for seed in seeds
-        ])  # fmt: skip
+        noise = torch.cat(
+            [
+                torch.randn((1, *z0.shape[1:]), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+                for seed in seeds
+            ]
+        )
         embeddings = self.prompt_embeddings(list(prompts))
         eps = self.denoiser(embeddings, lambda t: [0.0] * len(seeds), model="forward", on_step=on_step)
         with self.bundle.adapters.use("forward"):
@@ -275,7 +295,9 @@ class Editor:
     ) -> tuple[Image.Image, torch.Tensor]:
         """Decode an inversion with its own prompt and dynamic guidance; image at the input's size."""
         w = dynamic_guidance(guidance, tau)
-        eps = self.denoiser(self.prompt_embeddings([inversion.prompt]), lambda t: [w(t)], model="reverse", on_step=on_step)
+        eps = self.denoiser(
+            self.prompt_embeddings([inversion.prompt]), lambda t: [w(t)], model="reverse", on_step=on_step
+        )
         with self.bundle.adapters.use("reverse"):
             z = engine.decode(eps, inversion.latent.to(self.device), self.bundle.plan, self.bundle.schedule)
         return resize(self.decode_latents(z)[0], inversion.original_size), z.cpu()
@@ -304,7 +326,9 @@ class Editor:
         return self.edit_many([job], decode_source=decode_source, on_step=on_step)[0]
 
     @torch.no_grad()
-    def edit_many(self, jobs: Sequence[EditJob], *, decode_source: bool = False, on_step: OnStep | None = None) -> list[EditResult]:
+    def edit_many(
+        self, jobs: Sequence[EditJob], *, decode_source: bool = False, on_step: OnStep | None = None
+    ) -> list[EditResult]:
         """Several edits of inversions that share a latent size, decoded as one UNet batch."""
         jobs = [self._prepare(job) for job in jobs]
         latents = self._decode_jobs(jobs, on_step, with_source=decode_source)
@@ -340,7 +364,9 @@ class Editor:
         Prompt-to-Prompt always decodes the source row (the targets' attention is built from
         it); SDXL's prompt-switch editing decodes it only when `with_source` asks for it."""
         inversion = Inversion(z_T, source, 0, (0, 0), (0, 0))
-        job = self._prepare(EditJob(inversion, list(targets), settings or EditSettings(), source, amplify, blend, no_blend))
+        job = self._prepare(
+            EditJob(inversion, list(targets), settings or EditSettings(), source, amplify, blend, no_blend)
+        )
         return self._decode_jobs([job], on_step, with_source=with_source)[0], job.words
 
     @property
@@ -356,16 +382,24 @@ class Editor:
             raise ValueError("edit needs at least one target prompt")
         if not self.uses_attention_control:
             if job.amplify or job.blend:
-                raise SettingsError(f"--amplify and --blend need Prompt-to-Prompt control, which {self.spec.name} "
-                                    "(SDXL) editing does not use", "leave them out for SDXL models")  # fmt: skip
+                raise SettingsError(
+                    f"--amplify and --blend need Prompt-to-Prompt control, which {self.spec.name} "
+                    "(SDXL) editing does not use",
+                    "leave them out for SDXL models",
+                )
             return replace(job, source=source, targets=targets, words=[], control=None)
         s = job.settings
         words = derive_all_edit_words(source, targets, s.mode, s.amplify, job.amplify, job.blend, job.no_blend)
         control = build_control_plan(
-            self.tokenizer, source, targets, words,
-            num_steps=self.bundle.plan.num_reverse_steps, cross_replace=s.cross_replace,
-            self_replace=s.self_replace, blend_threshold=s.blend_threshold,
-        )  # fmt: skip
+            self.tokenizer,
+            source,
+            targets,
+            words,
+            num_steps=self.bundle.plan.num_reverse_steps,
+            cross_replace=s.cross_replace,
+            self_replace=s.self_replace,
+            blend_threshold=s.blend_threshold,
+        )
         return replace(job, source=source, targets=targets, words=words, control=control)
 
     @_runs_networks
@@ -400,14 +434,17 @@ class Editor:
             return [w for job, w_of in zip(jobs, schedules) for w in [0.0] + [w_of(t)] * len(job.targets)]
 
         prompts = [p for job in jobs for p in [job.source, *job.targets]]
-        eps = self.denoiser(self.prompt_embeddings(prompts), guidance, model="reverse", controller=controller,
-                            on_step=on_step)  # fmt: skip
+        eps = self.denoiser(
+            self.prompt_embeddings(prompts), guidance, model="reverse", controller=controller, on_step=on_step
+        )
         rows = torch.cat([j.inversion.latent.to(self.device).expand(1 + len(j.targets), -1, -1, -1) for j in jobs])
         with self.bundle.adapters.use("reverse"), attention_control(self.bundle.unet, controller):
             z = engine.decode(eps, rows, self.bundle.plan, self.bundle.schedule, after_step=controller.after_step)
         return list(torch.split(z, [1 + len(j.targets) for j in jobs]))
 
-    def _decode_prompt_switch(self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool) -> list[torch.Tensor]:
+    def _decode_prompt_switch(
+        self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool
+    ) -> list[torch.Tensor]:
         """SDXL editing as released (official running/sdxl/edit.py), no attention control: each
         target row is decoded from z_T with the dynamic guidance w(t) and its own prompt, except
         that while t/1000 > tau its token embeddings are the source prompt's (the official

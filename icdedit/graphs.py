@@ -27,8 +27,13 @@ def call_unet(unet: torch.nn.Module, x: torch.Tensor, t, inputs: dict[str, torch
     """UNet(x, t) with `inputs`: encoder_hidden_states and timestep_cond, and for SDXL the
     pooled text embedding and size ids (`text_embeds`, `time_ids`)."""
     added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs}
-    return unet(x, t, encoder_hidden_states=inputs["encoder_hidden_states"], timestep_cond=inputs["timestep_cond"],
-                added_cond_kwargs=added or None).sample  # fmt: skip
+    return unet(
+        x,
+        t,
+        encoder_hidden_states=inputs["encoder_hidden_states"],
+        timestep_cond=inputs["timestep_cond"],
+        added_cond_kwargs=added or None,
+    ).sample
 
 
 @dataclass
@@ -55,8 +60,14 @@ class GraphRunner:
             kept.load(plan)
         return kept
 
-    def evaluate(self, key: tuple, x: torch.Tensor, t: int, inputs: dict[str, torch.Tensor],
-                 controller: AttentionController | None) -> torch.Tensor:  # fmt: skip
+    def evaluate(
+        self,
+        key: tuple,
+        x: torch.Tensor,
+        t: int,
+        inputs: dict[str, torch.Tensor],
+        controller: AttentionController | None,
+    ) -> torch.Tensor:
         """UNet(x, t, inputs) through the graph for `key` (captured on first use)."""
         shapes = tuple((name, tuple(value.shape)) for name, value in sorted(inputs.items()))
         key = (*key, t, tuple(x.shape), shapes, None if controller is None else controller.structure())

@@ -47,9 +47,11 @@ def load_image(path: str | Path) -> Image.Image:
                 image = ImageOps.exif_transpose(image)
                 return _to_rgb(image)
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: {_megapixels(exc)} is over the {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
-                         "for decoding (a guard against decompression bombs)",
-                         "downscale it first; icdedit processes photos at 512 or 1024 px anyway") from None  # fmt: skip
+        raise InputError(
+            f"{path}: {_megapixels(exc)} is over the {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
+            "for decoding (a guard against decompression bombs)",
+            "downscale it first; icdedit processes photos at 512 or 1024 px anyway",
+        ) from None
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image PIL can read", "use JPEG, PNG, WebP, BMP or TIFF") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -62,8 +64,10 @@ MAX_SIZE = 4096  # the VAE tiles above twice the model's resolution, but a UNet 
 def check_size(size: int | None) -> int | None:
     """A --size: a multiple of 64 from 64 to MAX_SIZE (None: the model's own resolution)."""
     if size is not None and (size % SIZE_MULTIPLE or not SIZE_MULTIPLE <= size <= MAX_SIZE):
-        raise UsageError(f"--size {size} is not a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIZE}",
-                         "e.g. --size 512, or leave it out for the model's resolution")  # fmt: skip
+        raise UsageError(
+            f"--size {size} is not a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIZE}",
+            "e.g. --size 512, or leave it out for the model's resolution",
+        )
     return size
 
 
@@ -103,13 +107,23 @@ def from_model_output(x: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy(), "RGB") for p in pixels]
 
 
-_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
 
 def image_format(path: Path) -> str:
     fmt = _FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise InputError(f"cannot tell the image format of {path}", f"end the file name in one of {', '.join(_FORMATS)}")
+        raise InputError(
+            f"cannot tell the image format of {path}", f"end the file name in one of {', '.join(_FORMATS)}"
+        )
     return fmt
 
 

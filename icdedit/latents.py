@@ -70,12 +70,16 @@ def load_latent(path: Path) -> LatentFile:
                 raise InputError(f"{path}: has no 'latent' tensor", "use a file written by `icdedit invert`")
             latent = handle.get_tensor("latent").float()
     except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable safetensors file ({exc})", "use a file written by `icdedit invert`") from None
+        raise InputError(
+            f"{path}: not a readable safetensors file ({exc})", "use a file written by `icdedit invert`"
+        ) from None
     if metadata.get("format") != LATENT_FORMAT:
         raise InputError(f"{path}: not an icdedit latent file", "use a file written by `icdedit invert`")
     if latent.ndim != 4 or latent.shape[1] != 4 or 0 in latent.shape:
-        raise InputError(f"{path}: latent has shape {tuple(latent.shape)}, expected (rows, 4, h, w)",
-                         "use a file written by `icdedit invert`")  # fmt: skip
+        raise InputError(
+            f"{path}: latent has shape {tuple(latent.shape)}, expected (rows, 4, h, w)",
+            "use a file written by `icdedit invert`",
+        )
     if not torch.isfinite(latent).all():
         raise InputError(f"{path}: the latent holds NaN or infinite values", "invert the photo again")
     for key in ("processed_size", "original_size"):
@@ -84,8 +88,10 @@ def load_latent(path: Path) -> LatentFile:
             if width <= 0 or height <= 0:
                 raise ValueError
         except ValueError:
-            raise InputError(f"{path}: metadata {key} = {metadata.get(key)!r} is not WIDTHxHEIGHT",
-                             "use a file written by `icdedit invert`") from None  # fmt: skip
+            raise InputError(
+                f"{path}: metadata {key} = {metadata.get(key)!r} is not WIDTHxHEIGHT",
+                "use a file written by `icdedit invert`",
+            ) from None
     return LatentFile(latent, metadata)
 
 

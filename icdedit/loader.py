@@ -112,7 +112,9 @@ def _require_file(path: Path, part: str, spec: ModelSpec) -> None:
     if path.is_file():
         return
     source = spec.sources.get("teacher" if part == "teacher" else "loras")
-    where = f"run `{download_command(spec)}`" + (f" (or fetch {source} and unpack it into {path.parent})" if source else "")
+    where = f"run `{download_command(spec)}`" + (
+        f" (or fetch {source} and unpack it into {path.parent})" if source else ""
+    )
     if not source:
         where = f"put the file at {path}"
     raise MissingWeightsError(f"{part} weights of model {spec.name!r} not found: {path}", where, spec)
@@ -136,7 +138,8 @@ def _load_base_part(loader, spec: ModelSpec, subfolder: str):
         hint = (
             f"check the folder {spec.base}"
             if spec.base_is_local
-            else f"run `{download_command(spec)}` (needs network; looked in {hub_cache_dir()}), or set base to a local folder"
+            else f"run `{download_command(spec)}` (needs network; looked in {hub_cache_dir()}), "
+            "or set base to a local folder"
         )
         raise ModelError(f"base model {spec.base!r}: cannot load {subfolder} ({first})", hint) from None
 
@@ -148,7 +151,9 @@ def _read_scheduler_config(spec: ModelSpec) -> dict:
     try:
         from huggingface_hub import hf_hub_download
 
-        return json.loads(Path(hf_hub_download(spec.base, "scheduler/scheduler_config.json", **_base_kwargs(spec))).read_text())
+        return json.loads(
+            Path(hf_hub_download(spec.base, "scheduler/scheduler_config.json", **_base_kwargs(spec))).read_text()
+        )
     except Exception:  # noqa: BLE001 - the SD default below is what every iCD base uses
         log.debug("no scheduler config for %s; using SD's scaled_linear schedule", spec.base)
         return {}
@@ -163,8 +168,10 @@ def load_teacher_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
-        raise ModelError(f"{path}: not a readable teacher checkpoint ({type(exc).__name__}: {exc})".splitlines()[0],
-                         "re-download it; only plain tensor state dicts are accepted") from None  # fmt: skip
+        raise ModelError(
+            f"{path}: not a readable teacher checkpoint ({type(exc).__name__}: {exc})".splitlines()[0],
+            "re-download it; only plain tensor state dicts are accepted",
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -186,18 +193,23 @@ def build_teacher_unet(spec: ModelSpec):
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise ModelError(f"{spec.teacher}: teacher does not fit the base UNet of {spec.base!r} ({detail})",
-                         "teacher and base must be the same architecture (an SD1.5 teacher with an SD1.5 base, SDXL with SDXL)")  # fmt: skip
+        raise ModelError(
+            f"{spec.teacher}: teacher does not fit the base UNet of {spec.base!r} ({detail})",
+            "teacher and base must be the same architecture (an SD1.5 teacher with an SD1.5 base, SDXL with SDXL)",
+        )
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ModelError(f"{spec.teacher}: {key} has shape {tuple(state[key].shape)}, the UNet expects {tuple(tensor.shape)}",
-                             "teacher and base must be the same architecture")  # fmt: skip
+            raise ModelError(
+                f"{spec.teacher}: {key} has shape {tuple(state[key].shape)}, the UNet expects {tuple(tensor.shape)}",
+                "teacher and base must be the same architecture",
+            )
     unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     return unet.eval().requires_grad_(False)
 
 
-def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto", adapter_strategy: str = "auto",
-               attention: str = "auto") -> ModelBundle:  # fmt: skip
+def load_model(
+    spec: ModelSpec, device: str = "auto", dtype: str = "auto", adapter_strategy: str = "auto", attention: str = "auto"
+) -> ModelBundle:
     """Load every part of `spec` once; the result is reused for any number of edits.
     `adapter_strategy`: how the forward model is switched in (see `assemble_bundle`);
     `attention`: auto, sdpa or xformers (see `attention.py`)."""
@@ -207,7 +219,11 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto", adapt
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     kernel = choose_attention(attention, torch_device, torch_dtype, weights_home() / "attention.json")
-    for path, part in ((spec.teacher, "teacher"), (spec.forward_lora, "forward LoRA"), (spec.reverse_lora, "reverse LoRA")):
+    for path, part in (
+        (spec.teacher, "teacher"),
+        (spec.forward_lora, "forward LoRA"),
+        (spec.reverse_lora, "reverse LoRA"),
+    ):
         _require_file(path, part, spec)
     second_encoder = {}
     if spec.family == "sdxl":
@@ -264,8 +280,12 @@ def assemble_bundle(
         swapped = set(forward) | set(reverse)
         if adapter_strategy == "hybrid":
             swapped = swap_worthy_layers(teacher, forward, reverse)
-        forward_weights = forward_merged_weights(teacher, {n: f for n, f in forward.items() if n in swapped},
-                                                 {n: f for n, f in reverse.items() if n in swapped}, spec.forward_lora)  # fmt: skip
+        forward_weights = forward_merged_weights(
+            teacher,
+            {n: f for n, f in forward.items() if n in swapped},
+            {n: f for n, f in reverse.items() if n in swapped},
+            spec.forward_lora,
+        )
     merge_lora(teacher, reverse, spec.reverse_lora)
     for module in (text_encoder, text_encoder_2, teacher):
         if module is not None:
@@ -282,7 +302,7 @@ def assemble_bundle(
         forward_weights = {
             k: v.to(device, dtype).contiguous(memory_format=memory_format if v.ndim == 4 else torch.contiguous_format)
             for k, v in forward_weights.items()
-        }  # fmt: skip
+        }
     if adapter_strategy == "weight-swap":
         adapters: AdapterSwitch = WeightSwapSwitch(teacher, forward_weights)
     elif adapter_strategy == "hybrid":

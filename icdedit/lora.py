@@ -23,9 +23,21 @@ from .precision import at_least_float32
 
 LORA_KEY_PREFIX = "unet.base_model.model."
 LORA_TARGETS = (
-    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
-)  # fmt: skip
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+    "time_emb_proj",
+)
 
 
 def is_lora_target(name: str, module: torch.nn.Module) -> bool:
@@ -99,11 +111,16 @@ def _layers(unet: torch.nn.Module, factors: dict[str, LoraFactors], path: Path) 
     for name, f in factors.items():
         layer = modules.get(name)
         if layer is None or not isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):
-            raise ModelError(f"{path}: LoRA layer {name!r} is not a linear or conv layer of this UNet",
-                             "the LoRA belongs to another base model")  # fmt: skip
+            raise ModelError(
+                f"{path}: LoRA layer {name!r} is not a linear or conv layer of this UNet",
+                "the LoRA belongs to another base model",
+            )
         if tuple(f.delta().shape) != tuple(layer.weight.shape):
             raise ModelError(
-                f"{path}: LoRA layer {name!r} has shape {tuple(f.delta().shape)}, the UNet's is {tuple(layer.weight.shape)}",
+                (
+                    f"{path}: LoRA layer {name!r} has shape {tuple(f.delta().shape)}, the UNet's is "
+                    f"{tuple(layer.weight.shape)}"
+                ),
                 "the LoRA belongs to another base model",
             )
         layers[name] = layer
@@ -224,8 +241,12 @@ def correction_cost(layer: torch.nn.Module, rank: int) -> float:
 SWAP_COST_THRESHOLD = 0.2
 
 
-def swap_worthy_layers(unet: torch.nn.Module, forward: dict[str, LoraFactors], reverse: dict[str, LoraFactors],
-                       threshold: float = SWAP_COST_THRESHOLD) -> set[str]:  # fmt: skip
+def swap_worthy_layers(
+    unet: torch.nn.Module,
+    forward: dict[str, LoraFactors],
+    reverse: dict[str, LoraFactors],
+    threshold: float = SWAP_COST_THRESHOLD,
+) -> set[str]:
     """The layers whose low-rank correction (both LoRAs' ranks stacked) would cost at least
     `threshold` of their own work: with rank 64 + 64, a 320-channel convolution gains ~40%,
     a 1280-channel one ~10%."""
@@ -243,13 +264,21 @@ class HybridSwitch(AdapterSwitch):
 
     strategy = "hybrid"
 
-    def __init__(self, unet: torch.nn.Module, forward: dict[str, LoraFactors], reverse: dict[str, LoraFactors],
-                 forward_weights: dict[str, torch.Tensor]):  # fmt: skip
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        forward: dict[str, LoraFactors],
+        reverse: dict[str, LoraFactors],
+        forward_weights: dict[str, torch.Tensor],
+    ):
         super().__init__()
         self.swapped = sorted(forward_weights)
         self._swap = WeightSwapSwitch(unet, forward_weights)
-        self._hooks = LowRankSwitch(unet, {n: f for n, f in forward.items() if n not in forward_weights},
-                                    {n: f for n, f in reverse.items() if n not in forward_weights})  # fmt: skip
+        self._hooks = LowRankSwitch(
+            unet,
+            {n: f for n, f in forward.items() if n not in forward_weights},
+            {n: f for n, f in reverse.items() if n not in forward_weights},
+        )
 
     def _activate(self, model: str) -> None:
         self._swap._activate(model)
@@ -258,8 +287,9 @@ class HybridSwitch(AdapterSwitch):
 
 
 @torch.no_grad()
-def forward_merged_weights(unet: torch.nn.Module, forward: dict[str, LoraFactors], reverse: dict[str, LoraFactors],
-                           path: Path | str) -> dict[str, torch.Tensor]:  # fmt: skip
+def forward_merged_weights(
+    unet: torch.nn.Module, forward: dict[str, LoraFactors], reverse: dict[str, LoraFactors], path: Path | str
+) -> dict[str, torch.Tensor]:
     """Teacher + forward delta for every layer either LoRA touches (call before merging the
     reverse LoRA): what the forward model's weights are, computed in float32 (float64 for a
     float64 model)."""

@@ -82,15 +82,23 @@ def read_preset(path: Path) -> EditSettings:
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise SettingsError(f"{path}: cannot read preset ({exc.strerror})", "check the path and its permissions") from None
+        raise SettingsError(
+            f"{path}: cannot read preset ({exc.strerror})", "check the path and its permissions"
+        ) from None
     except UnicodeDecodeError:
-        raise SettingsError(f"{path}: not a text file, so not a preset", "a preset is a YAML file, e.g. guidance: 19") from None
+        raise SettingsError(
+            f"{path}: not a text file, so not a preset", "a preset is a YAML file, e.g. guidance: 19"
+        ) from None
     if not text.strip():
-        raise SettingsError(f"{path}: empty preset", "write the settings it changes, e.g. guidance: 19 (see `icdedit presets`)")
+        raise SettingsError(
+            f"{path}: empty preset", "write the settings it changes, e.g. guidance: 19 (see `icdedit presets`)"
+        )
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: cannot read preset ({str(exc).splitlines()[0]})", "check the YAML syntax") from None
+        raise SettingsError(
+            f"{path}: cannot read preset ({str(exc).splitlines()[0]})", "check the YAML syntax"
+        ) from None
     if not isinstance(data, dict) or not data:
         raise SettingsError(f"{path}: a preset must be a YAML mapping of settings", "e.g. guidance: 19")
     allowed = {f.name for f in fields(EditSettings)}

@@ -25,9 +25,17 @@ FAMILIES = ("sd15", "sdxl")
 
 _REQUIRED = ("base", "teacher", "forward_lora", "reverse_lora", "forward_timesteps", "reverse_timesteps")
 _OPTIONAL = {
-    "name", "description", "family", "guidance_embed_dim", "lora_alpha", "start_timestep",
-    "resolution", "sources", "random_weights", "default_preset",
-}  # fmt: skip
+    "name",
+    "description",
+    "family",
+    "guidance_embed_dim",
+    "lora_alpha",
+    "start_timestep",
+    "resolution",
+    "sources",
+    "random_weights",
+    "default_preset",
+}
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,9 @@ def load_spec(path: Path) -> ModelSpec:
         raise ModelError(f"{path}: a model description must be a YAML mapping")
     unknown = sorted(set(data) - set(_REQUIRED) - _OPTIONAL)
     if unknown:
-        raise ModelError(f"{path}: unknown key(s) {', '.join(unknown)}",
-                         f"allowed: {', '.join(sorted([*_REQUIRED, *_OPTIONAL]))}")  # fmt: skip
+        raise ModelError(
+            f"{path}: unknown key(s) {', '.join(unknown)}", f"allowed: {', '.join(sorted([*_REQUIRED, *_OPTIONAL]))}"
+        )
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ModelError(f"{path}: missing key(s) {', '.join(missing)}")
@@ -132,8 +141,10 @@ def load_spec(path: Path) -> ModelSpec:
     if not (math.isfinite(spec.lora_alpha) and spec.lora_alpha > 0):
         raise ModelError(f"{path}: lora_alpha must be a positive number, got {spec.lora_alpha}")
     if not 0 <= spec.start_timestep <= 999 or spec.guidance_embed_dim <= 0:
-        raise ModelError(f"{path}: start_timestep must be in 0..999 and guidance_embed_dim positive",
-                         f"got {spec.start_timestep} and {spec.guidance_embed_dim}")  # fmt: skip
+        raise ModelError(
+            f"{path}: start_timestep must be in 0..999 and guidance_embed_dim positive",
+            f"got {spec.start_timestep} and {spec.guidance_embed_dim}",
+        )
     if spec.family not in FAMILIES:
         raise ModelError(f"{path}: family {spec.family!r} is not supported", f"use one of {', '.join(FAMILIES)}")
     return spec
@@ -166,4 +177,6 @@ def resolve_model(model: str | Path | None) -> ModelSpec:
         if not path.is_file():
             raise ModelError(f"model description not found: {path}", "give an existing .yaml file or a model name")
         return load_spec(path)
-    raise ModelError(f"unknown model {model!r}", f"known models: {', '.join(known_model_names())}; or a path to a model .yaml")
+    raise ModelError(
+        f"unknown model {model!r}", f"known models: {', '.join(known_model_names())}; or a path to a model .yaml"
+    )

@@ -48,14 +48,17 @@ class PromptEmbeddings:
         return self.tokens.shape[0]
 
     def rows(self) -> list[PromptEmbeddings]:
-        return [PromptEmbeddings(self.tokens[i : i + 1], None if self.pooled is None else self.pooled[i : i + 1])
-                for i in range(len(self))]  # fmt: skip
+        return [
+            PromptEmbeddings(self.tokens[i : i + 1], None if self.pooled is None else self.pooled[i : i + 1])
+            for i in range(len(self))
+        ]
 
     @staticmethod
     def cat(parts: Sequence[PromptEmbeddings]) -> PromptEmbeddings:
         pooled = [p.pooled for p in parts]
         return PromptEmbeddings(
-            torch.cat([p.tokens for p in parts]), None if pooled[0] is None else torch.cat(pooled)  # type: ignore[arg-type]
+            torch.cat([p.tokens for p in parts]),
+            None if pooled[0] is None else torch.cat(pooled),  # type: ignore[arg-type]
         )
 
     def with_pooled_of(self, other: PromptEmbeddings) -> PromptEmbeddings:
@@ -118,7 +121,8 @@ def word_token_positions(tokenizer, prompt: str, word: str) -> list[int]:
     if word not in words:
         raise InputError(
             f"word {word!r} is not in the prompt {prompt!r}",
-            f"words are matched exactly after splitting on spaces; the prompt's words are: {', '.join(map(repr, words))}",
+            "words are matched exactly after splitting on spaces; the prompt's words are: "
+            + ", ".join(map(repr, words)),
         )
     spans = word_token_spans(tokenizer, prompt)
     return sorted(p for w, span in zip(words, spans) if w == word for p in span)

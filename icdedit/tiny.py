@@ -220,7 +220,9 @@ def build_tiny_model(
     topology = "SDXL" if family == "sdxl" else "SD1.5"
     spec = {
         "name": "tiny-xl" if family == "sdxl" else "tiny",
-        "description": f"Tiny random-weight model with {topology}'s topology: checks an installation; its images are noise.",
+        "description": (
+            f"Tiny random-weight model with {topology}'s topology: checks an installation; its images are noise."
+        ),
         "family": family,
         "base": "base",
         "teacher": teacher_file.name,

@@ -33,8 +33,9 @@ class Reporter:
     `confirm(question)` asks the person (the CLI only does so on an interactive terminal);
     without it, nothing is ever downloaded implicitly."""
 
-    def __init__(self, progress=None, note: Callable[[str], None] | None = None,
-                 confirm: Callable[[str], bool] | None = None):  # fmt: skip
+    def __init__(
+        self, progress=None, note: Callable[[str], None] | None = None, confirm: Callable[[str], bool] | None = None
+    ):
         self.progress = progress
         self._note = note
         self._confirm = confirm
@@ -67,8 +68,15 @@ class Reporter:
         return lambda: self.progress.advance(task)
 
 
-def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cuda_graphs: bool = False,
-                compile: bool = False, attention: str = "auto") -> Editor:  # fmt: skip
+def load_editor(
+    spec: ModelSpec,
+    device: str,
+    dtype: str,
+    reporter: Reporter,
+    cuda_graphs: bool = False,
+    compile: bool = False,
+    attention: str = "auto",
+) -> Editor:
     torch_device = resolve_device(device)
     resolve_dtype(dtype, torch_device)  # a bad --device/--dtype/--attention fails before anything else
     check_attention_request(attention)
@@ -93,7 +101,9 @@ def load_editor(spec: ModelSpec, device: str, dtype: str, reporter: Reporter, cu
         return editor
     except MissingWeightsError as exc:
         size = download.missing_download_bytes(spec) / 1e9
-        if not reporter.confirm(f"{exc.message}. Download what model {spec.name!r} is missing (about {size:.1f} GB) now?"):
+        if not reporter.confirm(
+            f"{exc.message}. Download what model {spec.name!r} is missing (about {size:.1f} GB) now?"
+        ):
             raise
     run_download(DownloadRequest(spec.name if spec.path is None else str(spec.path), dtype), reporter)
     return build()
@@ -144,12 +154,16 @@ def _spec_for_latent(latent: LatentFile, model: str | None) -> ModelSpec:
 
 def _inversion_from_latent(latent: LatentFile, prompt: str | None) -> Inversion:
     if latent.latent.shape[0] != 1:
-        raise InputError("the latent file holds final latents of an edit, not an inversion",
-                         "use a file written by `icdedit invert`")  # fmt: skip
+        raise InputError(
+            "the latent file holds final latents of an edit, not an inversion", "use a file written by `icdedit invert`"
+        )
     return Inversion(
-        latent.latent, prompt or latent.prompt, int(latent.metadata.get("seed", 0)),
-        latent.processed_size, latent.original_size,
-    )  # fmt: skip
+        latent.latent,
+        prompt or latent.prompt,
+        int(latent.metadata.get("seed", 0)),
+        latent.processed_size,
+        latent.original_size,
+    )
 
 
 # -- invert ----------------------------------------------------------------------------------------
@@ -309,8 +323,11 @@ def _refuse_attention_flags(spec: ModelSpec, overrides: dict, blend, amplify) ->
     given = [f"--{k.replace('_', '-')}" for k in ATTENTION_FLAGS if overrides.get(k) is not None]
     given += [flag for flag, value in (("--blend", blend), ("--amplify", amplify)) if value]
     if given:
-        raise SettingsError(f"{', '.join(given)}: model {spec.name!r} is SDXL, whose editing switches prompts "
-                            "and uses no attention control", "leave them out; --guidance and --tau apply")  # fmt: skip
+        raise SettingsError(
+            f"{', '.join(given)}: model {spec.name!r} is SDXL, whose editing switches prompts "
+            "and uses no attention control",
+            "leave them out; --guidance and --tau apply",
+        )
 
 
 def edit_outputs(request: EditRequest) -> list[Path]:
@@ -337,8 +354,9 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         _refuse_attention_flags(source.spec, request.overrides, request.blend, request.amplify)
         words = []
     else:
-        words = derive_all_edit_words(source.prompt, targets, settings.mode, settings.amplify,
-                                      request.amplify, request.blend, request.no_blend)  # fmt: skip
+        words = derive_all_edit_words(
+            source.prompt, targets, settings.mode, settings.amplify, request.amplify, request.blend, request.no_blend
+        )
     outputs = edit_outputs(request)
     extra = []
     if request.side_by_side:
@@ -366,9 +384,17 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     _warn_truncation(editor, [source.prompt, *targets], reporter)
     inversion = _invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("editing", source.spec.plan().num_reverse_steps)
-    result = editor.edit(inversion, targets, settings, source=source.prompt, amplify=request.amplify,
-                         blend=request.blend, no_blend=request.no_blend, on_step=step,
-                         decode_source=request.side_by_side and source.image is None)  # fmt: skip
+    result = editor.edit(
+        inversion,
+        targets,
+        settings,
+        source=source.prompt,
+        amplify=request.amplify,
+        blend=request.blend,
+        no_blend=request.no_blend,
+        on_step=step,
+        decode_source=request.side_by_side and source.image is None,
+    )
     for image, path in zip(result.targets, outputs):
         save_image(image, path)
     report = {
@@ -380,10 +406,14 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         "seed": inversion.seed,
         "settings": settings.as_dict(),
         "words": [
-            {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)],
-             "derived": w.derived}
+            {
+                "mode": w.mode,
+                "amplify": dict(w.amplify),
+                "blend": [list(w.blend_source), list(w.blend_target)],
+                "derived": w.derived,
+            }
             for w in result.words
-        ],  # fmt: skip
+        ],
         "size": list(result.targets[0].size),
     }
     if request.side_by_side:
@@ -424,8 +454,9 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
     """Every item of the input, before any model: problems of the input as a whole raise
     ManifestError (all at once); a row's own problem is kept on its item, to be recorded."""
     p2p = spec is None or spec.family != "sdxl"
-    defaults = batch.BatchDefaults(**request.defaults, model_preset=spec.default_preset if spec else "default",
-                                   attention_control=p2p)  # fmt: skip
+    defaults = batch.BatchDefaults(
+        **request.defaults, model_preset=spec.default_preset if spec else "default", attention_control=p2p
+    )
     first = Path(request.inputs[0])
     problems = []
     if request.images is not None and not request.images.is_dir():
@@ -449,8 +480,10 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
     if problems:
         raise batch.ManifestError(problems)
     if not p2p and any(not batch.is_blank(row.get(k)) for row in rows for k in ("blend", "amplify")):
-        note = (f"note: the manifest's blend/amplify columns are not used: {spec.name} (SDXL) editing switches "
-                "prompts, with no attention control")  # fmt: skip
+        note = (
+            f"note: the manifest's blend/amplify columns are not used: {spec.name} (SDXL) editing switches "
+            "prompts, with no attention control"
+        )
     else:
         note = None
     return batch.build_items(rows, root, request.out, defaults), note
@@ -463,7 +496,9 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
     check_seed(request.defaults.get("seed", 0))
     check_size(request.size)
     if request.defaults.get("bad_blend", "fail") not in batch.BAD_BLEND_CHOICES:
-        raise UsageError(f"--bad-blend {request.defaults['bad_blend']!r} is not one of {', '.join(batch.BAD_BLEND_CHOICES)}")
+        raise UsageError(
+            f"--bad-blend {request.defaults['bad_blend']!r} is not one of {', '.join(batch.BAD_BLEND_CHOICES)}"
+        )
     if request.defaults.get("preset"):
         load_preset(request.defaults["preset"])  # a bad --preset is the command line's problem, not each row's
     try:
@@ -472,8 +507,9 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         batch_items(request)  # an unusable manifest is the first thing to report
         raise
     if spec.family == "sdxl":
-        _refuse_attention_flags(spec, request.defaults.get("overrides", {}), request.defaults.get("blend"),
-                                request.defaults.get("amplify"))  # fmt: skip
+        _refuse_attention_flags(
+            spec, request.defaults.get("overrides", {}), request.defaults.get("blend"), request.defaults.get("amplify")
+        )
     items, note = batch_items(request, spec)
     if note:
         reporter.note(note)
@@ -493,8 +529,11 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
 
     def get_editor() -> Editor:  # loaded on first need: a run with nothing to do loads nothing
         if not editors:
-            editors.append(load_editor(spec, device, request.dtype, reporter, request.cuda_graphs, request.compile,
-                                       request.attention))
+            editors.append(
+                load_editor(
+                    spec, device, request.dtype, reporter, request.cuda_graphs, request.compile, request.attention
+                )
+            )
         return editors[0]
 
     advance = reporter.stage("editing", len(items))
@@ -504,8 +543,16 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         if outcome == "failed":
             reporter.note(f"item {item.number} ({item.image.name}) failed: {report.records[item.number]['error']}")
 
-    summary = batch.run_items(items, report, get_editor, overwrite=request.overwrite, batch_size=request.batch_size,
-                              side_by_side_images=request.side_by_side, size=request.size, on_item=on_item)  # fmt: skip
+    summary = batch.run_items(
+        items,
+        report,
+        get_editor,
+        overwrite=request.overwrite,
+        batch_size=request.batch_size,
+        side_by_side_images=request.side_by_side,
+        size=request.size,
+        on_item=on_item,
+    )
     return summary, report.path
 
 
@@ -517,15 +564,25 @@ def models_report() -> list[dict]:
     report = []
     for spec in sorted(builtin_specs().values(), key=lambda s: (s.name != DEFAULT_MODEL, s.name)):
         parts = download.model_status(spec)
-        report.append({
-            "model": spec.name,
-            "description": spec.description,
-            "ready": all(p.present for p in parts),
-            "parts": [{"part": p.part, "present": p.present, "size_bytes": p.size_bytes, "location": p.location,
-                       "source": p.source} for p in parts],
-            "download_bytes": download.missing_download_bytes(spec),
-            "download_command": download.download_command(spec),
-        })  # fmt: skip
+        report.append(
+            {
+                "model": spec.name,
+                "description": spec.description,
+                "ready": all(p.present for p in parts),
+                "parts": [
+                    {
+                        "part": p.part,
+                        "present": p.present,
+                        "size_bytes": p.size_bytes,
+                        "location": p.location,
+                        "source": p.source,
+                    }
+                    for p in parts
+                ],
+                "download_bytes": download.missing_download_bytes(spec),
+                "download_command": download.download_command(spec),
+            }
+        )
     return report
 
 

@@ -116,5 +116,7 @@ def test_cli_rejects_a_missing_xformers_in_one_line(tiny_model, tmp_path, monkey
 
     monkeypatch.setattr("icdedit.attention.xformers_installed", lambda: False)
     make_photo(64, 64).save(tmp_path / "cat.png")
-    result = run("invert", tmp_path / "cat.png", "-p", "a cat", "-m", tiny_model, "--device", "cpu", "--attention", "xformers")
+    result = run(
+        "invert", tmp_path / "cat.png", "-p", "a cat", "-m", tiny_model, "--device", "cpu", "--attention", "xformers"
+    )
     assert_clean_error(result, "--attention xformers: xformers is not installed")

@@ -111,38 +111,58 @@ def test_a_row_with_a_problem_becomes_a_failed_item_with_its_reason(tmp_path):
     items = build_items(rows, tmp_path, tmp_path, BatchDefaults())
     problems = {item.number: item.problem for item in items}
     assert problems[1] is None and items[0].settings.guidance == 19
-    expected = {2: "image is missing", 3: "src and tgt", 4: "'high' is not a number", 5: "unknown preset 'nope'",
-                6: "guidance = nan is out of range", 7: "also row 1's", 8: "seed '-1'", 9: "'dog=inf'",
-                10: "'And chair rock'", 11: "'pug' is not in the source prompt", 12: "seed '2.5'"}  # fmt: skip
+    expected = {
+        2: "image is missing",
+        3: "src and tgt",
+        4: "'high' is not a number",
+        5: "unknown preset 'nope'",
+        6: "guidance = nan is out of range",
+        7: "also row 1's",
+        8: "seed '-1'",
+        9: "'dog=inf'",
+        10: "'And chair rock'",
+        11: "'pug' is not in the source prompt",
+        12: "seed '2.5'",
+    }
     for number, fragment in expected.items():
         assert problems[number] is not None and fragment in problems[number], (number, problems[number])
     assert "--bad-blend ignore" in problems[10] and "--bad-blend ignore" in problems[11]
 
 
 def test_bad_blend_ignore_edits_without_local_blend_and_says_so(tmp_path):
-    rows = [{"image": "i.png", "src": "a cat", "tgt": "a dog", "blend": "And chair rock"},
-            {"image": "j.png", "src": "a cat", "tgt": "a dog", "blend": "pug dog"},
-            {"image": "k.png", "src": "a cat", "tgt": "a dog", "amplify": "bear=2", "blend": "pug dog"}]  # fmt: skip
+    rows = [
+        {"image": "i.png", "src": "a cat", "tgt": "a dog", "blend": "And chair rock"},
+        {"image": "j.png", "src": "a cat", "tgt": "a dog", "blend": "pug dog"},
+        {"image": "k.png", "src": "a cat", "tgt": "a dog", "amplify": "bear=2", "blend": "pug dog"},
+    ]
     items = build_items(rows, tmp_path, tmp_path, BatchDefaults(bad_blend="ignore"))
     for item in items[:2]:
         assert item.problem is None and item.no_blend and item.blend is None and "without local blend" in item.warning
     assert "'bear'" in items[2].problem  # only a blend is set aside, never another problem
 
 
-@pytest.mark.parametrize("cell, pairs", [
-    ("cat dog", [("cat", "dog")]),
-    ("('cat', 'dog')", [("cat", "dog")]),
-    ('["cat", "dog"]', [("cat", "dog")]),
-    ("('pug dog', 'bear')", [("pug", "bear"), ("dog", "bear")]),
-    (["cat", "dog"], [("cat", "dog")]),
-    ([["cat", "dog"], ["grass", "snow"]], [("cat", "dog"), ("grass", "snow")]),
-    (" ", None), ("", None), (None, None), ("()", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "cell, pairs",
+    [
+        ("cat dog", [("cat", "dog")]),
+        ("('cat', 'dog')", [("cat", "dog")]),
+        ('["cat", "dog"]', [("cat", "dog")]),
+        ("('pug dog', 'bear')", [("pug", "bear"), ("dog", "bear")]),
+        (["cat", "dog"], [("cat", "dog")]),
+        ([["cat", "dog"], ["grass", "snow"]], [("cat", "dog"), ("grass", "snow")]),
+        (" ", None),
+        ("", None),
+        (None, None),
+        ("()", None),
+    ],
+)
 def test_every_blend_form_of_the_manifests_is_read(cell, pairs):
     assert parse_blend(cell) == pairs
 
 
-@pytest.mark.parametrize("cell", ["And chair rock", "cat", "('cat',)", "('cat', 3)", "(cat, dog", "__import__('os')", "[1, 2]"])
+@pytest.mark.parametrize(
+    "cell", ["And chair rock", "cat", "('cat',)", "('cat', 3)", "(cat, dog", "__import__('os')", "[1, 2]"]
+)
 def test_an_unparsable_blend_is_a_value_error(cell):
     with pytest.raises(ValueError, match="is not 'SRCWORD TGTWORD'"):
         parse_blend(cell)
@@ -164,7 +184,11 @@ def test_problems_of_the_manifest_as_a_whole_are_reported_together(tmp_path):
 
 def test_folders_and_globs_expand_in_order(photos):
     assert [p.name for p in expand_images([str(photos)])] == ["a.png", "b.png", "c.png", "d.png"]
-    assert [p.name for p in expand_images([str(photos / "[bc].png"), str(photos / "a.png")])] == ["b.png", "c.png", "a.png"]
+    assert [p.name for p in expand_images([str(photos / "[bc].png"), str(photos / "a.png")])] == [
+        "b.png",
+        "c.png",
+        "a.png",
+    ]
 
 
 def test_shards_partition_the_items_exactly():
@@ -181,17 +205,31 @@ def test_shards_partition_the_items_exactly():
 
 # -- running -----------------------------------------------------------------------------------------
 def test_folder_with_src_and_tgt_then_resume_does_nothing(photos, tiny_model):
-    args = ["batch", photos, "--src", "a photo of a cat", "--tgt", "a photo of a dog", "--model", tiny_model,
-            "--device", "cpu", "--out", "out"]  # fmt: skip
+    args = [
+        "batch",
+        photos,
+        "--src",
+        "a photo of a cat",
+        "--tgt",
+        "a photo of a dog",
+        "--model",
+        tiny_model,
+        "--device",
+        "cpu",
+        "--out",
+        "out",
+    ]
     first = run(*args, "--json")
     assert first.exit_code == 0, first.output
     summary = json.loads(first.stdout)
     assert len(summary["done"]) == 4 and summary["failed"] == {}
     out = Path("out")
     assert sorted(p.name for p in out.glob("*.png")) == [
-        "0001-a-a-photo-of-a-dog.png", "0002-b-a-photo-of-a-dog.png", "0003-c-a-photo-of-a-dog.png",
+        "0001-a-a-photo-of-a-dog.png",
+        "0002-b-a-photo-of-a-dog.png",
+        "0003-c-a-photo-of-a-dog.png",
         "0004-d-a-photo-of-a-dog.png",
-    ]  # fmt: skip
+    ]
     assert Image.open(out / "0002-b-a-photo-of-a-dog.png").size == (96, 64)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
     again = run(*args, "--json")
@@ -208,17 +246,34 @@ def test_folder_with_src_and_tgt_then_resume_does_nothing(photos, tiny_model):
 @pytest.mark.parametrize("batch_size", ["1", "4"])
 def test_a_bad_item_is_recorded_and_the_rest_succeed(photos, tiny_model, batch_size):
     (photos / "b.png").write_bytes((photos / "b.png").read_bytes()[:200])  # corrupt
-    rows = ROWS + [{"image": "d.png", "src": "a photo of a cat", "tgt": "a photo of a dog", "blend": "pug dog"},
-                   {"image": "missing.png", "src": "a cat", "tgt": "a dog"},
-                   {"image": "a.png", "src": "a photo of a cat", "tgt": "a photo of a lion"}]  # fmt: skip
+    rows = ROWS + [
+        {"image": "d.png", "src": "a photo of a cat", "tgt": "a photo of a dog", "blend": "pug dog"},
+        {"image": "missing.png", "src": "a cat", "tgt": "a dog"},
+        {"image": "a.png", "src": "a photo of a cat", "tgt": "a photo of a lion"},
+    ]
     manifest = write_manifest(photos / "m.csv", rows)
-    result = run("batch", manifest, "--model", tiny_model, "--device", "cpu", "--out", "out", "--json",
-                 "--batch-size", batch_size)  # fmt: skip
+    result = run(
+        "batch",
+        manifest,
+        "--model",
+        tiny_model,
+        "--device",
+        "cpu",
+        "--out",
+        "out",
+        "--json",
+        "--batch-size",
+        batch_size,
+    )
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
     assert summary["done"] == [1, 3, 6]
     assert set(summary["failed"]) == {"2", "4", "5"}
-    assert "damaged" in summary["failed"]["2"] and "'pug'" in summary["failed"]["4"] and "not found" in summary["failed"]["5"]
+    assert (
+        "damaged" in summary["failed"]["2"]
+        and "'pug'" in summary["failed"]["4"]
+        and "not found" in summary["failed"]["5"]
+    )
     by_item = {r["item"]: r for r in records(Path("out"))}
     assert by_item[2]["status"] == "failed" and "b.png" in by_item[2]["error"]
     assert by_item[6]["status"] == "done" and Path(by_item[6]["output"]).is_file()
@@ -238,8 +293,22 @@ def test_batch_equals_edit_item_by_item(photos, tiny_model):
     manifest = write_manifest(photos / "m.yaml", ROWS)
     assert run("batch", manifest, "--model", tiny_model, "--device", "cpu", "--out", "out").exit_code == 0
     for number, row in enumerate(ROWS, start=1):
-        args = ["edit", photos / row["image"], "--src", row["src"], "--tgt", row["tgt"], "--model", tiny_model,
-                "--device", "cpu", "--seed", row.get("seed", 0), "-o", f"single{number}.png"]  # fmt: skip
+        args = [
+            "edit",
+            photos / row["image"],
+            "--src",
+            row["src"],
+            "--tgt",
+            row["tgt"],
+            "--model",
+            tiny_model,
+            "--device",
+            "cpu",
+            "--seed",
+            row.get("seed", 0),
+            "-o",
+            f"single{number}.png",
+        ]
         if "blend" in row:
             args += ["--blend", *row["blend"].split()]
         if "guidance" in row:
@@ -250,19 +319,47 @@ def test_batch_equals_edit_item_by_item(photos, tiny_model):
 
 
 def test_shards_under_the_cli_cover_everything_once(photos, tiny_model):
-    common = ["batch", photos, "-s", "a photo of a cat", "-t", "a photo of a dog", "-m", tiny_model, "--device", "cpu",
-              "--out", "out", "--json"]  # fmt: skip
+    common = [
+        "batch",
+        photos,
+        "-s",
+        "a photo of a cat",
+        "-t",
+        "a photo of a dog",
+        "-m",
+        tiny_model,
+        "--device",
+        "cpu",
+        "--out",
+        "out",
+        "--json",
+    ]
     a = json.loads(run(*common, "--shard", "1/2").stdout)
     b = json.loads(run(*common, "--shard", "2/2").stdout)
     assert a["done"] == [1, 3] and b["done"] == [2, 4]
-    assert (Path("out") / "results-shard-1-of-2.jsonl").is_file() and (Path("out") / "results-shard-2-of-2.jsonl").is_file()
+    assert (Path("out") / "results-shard-1-of-2.jsonl").is_file() and (
+        Path("out") / "results-shard-2-of-2.jsonl"
+    ).is_file()
 
 
 def test_torchrun_environment_picks_the_ranks_shard(photos, tiny_model, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    result = run("batch", photos, "-s", "a photo of a cat", "-t", "a photo of a dog", "-m", tiny_model,
-                 "--device", "cpu", "--out", "out", "--json")  # fmt: skip
+    result = run(
+        "batch",
+        photos,
+        "-s",
+        "a photo of a cat",
+        "-t",
+        "a photo of a dog",
+        "-m",
+        tiny_model,
+        "--device",
+        "cpu",
+        "--out",
+        "out",
+        "--json",
+    )
     assert json.loads(result.stdout)["done"] == [2, 4]
 
 
@@ -272,8 +369,26 @@ def test_a_killed_run_resumes_and_completes_every_item_exactly_once(tmp_path, ti
     for i in range(8):
         make_photo(64, 64, seed=i).save(folder / f"p{i}.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "icdedit", "batch", str(folder), "-s", "a photo of a cat", "-t", "a photo of a dog",
-           "-m", str(tiny_model), "--device", "cpu", "--size", "256", "--out", str(out), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "icdedit",
+        "batch",
+        str(folder),
+        "-s",
+        "a photo of a cat",
+        "-t",
+        "a photo of a dog",
+        "-m",
+        str(tiny_model),
+        "--device",
+        "cpu",
+        "--size",
+        "256",
+        "--out",
+        str(out),
+        "--json",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 120
@@ -300,8 +415,19 @@ def test_a_killed_run_resumes_and_completes_every_item_exactly_once(tmp_path, ti
 
 
 def test_batch_size_groups_photos_of_one_size_with_the_same_results(photos, tiny_model):
-    common = ["batch", photos, "-s", "a photo of a cat", "-t", "a photo of a dog", "-m", tiny_model, "--device", "cpu",
-              "--json"]  # fmt: skip
+    common = [
+        "batch",
+        photos,
+        "-s",
+        "a photo of a cat",
+        "-t",
+        "a photo of a dog",
+        "-m",
+        tiny_model,
+        "--device",
+        "cpu",
+        "--json",
+    ]
     one = json.loads(run(*common, "--out", "one").stdout)
     grouped = run(*common, "--out", "grouped", "--batch-size", "3")
     assert grouped.exit_code == 0, grouped.output
@@ -352,8 +478,21 @@ def official_layouts(tmp_path, monkeypatch):
 def test_the_official_manifest_layouts_run_as_they_are(official_layouts, tiny_model, bad_blend):
     outcomes = {}
     for name in OFFICIAL_LAYOUTS:
-        result = run("batch", name, "--images", "images", "--out", f"out-{name}", "-m", tiny_model, "--device", "cpu",
-                     "--json", "--bad-blend", bad_blend)  # fmt: skip
+        result = run(
+            "batch",
+            name,
+            "--images",
+            "images",
+            "--out",
+            f"out-{name}",
+            "-m",
+            tiny_model,
+            "--device",
+            "cpu",
+            "--json",
+            "--bad-blend",
+            bad_blend,
+        )
         assert "Traceback" not in result.output
         lines = records(Path(f"out-{name}"))
         assert [r["item"] for r in lines] == list(range(1, len(OFFICIAL_LAYOUTS[name].splitlines())))  # every row
@@ -369,7 +508,13 @@ def test_the_official_manifest_layouts_run_as_they_are(official_layouts, tiny_mo
     unusable = {"puppy": pie140[4], "And red blue": pie_all[2]}  # a word not in its prompt; three words
     for fragment, record in unusable.items():
         if bad_blend == "fail":
-            assert record["status"] == "failed" and fragment in record["error"] and "--bad-blend ignore" in record["error"]
+            assert (
+                record["status"] == "failed" and fragment in record["error"] and "--bad-blend ignore" in record["error"]
+            )
         else:
-            assert record["status"] == "done" and fragment in record["warning"] and "without local blend" in record["warning"]
+            assert (
+                record["status"] == "done"
+                and fragment in record["warning"]
+                and "without local blend" in record["warning"]
+            )
             assert record["words"][0]["blend"] == [[], []] and Path(record["output"]).is_file()

@@ -24,7 +24,9 @@ def test_bench_runs_the_sdxl_architecture_against_the_official_sdxl_way(tmp_path
     report = json.loads((tmp_path / "bench-tiny-xl-cpu-64.json").read_text())
     ours, base = report["results"]["icdedit"], report["results"]["baseline"]
     # SDXL decodes the target row alone, in both
-    assert ours["unet_evals"] == base["unet_evals"] == 8 and set(ours["rows_per_eval"]) == set(base["rows_per_eval"]) == {1}
+    assert ours["unet_evals"] == base["unet_evals"] == 8 and set(ours["rows_per_eval"]) == set(
+        base["rows_per_eval"]
+    ) == {1}
     assert report["speedup_total"] > 0 and report["memory_ratio"] > 0
 
 
@@ -34,7 +36,9 @@ def test_adapter_strategy_bench_reports_each_strategy(capsys, monkeypatch):
     from benchmarks import adapters
 
     for strategy, swapped in (("low-rank", None), ("hybrid", int), ("weight-swap", None)):
-        monkeypatch.setattr(sys, "argv", ["adapters", "--arch", "tiny", "--size", "64", "--runs", "1", "--strategy", strategy])
+        monkeypatch.setattr(
+            sys, "argv", ["adapters", "--arch", "tiny", "--size", "64", "--runs", "1", "--strategy", strategy]
+        )
         adapters.main()
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert report["strategy"] == strategy and len(report["invert_seconds"]) == 1

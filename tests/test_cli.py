@@ -52,8 +52,9 @@ def assert_clean_error(result, *fragments, folder=None, before=None, code=1):
 
 
 # -- help --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", [[], ["invert"], ["reconstruct"], ["edit"], ["presets"], ["batch"], ["models"],
-                                     ["download"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "command", [[], ["invert"], ["reconstruct"], ["edit"], ["presets"], ["batch"], ["models"], ["download"]]
+)
 def test_help_shows_an_example(command):
     result = run(*command, "--help")
     assert result.exit_code == 0 and "Example" in result.stdout
@@ -82,8 +83,21 @@ def test_usage_errors_exit_2(work):
 # -- invert and reconstruct ---------------------------------------------------------------------------
 def test_invert_writes_latent_and_metadata(work, editor, editor64):
     folder, model = work
-    result = run("invert", "photo.png", "--prompt", "a photo of a cat", "--model", model, "--seed", "5",
-                 "--device", "cpu", "-o", "cat.safetensors", "--json")  # fmt: skip
+    result = run(
+        "invert",
+        "photo.png",
+        "--prompt",
+        "a photo of a cat",
+        "--model",
+        model,
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "-o",
+        "cat.safetensors",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["output"] == "cat.safetensors" and report["latent_shape"] == [1, 4, 8, 8]
@@ -120,12 +134,31 @@ def test_reconstruct_from_a_latent_file_uses_its_prompt_and_model(work):
 # -- edit ------------------------------------------------------------------------------------------------
 def test_edit_writes_image_side_by_side_and_latents(work):
     folder, model = work
-    result = run("edit", "photo.png", "--src", "a photo of a cat", "--tgt", "a photo of a dog", "-m", model,
-                 "--device", "cpu", "--side-by-side", "--save-latent", "final.safetensors", "--json")  # fmt: skip
+    result = run(
+        "edit",
+        "photo.png",
+        "--src",
+        "a photo of a cat",
+        "--tgt",
+        "a photo of a dog",
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "--side-by-side",
+        "--save-latent",
+        "final.safetensors",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["outputs"] == ["photo-a-photo-of-a-dog.png"]
-    assert report["words"][0] == {"mode": "replace", "amplify": {"dog": 4.0}, "blend": [["cat"], ["dog"]], "derived": True}
+    assert report["words"][0] == {
+        "mode": "replace",
+        "amplify": {"dog": 4.0},
+        "blend": [["cat"], ["dog"]],
+        "derived": True,
+    }
     assert report["settings"]["guidance"] == 19.0
     assert Image.open(folder / "photo-a-photo-of-a-dog.png").size == (96, 64)
     assert Image.open(folder / report["side_by_side"]).size == (96 * 2 + 8, 64)
@@ -135,17 +168,48 @@ def test_edit_writes_image_side_by_side_and_latents(work):
 
 def test_edit_prints_what_it_derived(work):
     folder, model = work
-    result = run("edit", "photo.png", "--src", "a photo of a cat", "--tgt", "a red photo of a cat", "-m", model,
-                 "--device", "cpu")  # fmt: skip
+    result = run(
+        "edit",
+        "photo.png",
+        "--src",
+        "a photo of a cat",
+        "--tgt",
+        "a red photo of a cat",
+        "-m",
+        model,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "derived for 'a red photo of a cat': mode refine; amplify red=4; blend none" in result.stderr
 
 
 def test_edit_several_targets_and_explicit_words(work):
     folder, model = work
-    result = run("edit", "photo.png", "-s", "a photo of a cat", "-t", "a photo of a dog", "-t", "a photo of a bear",
-                 "-m", model, "--device", "cpu", "-o", "out.png", "--blend", "cat", "dog bear",
-                 "--amplify", "dog=2", "--amplify", "bear=3", "--json")  # fmt: skip
+    result = run(
+        "edit",
+        "photo.png",
+        "-s",
+        "a photo of a cat",
+        "-t",
+        "a photo of a dog",
+        "-t",
+        "a photo of a bear",
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "-o",
+        "out.png",
+        "--blend",
+        "cat",
+        "dog bear",
+        "--amplify",
+        "dog=2",
+        "--amplify",
+        "bear=3",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["outputs"] == ["out-1-a-photo-of-a-dog.png", "out-2-a-photo-of-a-bear.png"]
@@ -167,15 +231,38 @@ def test_edit_from_a_latent_equals_edit_from_the_image(work):
 def test_side_by_side_from_a_latent_uses_the_source_row(work):
     folder, model = work
     assert run("invert", "photo.png", "-p", "a photo of a cat", "-m", model, "--device", "cpu").exit_code == 0
-    result = run("edit", "photo.safetensors", "-t", "a photo of a dog", "-m", model, "--device", "cpu",
-                 "-o", "dog.png", "--side-by-side", "--json")  # fmt: skip
+    result = run(
+        "edit",
+        "photo.safetensors",
+        "-t",
+        "a photo of a dog",
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "-o",
+        "dog.png",
+        "--side-by-side",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert Image.open(folder / json.loads(result.stdout)["side_by_side"]).size == (96 * 2 + 8, 64)
 
 
 def test_default_names_never_overwrite(work):
     folder, model = work
-    args = ["edit", "photo.png", "--src", "a photo of a cat", "--tgt", "a photo of a dog", "-m", model, "--device", "cpu"]
+    args = [
+        "edit",
+        "photo.png",
+        "--src",
+        "a photo of a cat",
+        "--tgt",
+        "a photo of a dog",
+        "-m",
+        model,
+        "--device",
+        "cpu",
+    ]
     assert run(*args).exit_code == 0
     first = (folder / "photo-a-photo-of-a-dog.png").read_bytes()
     assert run(*args, "--seed", "9").exit_code == 0
@@ -187,8 +274,23 @@ def test_edit_with_preset_and_flag_precedence(work):
     folder, model = work
     preset = folder / "mine.yaml"
     preset.write_text("guidance: 5\ntau: 0.6\n")
-    result = run("edit", "photo.png", "--src", "a photo of a cat", "--tgt", "a photo of a dog", "-m", model,
-                 "--device", "cpu", "--preset", str(preset), "--tau", "0.9", "--json")  # fmt: skip
+    result = run(
+        "edit",
+        "photo.png",
+        "--src",
+        "a photo of a cat",
+        "--tgt",
+        "a photo of a dog",
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "--preset",
+        str(preset),
+        "--tau",
+        "0.9",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     settings = json.loads(result.stdout)["settings"]
     assert settings["guidance"] == 5 and settings["tau"] == 0.9 and settings["cross_replace"] == 0.3
@@ -196,7 +298,9 @@ def test_edit_with_preset_and_flag_precedence(work):
 
 def test_identical_prompts_warn_that_this_is_a_reconstruction(work):
     folder, model = work
-    result = run("edit", "photo.png", "--src", "a photo of a cat", "--tgt", "a photo of a cat", "-m", model, "--device", "cpu")
+    result = run(
+        "edit", "photo.png", "--src", "a photo of a cat", "--tgt", "a photo of a cat", "-m", model, "--device", "cpu"
+    )
     assert result.exit_code == 0 and "this is a reconstruction" in result.stderr
 
 
@@ -209,8 +313,18 @@ def test_long_prompt_is_truncated_with_a_warning(work):
 
 def test_builtin_tiny_model_runs_through_every_command(work):
     folder, _ = work
-    result = run("edit", "photo.png", "--src", "a photo of a cat", "--tgt", "a photo of a dog", "--model", "tiny",
-                 "--device", "cpu")  # fmt: skip
+    result = run(
+        "edit",
+        "photo.png",
+        "--src",
+        "a photo of a cat",
+        "--tgt",
+        "a photo of a dog",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "random weights" in result.stderr and (folder / "photo-a-photo-of-a-dog.png").is_file()
     assert run("invert", "photo.png", "-p", "a photo of a cat", "-m", "tiny", "--device", "cpu").exit_code == 0
@@ -239,10 +353,15 @@ def _truncated_jpeg(folder):
 
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels: what a decompression bomb looks like to Pillow."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _bad_files(folder):
@@ -270,23 +389,41 @@ BAD = [
     (["edit", "photo.png", "--src", "", "--tgt", "a dog"], ["src is empty"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", ""], ["tgt is empty"]),
     (["reconstruct", "photo.png"], ["prompt describing photo.png"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--blend", "pug", "dog"], ["'pug'", "source prompt", "'cat'"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "bear=2"], ["'bear'", "target prompt", "'dog'"]),
+    (
+        ["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--blend", "pug", "dog"],
+        ["'pug'", "source prompt", "'cat'"],
+    ),
+    (
+        ["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "bear=2"],
+        ["'bear'", "target prompt", "'dog'"],
+    ),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a big dog", "--mode", "replace"], ["same number of words"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "wild"], ["unknown preset", "default"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "bad.yaml"], ["bad.yaml", "unknown key 'colour'"]),
+    (
+        ["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "bad.yaml"],
+        ["bad.yaml", "unknown key 'colour'"],
+    ),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "-o", "photo.png", "--overwrite"], ["is an input file"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "-o", "nowhere/out.png"], ["does not exist"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "-o", "out.gif"], ["image format"]),
     (["invert", "photo.png", "--prompt", "a cat", "-o", "z.pt"], [".safetensors"]),
     (["invert", "photo.png", "--prompt", "a cat", "--device", "toaster"], ["toaster"]),
     (["edit", "bomb.png", "--src", "a cat", "--tgt", "a dog"], ["bomb.png", "1,600 megapixels", "limit", "downscale"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "gzip.yaml"], ["gzip.yaml", "not a text file"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "picture.yaml"], ["picture.yaml", "not a text"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "empty.yaml"], ["empty.yaml", "empty preset"]),
+    (
+        ["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "gzip.yaml"],
+        ["gzip.yaml", "not a text file"],
+    ),
+    (
+        ["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "picture.yaml"],
+        ["picture.yaml", "not a text"],
+    ),
+    (
+        ["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "empty.yaml"],
+        ["empty.yaml", "empty preset"],
+    ),
     (["reconstruct", "empty.safetensors"], ["empty.safetensors", "not a readable safetensors file"]),
     (["reconstruct", "nan.safetensors"], ["nan.safetensors", "NaN or infinite"]),
-]  # fmt: skip
+]
 # Values the tool cannot take: usage errors, exit code 2
 BAD_VALUES = [
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog"], ["WORD=VALUE"]),
@@ -303,7 +440,7 @@ BAD_VALUES = [
     (["invert", "photo.png", "--prompt", "a cat", "--size", "65536"], ["--size 65536", "4096"]),
     (["reconstruct", "photo.png", "--prompt", "a cat", "--guidance", "inf"], ["guidance = inf"]),
     (["reconstruct", "photo.png", "--prompt", "a cat", "--tau", "nan"], ["tau = nan"]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("args, fragments", BAD, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD])
@@ -353,7 +490,9 @@ def test_unwritable_output_folder(work, monkeypatch):
     import icdedit.files
 
     real = icdedit.files.os.access
-    monkeypatch.setattr(icdedit.files.os, "access", lambda p, mode: False if str(p).endswith("locked") else real(p, mode))
+    monkeypatch.setattr(
+        icdedit.files.os, "access", lambda p, mode: False if str(p).endswith("locked") else real(p, mode)
+    )
     result = run("invert", "photo.png", "-p", "a cat", "-m", model, "-o", "locked/z.safetensors")
     assert_clean_error(result, "locked", "not writable")
 
@@ -382,6 +521,7 @@ def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(work, m
     folder, model = work
     before = sorted(p.name for p in folder.iterdir())
     if where == "while writing":
+
         def broken_save(self, fp, *args, **kwargs):
             with open(fp, "wb") as f:
                 f.write(b"half")
@@ -389,6 +529,7 @@ def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(work, m
 
         monkeypatch.setattr(Image.Image, "save", broken_save)
     else:
+
         def refused(*args, **kwargs):
             raise OSError(code, os.strerror(code))
 
@@ -410,8 +551,22 @@ def test_a_batch_item_that_cannot_be_written_is_recorded_and_leaves_nothing(work
 
     monkeypatch.setattr(Image.Image, "save", full_disk)
     make_photo(64, 64, seed=2).save(folder / "other.png")
-    result = run("batch", "photo.png", "other.png", "-s", "a cat", "-t", "a dog", "-m", model, "--device", "cpu",
-                 "--out", "out", "--json")  # fmt: skip
+    result = run(
+        "batch",
+        "photo.png",
+        "other.png",
+        "-s",
+        "a cat",
+        "-t",
+        "a dog",
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "--out",
+        "out",
+        "--json",
+    )
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
     assert summary["done"] == [2] and "No space left on device" in summary["failed"]["1"]

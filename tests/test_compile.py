@@ -119,8 +119,22 @@ def test_batch_compile_flag_edits_like_the_plain_run(tmp_path, tiny_model):
     make_photo(64, 64).save(tmp_path / "cat.png")
     outputs = {}
     for name, flags in (("plain", []), ("compiled", ["--compile"])):
-        result = run("batch", str(tmp_path / "cat.png"), "--src", "a photo of a cat", "--tgt", "a photo of a dog",
-                     "--out", str(tmp_path / name), "-m", str(tiny_model), "--device", "cpu", "--json", *flags)  # fmt: skip
+        result = run(
+            "batch",
+            str(tmp_path / "cat.png"),
+            "--src",
+            "a photo of a cat",
+            "--tgt",
+            "a photo of a dog",
+            "--out",
+            str(tmp_path / name),
+            "-m",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--json",
+            *flags,
+        )
         assert result.exit_code == 0, result.stderr
         assert len(json.loads(result.stdout)["done"]) == 1
         outputs[name] = torch.tensor(list(Image.open(next((tmp_path / name).glob("*.png"))).getdata())).float()

@@ -108,12 +108,20 @@ FORWARD, REVERSE = b"forward" * 500, b"reverse" * 500
 
 def model_yaml(tmp_path: Path, server: Server, tiny_spec) -> Path:
     data = {
-        "name": "served", "base": str(Path(tiny_spec.base)), "teacher": "$ICDEDIT_HOME/t.pt",
-        "forward_lora": "$ICDEDIT_HOME/f_19_259.safetensors", "reverse_lora": "$ICDEDIT_HOME/r_259_999.safetensors",
-        "forward_timesteps": [19, 259], "reverse_timesteps": [259, 999],
-        "sources": {"teacher": f"{server.url}/teacher.tar.gz", "loras": f"{server.url}/loras.tar.gz",
-                    "teacher_bytes": 3000, "loras_bytes": 500},
-    }  # fmt: skip
+        "name": "served",
+        "base": str(Path(tiny_spec.base)),
+        "teacher": "$ICDEDIT_HOME/t.pt",
+        "forward_lora": "$ICDEDIT_HOME/f_19_259.safetensors",
+        "reverse_lora": "$ICDEDIT_HOME/r_259_999.safetensors",
+        "forward_timesteps": [19, 259],
+        "reverse_timesteps": [259, 999],
+        "sources": {
+            "teacher": f"{server.url}/teacher.tar.gz",
+            "loras": f"{server.url}/loras.tar.gz",
+            "teacher_bytes": 3000,
+            "loras_bytes": 500,
+        },
+    }
     path = tmp_path / "served.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -254,8 +262,18 @@ def test_offline_hub_names_the_variable(monkeypatch, tmp_path):
 
 def _hub_yaml(tmp_path):
     path = tmp_path / "hub.yaml"
-    path.write_text(yaml.safe_dump({"base": "nobody/nothing", "teacher": "t.pt", "forward_lora": "f.safetensors",
-                                    "reverse_lora": "r.safetensors", "forward_timesteps": [19], "reverse_timesteps": [999]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": "nobody/nothing",
+                "teacher": "t.pt",
+                "forward_lora": "f.safetensors",
+                "reverse_lora": "r.safetensors",
+                "forward_timesteps": [19],
+                "reverse_timesteps": [999],
+            }
+        )
+    )
     return path
 
 
@@ -266,12 +284,21 @@ def test_models_command_shows_present_partial_and_absent(home):
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     report = {m["model"]: m for m in json.loads(result.stdout)}
-    assert set(report) == {"sd15-4step-v1", "sd15-4step-v2", "sd15-3step", "sdxl-4step-v1", "sdxl-4step-v2", "sdxl-3step"}
+    assert set(report) == {
+        "sd15-4step-v1",
+        "sd15-4step-v2",
+        "sd15-3step",
+        "sdxl-4step-v1",
+        "sdxl-4step-v2",
+        "sdxl-3step",
+    }
     parts = {p["part"]: p for p in report["sd15-3step"]["parts"]}
     assert parts["teacher"]["present"] and parts["teacher"]["size_bytes"] == 1234
     assert parts["forward"]["present"] and not parts["reverse"]["present"]
     # the teacher is present; one missing LoRA still needs its whole archive, and the base is not cached
-    assert report["sd15-3step"]["download_bytes"] == report["sd15-4step-v1"]["download_bytes"] == 830_000_000 + 500_000_000
+    assert (
+        report["sd15-3step"]["download_bytes"] == report["sd15-4step-v1"]["download_bytes"] == 830_000_000 + 500_000_000
+    )
     assert not report["sd15-3step"]["ready"]
     assert report["sd15-4step-v1"]["download_command"] == "icdedit download sd15-4step-v1"
     # SDXL: its own teacher (not present), LoRAs and a larger base (two text encoders)
@@ -287,12 +314,22 @@ def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec
     from .conftest import make_photo
 
     server.files["/teacher.tar.gz"] = make_tar({"t.pt": tiny_spec.teacher.read_bytes()})
-    server.files["/loras.tar.gz"] = make_tar({"f_19_259.safetensors": tiny_spec.forward_lora.read_bytes(),
-                                              "r_259_999.safetensors": tiny_spec.reverse_lora.read_bytes()})  # fmt: skip
+    server.files["/loras.tar.gz"] = make_tar(
+        {
+            "f_19_259.safetensors": tiny_spec.forward_lora.read_bytes(),
+            "r_259_999.safetensors": tiny_spec.reverse_lora.read_bytes(),
+        }
+    )
     path = model_yaml(tmp_path, server, tiny_spec)
     make_photo(64, 64).save(tmp_path / "p.png")
-    request = EditRequest(source=tmp_path / "p.png", targets=["a photo of a dog"], src="a photo of a cat",
-                          model=str(path), device="cpu", output=tmp_path / "out.png")  # fmt: skip
+    request = EditRequest(
+        source=tmp_path / "p.png",
+        targets=["a photo of a dog"],
+        src="a photo of a cat",
+        model=str(path),
+        device="cpu",
+        output=tmp_path / "out.png",
+    )
     questions = []
     with pytest.raises(Exception, match="not found"):  # declined: nothing is fetched
         run_edit(request, Reporter(confirm=lambda q: questions.append(q) or False))

@@ -37,7 +37,9 @@ def test_jump_to_a_boundary_renoises_with_the_same_eps():
     assert engine.consistency_jump(x, eps, 259, 519, SCHEDULE).item() == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("forward, reverse", [([19, 259, 519, 779], [259, 519, 779, 999]), ([19, 339, 699], [339, 699, 999])])
+@pytest.mark.parametrize(
+    "forward, reverse", [([19, 259, 519, 779], [259, 519, 779, 999]), ([19, 339, 699], [339, 699, 999])]
+)
 def test_invert_then_decode_with_exact_denoiser_returns_the_latent(forward, reverse):
     plan = plan_steps(forward, reverse)
     z_star = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -23,8 +23,10 @@ def test_rgba_is_composited_over_white(tmp_path):
     assert out.getpixel((0, 0)) == (255, 0, 0) and out.getpixel((1, 1)) == (255, 255, 255)
 
 
-@pytest.mark.parametrize("mode, color, expected", [("L", 128, (128, 128, 128)), ("LA", (50, 255), (50, 50, 50)),
-                                                   ("CMYK", (0, 0, 0, 0), (255, 255, 255))])  # fmt: skip
+@pytest.mark.parametrize(
+    "mode, color, expected",
+    [("L", 128, (128, 128, 128)), ("LA", (50, 255), (50, 50, 50)), ("CMYK", (0, 0, 0, 0), (255, 255, 255))],
+)
 def test_other_modes_become_rgb(tmp_path, mode, color, expected):
     name = "a.tif" if mode == "CMYK" else "a.png"
     out = load_image(_save(tmp_path, Image.new(mode, (3, 3), color), name))
@@ -72,9 +74,15 @@ def test_bad_files_are_clear_errors(tmp_path):
 
 @pytest.mark.parametrize(
     "size, long_side, expected",
-    [((512, 512), 512, (512, 512)), ((1024, 768), 512, (512, 384)), ((768, 1024), 512, (384, 512)),
-     ((100, 1000), 512, (64, 512)), ((640, 480), 256, (256, 192)), ((300, 200), 512, (512, 320))],
-)  # fmt: skip
+    [
+        ((512, 512), 512, (512, 512)),
+        ((1024, 768), 512, (512, 384)),
+        ((768, 1024), 512, (384, 512)),
+        ((100, 1000), 512, (64, 512)),
+        ((640, 480), 256, (256, 192)),
+        ((300, 200), 512, (512, 320)),
+    ],
+)
 def test_processing_size_keeps_aspect_in_multiples_of_64(size, long_side, expected):
     assert plan_size(*size, long_side) == expected
 
@@ -101,7 +109,6 @@ def test_pixels_round_trip_exactly_and_round_to_nearest():
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     save_image(Image.new("RGB", (4, 4)), tmp_path / "out.png")
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
-
 
     bad = Image.new("RGB", (4, 4))
     bad.save = lambda *a, **k: (_ for _ in ()).throw(OSError("disk full"))

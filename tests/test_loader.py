@@ -120,11 +120,18 @@ def test_both_adapter_strategies_give_the_same_models(tiny_spec, editor64):
     for strategy in ("low-rank", "weight-swap", "hybrid"):
         base = load_model(tiny_spec, device="cpu")
         bundle = assemble_bundle(
-            tiny_spec, tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
-            teacher=build_teacher_unet(tiny_spec), forward=read_peft_lora(tiny_spec.forward_lora, 8),
-            reverse=read_peft_lora(tiny_spec.reverse_lora, 8), schedule=NoiseSchedule.scaled_linear(),
-            device=torch.device("cpu"), dtype=torch.float32, adapter_strategy=strategy,
-        )  # fmt: skip
+            tiny_spec,
+            tokenizer=base.tokenizer,
+            text_encoder=base.text_encoder,
+            vae=base.vae,
+            teacher=build_teacher_unet(tiny_spec),
+            forward=read_peft_lora(tiny_spec.forward_lora, 8),
+            reverse=read_peft_lora(tiny_spec.reverse_lora, 8),
+            schedule=NoiseSchedule.scaled_linear(),
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            adapter_strategy=strategy,
+        )
         assert bundle.adapters.strategy == strategy
         editor = Editor(bundle)
         inversion = editor.invert(make_photo(64, 64), "a photo of a cat", seed=1)

@@ -45,7 +45,9 @@ def _write_lora(path, tensors):
 
 
 def test_read_peft_lora_scales_by_alpha_over_rank(tmp_path):
-    path = _write_lora(tmp_path / "l.safetensors", {"lin.lora_A.weight": torch.ones(4, 3), "lin.lora_B.weight": torch.ones(2, 4)})
+    path = _write_lora(
+        tmp_path / "l.safetensors", {"lin.lora_A.weight": torch.ones(4, 3), "lin.lora_B.weight": torch.ones(2, 4)}
+    )
     factors = read_peft_lora(path, 8.0)
     assert set(factors) == {"lin"}
     assert factors["lin"].scale == 2.0
@@ -81,7 +83,9 @@ def test_not_a_safetensors_file_is_refused(tmp_path):
 def test_lora_for_another_architecture_is_refused(tmp_path):
     net = torch.nn.Sequential()
     net.add_module("to_q", torch.nn.Linear(3, 2))
-    path = _write_lora(tmp_path / "l.safetensors", {"to_q.lora_A.weight": torch.ones(1, 5), "to_q.lora_B.weight": torch.ones(2, 1)})
+    path = _write_lora(
+        tmp_path / "l.safetensors", {"to_q.lora_A.weight": torch.ones(1, 5), "to_q.lora_B.weight": torch.ones(2, 1)}
+    )
     with pytest.raises(ModelError, match="another base model"):
         merge_lora(net, read_peft_lora(path, 8.0), path)
 
@@ -156,7 +160,11 @@ def test_hybrid_swaps_the_layers_where_a_correction_costs_most():
     g = torch.Generator().manual_seed(0)
 
     def factors(layer):
-        return LoraFactors(torch.randn(64, layer.in_channels, 3, 3, generator=g), torch.randn(layer.out_channels, 64, 1, 1, generator=g), 0.1)
+        return LoraFactors(
+            torch.randn(64, layer.in_channels, 3, 3, generator=g),
+            torch.randn(layer.out_channels, 64, 1, 1, generator=g),
+            0.1,
+        )
 
     fwd = {"narrow": factors(narrow), "wide": factors(wide)}
     assert swap_worthy_layers(net, fwd, fwd) == {"narrow"}

@@ -25,9 +25,16 @@ def inversion(editor):
 
 def plan_for(editor, source, targets, settings, **words):
     w = derive_all_edit_words(source, targets, settings.mode, settings.amplify, **words)
-    plan = build_control_plan(editor.tokenizer, source, targets, w, num_steps=editor.bundle.plan.num_reverse_steps,
-                              cross_replace=settings.cross_replace, self_replace=settings.self_replace,
-                              blend_threshold=settings.blend_threshold)  # fmt: skip
+    plan = build_control_plan(
+        editor.tokenizer,
+        source,
+        targets,
+        w,
+        num_steps=editor.bundle.plan.num_reverse_steps,
+        cross_replace=settings.cross_replace,
+        self_replace=settings.self_replace,
+        blend_threshold=settings.blend_threshold,
+    )
     return w, plan
 
 
@@ -43,14 +50,19 @@ def reference_edit(ref, editor, inversion, source, targets, settings, plan, batc
         for i, t in enumerate(plan.targets):
             blend_words[1 + i, list(t.blend_positions)] = 1
     ctrl = reference.OfficialStyleController(
-        mappers=[("replace", t.mapper) if t.mode == "replace" else ("refine", (t.refine_index, t.refine_weight))
-                 for t in plan.targets],
+        mappers=[
+            ("replace", t.mapper) if t.mode == "replace" else ("refine", (t.refine_index, t.refine_weight))
+            for t in plan.targets
+        ],
         equalizers=[t.equalizer for t in plan.targets],
         cross_alpha=torch.stack([t.cross_alpha for t in plan.targets], 1),
-        self_steps=plan.self_window, self_limit=(h // 2) * (w // 2),
-        blend_words=blend_words, blend_hw=(h // 4, w // 4), threshold=plan.blend_threshold,
+        self_steps=plan.self_window,
+        self_limit=(h // 2) * (w // 2),
+        blend_words=blend_words,
+        blend_hw=(h // 4, w // 4),
+        threshold=plan.blend_threshold,
         offset=(1 + n) if batch4 else 0,
-    )  # fmt: skip
+    )
     unet = ref["rev"]
     reference.install_explicit(unet, ctrl)
     emb = embed(ref, [source, *targets])
@@ -66,7 +78,9 @@ def reference_edit(ref, editor, inversion, source, targets, settings, plan, batc
             x = torch.cat([z, z]) if batch4 else z
             ws = ([0.0] * (1 + n) + rows_w) if batch4 else rows_w
             with torch.no_grad():
-                eps = unet(x, t, encoder_hidden_states=emb, timestep_cond=reference.w_embedding(ws).to(unet.dtype)).sample
+                eps = unet(
+                    x, t, encoder_hidden_states=emb, timestep_cond=reference.w_embedding(ws).to(unet.dtype)
+                ).sample
             eps = eps[1 + n :] if batch4 else eps
             a_t, s_t = acp[t].sqrt(), (1 - acp[t]).sqrt()
             x0 = (z - s_t * eps) / a_t
@@ -86,21 +100,42 @@ def reference_runs(ref, ref64, editor, inversion, source, targets, settings, pla
 
 PARTIAL_MASK = {"blend_threshold": 0.6}  # on the tiny model's maps, a mask that covers part of the image
 CASES = [
-    ("replace, derived amplify and blend", "a photo of a cat on the grass", ["a photo of a dog on the grass"], {},
-     PARTIAL_MASK),
-    ("replace, multi-token word", "a photo of a cat on the grass", ["a photo of a raccoon on the grass"], {},
-     PARTIAL_MASK),
+    (
+        "replace, derived amplify and blend",
+        "a photo of a cat on the grass",
+        ["a photo of a dog on the grass"],
+        {},
+        PARTIAL_MASK,
+    ),
+    (
+        "replace, multi-token word",
+        "a photo of a cat on the grass",
+        ["a photo of a raccoon on the grass"],
+        {},
+        PARTIAL_MASK,
+    ),
     ("refine, inserted words", "a photo of a cat on the grass", ["a red photo of a cat sitting on the snow"], {}, {}),
-    ("refine with explicit blend", "a photo of a cat on the grass", ["a photo of a tiger cat on the grass"],
-     {"blend": [("cat", "tiger")]}, PARTIAL_MASK),
-    ("two targets", "a photo of a cat on the grass", ["a photo of a dog on the grass", "a photo of a cat on the snow"],
-     {}, {"cross_replace": 0.6, "self_replace": 1.0, **PARTIAL_MASK}),
-]  # fmt: skip
+    (
+        "refine with explicit blend",
+        "a photo of a cat on the grass",
+        ["a photo of a tiger cat on the grass"],
+        {"blend": [("cat", "tiger")]},
+        PARTIAL_MASK,
+    ),
+    (
+        "two targets",
+        "a photo of a cat on the grass",
+        ["a photo of a dog on the grass", "a photo of a cat on the snow"],
+        {},
+        {"cross_replace": 0.6, "self_replace": 1.0, **PARTIAL_MASK},
+    ),
+]
 
 
 @pytest.mark.parametrize("label, source, targets, words, overrides", CASES, ids=[c[0] for c in CASES])
-def test_fused_processors_equal_the_explicit_reference(editor, editor64, ref, ref64, inversion, label, source, targets,
-                                                       words, overrides):  # fmt: skip
+def test_fused_processors_equal_the_explicit_reference(
+    editor, editor64, ref, ref64, inversion, label, source, targets, words, overrides
+):
     settings = EditSettings().with_overrides(**overrides)
     _, plan = plan_for(editor, source, targets, settings, **words)
     exact, error = reference_runs(ref, ref64, editor, inversion, source, targets, settings, plan)
@@ -125,8 +160,13 @@ def test_batch_of_two_equals_batch_of_four_without_unconditional_rows(editor, re
     eps4 = editor.denoiser(emb, lambda t: [0.0, 0.0, 0.0, w(t)], model="reverse", controller=controller)
     z = inversion.latent.expand(2, -1, -1, -1)
     with editor.bundle.adapters.use("reverse"), attention_control(editor.bundle.unet, controller):
-        batch4 = engine.decode(lambda x, t, k: eps4(torch.cat([x, x]), t, k)[2:], z, editor.bundle.plan,
-                               editor.bundle.schedule, after_step=controller.after_step)  # fmt: skip
+        batch4 = engine.decode(
+            lambda x, t, k: eps4(torch.cat([x, x]), t, k)[2:],
+            z,
+            editor.bundle.plan,
+            editor.bundle.schedule,
+            after_step=controller.after_step,
+        )
     # the explicit reference run the official way, batch of 4, in float32 and float64
     exact, error = reference_runs(ref, ref64, editor, inversion, source, targets, settings, plan, batch4=True)
     assert_near_exact(batch4, exact, error, "icdedit's batch of 4")
@@ -238,7 +278,11 @@ def test_graph_bookkeeping_reuses_controllers_without_changing_results(editor, i
 
     graphed = Editor(editor.bundle, cuda_graphs=True)
     settings = EditSettings(blend_threshold=0.6)
-    edits = [["a photo of a dog on the grass"], ["a photo of a lion on the grass"], ["a red photo of a cat on the grass"]]
+    edits = [
+        ["a photo of a dog on the grass"],
+        ["a photo of a lion on the grass"],
+        ["a red photo of a cat on the grass"],
+    ]
     for targets in edits + edits[:1]:  # the same structure twice in a row, then a refine, then back
         expected = editor.edit(inversion, targets, settings).latents
         got = graphed.edit(inversion, targets, settings).latents
@@ -254,15 +298,20 @@ def test_several_edits_in_one_batch_equal_each_edit_alone(editor, editor64, inve
     other = editor.invert(make_photo(SIZE, SIZE, seed=8), "a photo of a dog on the snow", seed=5, size=SIZE)
     jobs = [
         EditJob(inversion, ["a photo of a dog on the grass"], EditSettings(blend_threshold=0.6)),
-        EditJob(other, ["a red photo of a dog on the snow", "a photo of a bear on the snow"],
-                EditSettings(guidance=7, cross_replace=0.6), amplify=[("bear", 2.0)]),
+        EditJob(
+            other,
+            ["a red photo of a dog on the snow", "a photo of a bear on the snow"],
+            EditSettings(guidance=7, cross_replace=0.6),
+            amplify=[("bear", 2.0)],
+        ),
         EditJob(inversion, ["a photo of a cat on the snow"], EditSettings(), blend=[("grass", "snow")]),
-    ]  # fmt: skip
+    ]
     together = editor.edit_many(jobs)
     for job, result in zip(jobs, together):
         alone = editor.edit(job.inversion, job.targets, job.settings, amplify=job.amplify, blend=job.blend)
-        exact = editor64.edit(in_float64(job.inversion), job.targets, job.settings, amplify=job.amplify,
-                              blend=job.blend).latents  # fmt: skip
+        exact = editor64.edit(
+            in_float64(job.inversion), job.targets, job.settings, amplify=job.amplify, blend=job.blend
+        ).latents
         assert_near_exact(result.latents, exact, Float32Error.measure(alone.latents, exact), f"job {job.targets}")
         assert result.words == alone.words and len(result.targets) == len(job.targets)
 

@@ -16,7 +16,11 @@ def test_builtin_presets_load_and_say_what_they_are_for():
     for name in presets:
         s = load_preset(name)
         assert s.description
-    assert load_preset("faithful").cross_replace > load_preset("default").cross_replace > load_preset("strong").cross_replace
+    assert (
+        load_preset("faithful").cross_replace
+        > load_preset("default").cross_replace
+        > load_preset("strong").cross_replace
+    )
 
 
 def test_flags_override_the_preset_and_none_means_unset():
@@ -32,8 +36,16 @@ def test_unknown_keys_are_rejected_with_the_key(tmp_path):
     assert "guidence" in info.value.message and "guidance" in info.value.hint
 
 
-@pytest.mark.parametrize("text, key", [("tau: 1.5", "tau"), ("guidance: -1", "guidance"), ("amplify: many", "amplify"),
-                                       ("mode: swap", "mode"), ("cross_replace: true", "cross_replace")])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("tau: 1.5", "tau"),
+        ("guidance: -1", "guidance"),
+        ("amplify: many", "amplify"),
+        ("mode: swap", "mode"),
+        ("cross_replace: true", "cross_replace"),
+    ],
+)
 def test_out_of_range_values_name_key_value_and_range(tmp_path, text, key):
     path = tmp_path / "p.yaml"
     path.write_text(text + "\n")

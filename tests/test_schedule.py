@@ -19,7 +19,9 @@ def test_schedule_matches_the_formula_in_float64():
 
 
 def test_schedule_from_scheduler_config_rejects_other_schedules():
-    assert torch.equal(NoiseSchedule.from_scheduler_config({}).alphas_cumprod, NoiseSchedule.scaled_linear().alphas_cumprod)
+    assert torch.equal(
+        NoiseSchedule.from_scheduler_config({}).alphas_cumprod, NoiseSchedule.scaled_linear().alphas_cumprod
+    )
     with pytest.raises(ValueError, match="scaled_linear"):
         NoiseSchedule.from_scheduler_config({"beta_schedule": "linear"})
 
@@ -75,13 +77,21 @@ def test_constant_guidance_with_tau_one():
 @pytest.mark.parametrize(
     "forward, reverse, fwd_pairs, rev_pairs",
     [
-        ([19, 259, 519, 779], [259, 519, 779, 999],
-         [(19, 259), (259, 519), (519, 779), (779, 999)], [(999, 779), (779, 519), (519, 259), (259, 0)]),
-        ([19, 249, 499, 699], [249, 499, 699, 999],
-         [(19, 249), (249, 499), (499, 699), (699, 999)], [(999, 699), (699, 499), (499, 249), (249, 0)]),
+        (
+            [19, 259, 519, 779],
+            [259, 519, 779, 999],
+            [(19, 259), (259, 519), (519, 779), (779, 999)],
+            [(999, 779), (779, 519), (519, 259), (259, 0)],
+        ),
+        (
+            [19, 249, 499, 699],
+            [249, 499, 699, 999],
+            [(19, 249), (249, 499), (499, 699), (699, 999)],
+            [(999, 699), (699, 499), (499, 249), (249, 0)],
+        ),
         ([19, 339, 699], [339, 699, 999], [(19, 339), (339, 699), (699, 999)], [(999, 699), (699, 339), (339, 0)]),
     ],
-)  # fmt: skip
+)
 def test_released_timestep_plans(forward, reverse, fwd_pairs, rev_pairs):
     before = (list(forward), list(reverse))
     plan = plan_steps(forward, reverse)

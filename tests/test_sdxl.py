@@ -73,8 +73,10 @@ def xl_ref(xl_spec):
         "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config),
         "vae": AutoencoderKL.from_pretrained(base, subfolder="vae").eval(),
         "toks": [CLIPTokenizer.from_pretrained(base, subfolder=s) for s in ("tokenizer", "tokenizer_2")],
-        "encs": [CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
-                 CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2").eval()],  # fmt: skip
+        "encs": [
+            CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
+            CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2").eval(),
+        ],
     }
 
 
@@ -83,8 +85,9 @@ def ref_embed(ref, prompts):
     """The official encode_prompt: penultimate states of both encoders, pooled from the second."""
     states = []
     for tok, enc in zip(ref["toks"], ref["encs"]):
-        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids  # fmt: skip
+        ids = tok(
+            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         out = enc(ids, output_hidden_states=True)
         states.append(out.hidden_states[-2])
         pooled = out[0]
@@ -96,8 +99,13 @@ def ref_jump(unet, x, t, s, tokens, pooled, w, size):
     acp, dtype = reference.alphas_cumprod(), unet.dtype
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(x.shape[0], 1)
     x = x.to(dtype)
-    eps = unet(x, t, encoder_hidden_states=tokens.to(dtype), timestep_cond=reference.w_embedding(w).to(dtype),
-               added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids.to(dtype)}).sample  # fmt: skip
+    eps = unet(
+        x,
+        t,
+        encoder_hidden_states=tokens.to(dtype),
+        timestep_cond=reference.w_embedding(w).to(dtype),
+        added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids.to(dtype)},
+    ).sample
     x0 = (x - (1 - acp[t]).sqrt() * eps) / acp[t].sqrt()
     return x0 if s == 0 else acp[s].sqrt() * x0 + (1 - acp[s]).sqrt() * eps
 
@@ -140,8 +148,9 @@ def test_prompt_embeddings_are_the_official_ones(xl_editor, xl_editor64, xl_ref,
     got = xl_editor.prompt_embeddings([SOURCE, TARGET])
     assert got.tokens.shape == (2, 77, 64) and got.pooled.shape == (2, 32)
     got64 = xl_editor64.prompt_embeddings([SOURCE, TARGET])
-    for part, float32, exact in zip(("tokens", "pooled"), ref_embed(xl_ref, [SOURCE, TARGET]),
-                                    ref_embed(xl_ref64, [SOURCE, TARGET])):  # fmt: skip
+    for part, float32, exact in zip(
+        ("tokens", "pooled"), ref_embed(xl_ref, [SOURCE, TARGET]), ref_embed(xl_ref64, [SOURCE, TARGET])
+    ):
         error = Float32Error.measure(float32, exact)
         assert_same_mathematics(getattr(got64, part), exact, error, part)
         assert_near_exact(getattr(got, part), exact, error, part)
@@ -183,7 +192,8 @@ def test_source_row_is_a_reconstruction_and_targets_are_independent(xl_spec, xl_
     assert_near_exact(rows[:2], exact, Float32Error.measure(alone, exact), "source and first target")
     with torch.no_grad():
         reconstruction = xl_editor.reconstruct(
-            xl_editor.invert_many([make_photo(64, 64)], [SOURCE], [0])[0], guidance=0.0)[1]  # fmt: skip
+            xl_editor.invert_many([make_photo(64, 64)], [SOURCE], [0])[0], guidance=0.0
+        )[1]
     assert reconstruction.shape == (1, 4, 8, 8)
     same, _ = xl_editor.edit_latents(z_T, SOURCE, [SOURCE])
     assert not torch.allclose(same[0], same[1], atol=1e-3)  # the target row has guidance, the source w = 0
@@ -199,27 +209,70 @@ def test_cli_edit_batch_and_models_with_sdxl(tmp_path, monkeypatch, xl_spec):
     monkeypatch.chdir(tmp_path)
     make_photo(96, 64).save("photo.png")
     model = str(xl_spec.path)
-    result = run("edit", "photo.png", "--src", SOURCE, "--tgt", TARGET, "-m", model, "--device", "cpu", "--json",
-                 "--side-by-side")  # fmt: skip
+    result = run(
+        "edit",
+        "photo.png",
+        "--src",
+        SOURCE,
+        "--tgt",
+        TARGET,
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "--json",
+        "--side-by-side",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["settings"]["guidance"] == 7.0 and report["settings"]["tau"] == 0.7 and report["words"] == []
     assert Image.open(report["outputs"][0]).size == (96, 64)
     assert Image.open(report["side_by_side"]).size[1] == 64 and Image.open(report["side_by_side"]).size[0] > 2 * 96
     assert "derived" not in result.stderr  # no P2P words are derived for SDXL
-    saved = run("edit", "photo.png", "--src", SOURCE, "--tgt", TARGET, "-m", model, "--device", "cpu",
-                "--save-latent", "z.safetensors", "-o", "saved.png")  # fmt: skip
+    saved = run(
+        "edit",
+        "photo.png",
+        "--src",
+        SOURCE,
+        "--tgt",
+        TARGET,
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "--save-latent",
+        "z.safetensors",
+        "-o",
+        "saved.png",
+    )
     assert saved.exit_code == 0, saved.output
     from safetensors import safe_open
 
     with safe_open("z.safetensors", "pt") as f:
         assert f.get_tensor("latent").shape[0] == 1 and f.metadata()["rows"] == "targets"
 
-    refused = run("edit", "photo.png", "--src", SOURCE, "--tgt", TARGET, "-m", model, "--device", "cpu",
-                  "--blend", "cat", "dog", "--cross-replace", "0.5")  # fmt: skip
+    refused = run(
+        "edit",
+        "photo.png",
+        "--src",
+        SOURCE,
+        "--tgt",
+        TARGET,
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "--blend",
+        "cat",
+        "dog",
+        "--cross-replace",
+        "0.5",
+    )
     assert_clean_error(refused, "--cross-replace, --blend", "SDXL")
 
-    (tmp_path / "m.csv").write_text(f"file_name,old_caption,edited_caption,blended_words\nphoto.png,{SOURCE},{TARGET},cat dog\n")
+    (tmp_path / "m.csv").write_text(
+        f"file_name,old_caption,edited_caption,blended_words\nphoto.png,{SOURCE},{TARGET},cat dog\n"
+    )
     batch = run("batch", "m.csv", "-m", model, "--device", "cpu", "--out", "out", "--json")
     assert batch.exit_code == 0, batch.output
     assert len(json.loads(batch.stdout)["done"]) == 1 and "blend/amplify columns are not used" in batch.stderr
@@ -241,10 +294,15 @@ def test_benchmark_baseline_computes_the_same_edit(xl_spec, xl_editor, xl_editor
     teacher = UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 512})
     teacher.load_state_dict(torch.load(xl_spec.teacher, weights_only=True))
     baseline = BaselineXLEditor(
-        teacher=teacher, vae=xl_ref["vae"], text_encoders=xl_ref["encs"], tokenizers=xl_ref["toks"],
-        forward_lora=load_file(str(xl_spec.forward_lora)), reverse_lora=load_file(str(xl_spec.reverse_lora)),
-        device=torch.device("cpu"), dtype=torch.float32,
-    )  # fmt: skip
+        teacher=teacher,
+        vae=xl_ref["vae"],
+        text_encoders=xl_ref["encs"],
+        tokenizers=xl_ref["toks"],
+        forward_lora=load_file(str(xl_spec.forward_lora)),
+        reverse_lora=load_file(str(xl_spec.reverse_lora)),
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
     z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
     z_T = baseline.invert(z0, SOURCE, 1, list(xl_spec.forward_timesteps))
     exact_T = xl_editor64.invert_latent(z0.double(), SOURCE, 1)

@@ -23,8 +23,23 @@ def test_invert_gives_the_spec_latent(tmp_path, tiny_model, ref, ref64, editor64
     image = make_photo(64, 64, seed=3)
     image.save(tmp_path / "in.png")
     out = tmp_path / "z.safetensors"
-    result = runner.invoke(app, ["invert", str(tmp_path / "in.png"), "--prompt", "a photo of a cat",
-                                 "--model", str(tiny_model), "--seed", "7", "--device", "cpu", "-o", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "invert",
+            str(tmp_path / "in.png"),
+            "--prompt",
+            "a photo of a cat",
+            "--model",
+            str(tiny_model),
+            "--seed",
+            "7",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     with safe_open(str(out), "pt") as f:
         latent, meta = f.get_tensor("latent"), f.metadata()
@@ -42,13 +57,35 @@ def test_reconstruct_gives_the_spec_image(tmp_path, tiny_model, ref, guidance, t
     image = make_photo(64, 64, seed=4)
     image.save(tmp_path / "in.png")
     out = tmp_path / "rec.png"
-    result = runner.invoke(app, ["reconstruct", str(tmp_path / "in.png"), "--prompt", "a dog on the grass",
-                                 "--model", str(tiny_model), "--guidance", str(guidance), "--tau", str(tau),
-                                 "--device", "cpu", "-o", str(out), "--json"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(tmp_path / "in.png"),
+            "--prompt",
+            "a dog on the grass",
+            "--model",
+            str(tiny_model),
+            "--guidance",
+            str(guidance),
+            "--tau",
+            str(tau),
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     z_T = ref_invert(ref, image, "a dog on the grass", 0)
-    z = reference.decode(ref["rev"], z_T, embed(ref, ["a dog on the grass"]),
-                         lambda t: [reference.w_of_t(t, guidance, tau)], [259, 519, 779, 999])  # fmt: skip
+    z = reference.decode(
+        ref["rev"],
+        z_T,
+        embed(ref, ["a dog on the grass"]),
+        lambda t: [reference.w_of_t(t, guidance, tau)],
+        [259, 519, 779, 999],
+    )
     with torch.no_grad():
         x = ref["vae"].decode(z / 0.18215).sample
     expected = ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()

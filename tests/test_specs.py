@@ -33,9 +33,13 @@ def _write(path: Path, data: dict) -> Path:
 
 
 GOOD = {
-    "base": "base", "teacher": "weights/t.pt", "forward_lora": "f.safetensors", "reverse_lora": "r.safetensors",
-    "forward_timesteps": [19, 259], "reverse_timesteps": [259, 999],
-}  # fmt: skip
+    "base": "base",
+    "teacher": "weights/t.pt",
+    "forward_lora": "f.safetensors",
+    "reverse_lora": "r.safetensors",
+    "forward_timesteps": [19, 259],
+    "reverse_timesteps": [259, 999],
+}
 
 
 def test_relative_paths_resolve_against_the_yaml_folder(tmp_path):

@@ -42,8 +42,14 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Ten
 class AttentionController:
     """Applies a `ControlPlan` to the attention layers of one UNet, for one decode."""
 
-    def __init__(self, plan: ControlPlan, latent_size: tuple[int, int], device: torch.device, dtype: torch.dtype,
-                 attention: AttentionFn = sdpa):  # fmt: skip
+    def __init__(
+        self,
+        plan: ControlPlan,
+        latent_size: tuple[int, int],
+        device: torch.device,
+        dtype: torch.dtype,
+        attention: AttentionFn = sdpa,
+    ):
         self.plan = plan
         self.step = 0
         self.dtype = dtype
@@ -77,9 +83,16 @@ class AttentionController:
         """What decides which kernels run in each step: equal structures can share CUDA graphs."""
         plan = self.plan
         return (
-            self.blend_size, self.dtype, self.fused, plan.num_steps, plan.token_count, tuple(t.mode for t in plan.targets),
-            plan.blends, plan.self_window, tuple(plan.cross_active(k) for k in range(plan.num_steps)),
-        )  # fmt: skip
+            self.blend_size,
+            self.dtype,
+            self.fused,
+            plan.num_steps,
+            plan.token_count,
+            tuple(t.mode for t in plan.targets),
+            plan.blends,
+            plan.self_window,
+            tuple(plan.cross_active(k) for k in range(plan.num_steps)),
+        )
 
     @torch.no_grad()
     def load(self, plan: ControlPlan) -> None:
@@ -231,7 +244,9 @@ class ControlledAttnProcessor:
         self.controller = controller
         self.layer = layer
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         if attention_mask is not None:
             raise ValueError("attention masks are not supported under Prompt-to-Prompt control")
         residual = hidden_states
@@ -275,7 +290,9 @@ def layer_info(processor_name: str, is_cross: bool) -> LayerInfo:
     return LayerInfo(processor_name.removesuffix(".processor"), place, is_cross)
 
 
-def install_processors(unet: torch.nn.Module, controller: AttentionController | GroupedController | FixedAttention) -> None:
+def install_processors(
+    unet: torch.nn.Module, controller: AttentionController | GroupedController | FixedAttention
+) -> None:
     """One `ControlledAttnProcessor` per attention layer of `unet`, all asking `controller`."""
     modules = dict(unet.named_modules())
     processors = {}

@@ -108,15 +108,21 @@ def derive_edit_words(
         blend = pairs
     for word, _ in amplify:
         if word not in tgt_words:
-            raise InputError(f"--amplify word {word!r} is not in the target prompt {target!r}",
-                             f"the prompt's words are: {', '.join(map(repr, tgt_words))}")  # fmt: skip
+            raise InputError(
+                f"--amplify word {word!r} is not in the target prompt {target!r}",
+                f"the prompt's words are: {', '.join(map(repr, tgt_words))}",
+            )
     for src_word, tgt_word in blend:
         if src_word not in src_words:
-            raise InputError(f"--blend word {src_word!r} is not in the source prompt {source!r}",
-                             f"the prompt's words are: {', '.join(map(repr, src_words))}")  # fmt: skip
+            raise InputError(
+                f"--blend word {src_word!r} is not in the source prompt {source!r}",
+                f"the prompt's words are: {', '.join(map(repr, src_words))}",
+            )
         if tgt_word not in tgt_words:
-            raise InputError(f"--blend word {tgt_word!r} is not in the target prompt {target!r}",
-                             f"the prompt's words are: {', '.join(map(repr, tgt_words))}")  # fmt: skip
+            raise InputError(
+                f"--blend word {tgt_word!r} is not in the target prompt {target!r}",
+                f"the prompt's words are: {', '.join(map(repr, tgt_words))}",
+            )
     return EditWords(
         mode=mode,
         amplify=tuple((w, float(v)) for w, v in amplify),
@@ -141,12 +147,16 @@ def derive_all_edit_words(
         return [derive_edit_words(source, targets[0], mode, amplify_factor, amplify, blend, no_blend)]
     for word, _ in amplify or ():
         if not any(word in words_of(t) for t in targets):
-            raise InputError(f"--amplify word {word!r} is in none of the target prompts",
-                             f"the targets' words are: {', '.join(sorted({w for t in targets for w in words_of(t)}))}")  # fmt: skip
+            raise InputError(
+                f"--amplify word {word!r} is in none of the target prompts",
+                f"the targets' words are: {', '.join(sorted({w for t in targets for w in words_of(t)}))}",
+            )
     for _, word in blend or ():
         if not any(word in words_of(t) for t in targets):
-            raise InputError(f"--blend word {word!r} is in none of the target prompts",
-                             f"the targets' words are: {', '.join(sorted({w for t in targets for w in words_of(t)}))}")  # fmt: skip
+            raise InputError(
+                f"--blend word {word!r} is in none of the target prompts",
+                f"the targets' words are: {', '.join(sorted({w for t in targets for w in words_of(t)}))}",
+            )
     result = []
     for target in targets:
         tgt_words = words_of(target)
@@ -221,8 +231,15 @@ def build_control_plan(
             mapper, (index, weight) = None, refinement_mapper(tokenizer, source, target)
         blend_positions = tuple(p for word in w.blend_target for p in word_token_positions(tokenizer, target, word))
         controls.append(
-            TargetControl(w.mode, mapper, index, weight, equalizer, cross_window(cross_replace, num_steps, length),
-                          blend_positions)  # fmt: skip
+            TargetControl(
+                w.mode,
+                mapper,
+                index,
+                weight,
+                equalizer,
+                cross_window(cross_replace, num_steps, length),
+                blend_positions,
+            )
         )
     source_words = dict.fromkeys(s for w in words for s in w.blend_source)
     source_positions = tuple(p for word in source_words for p in word_token_positions(tokenizer, source, word))
