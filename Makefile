@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-kernels bench lint clean
+.PHONY: install test test-kernels test-sdist bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test-kernels:
 BENCH_ARGS ?= --device cpu --size 256 --runs 2 --warmup 1
 bench:
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# The source distribution's own tests, from its unpacked folder: tests/ must stand alone
+# (benchmarks/ is not shipped; its tests run from the repository with `make test`).
+test-sdist:
+	rm -rf build/sdist
+	$(BIN)/python -m build --sdist --outdir build/sdist .
+	tar -xzf build/sdist/icdedit-*.tar.gz -C build/sdist
+	cd build/sdist/icdedit-*/ && $(abspath $(BIN))/python -m pytest -q -p no:cacheprovider
 
 # ruff, configured in pyproject.toml: the linter's rules and the formatter's layout (CI checks both)
 LINT_PATHS := icdedit tests benchmarks

@@ -1,5 +1,5 @@
 """End to end against the independent reference (tests/reference.py): the CLI's inverted
-latent and reconstruction are what ICD_SPEC defines, to float32 precision on CPU."""
+latent and reconstruction are what docs/numerics.md defines, to float32 precision on CPU."""
 
 import json
 

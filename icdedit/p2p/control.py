@@ -75,8 +75,6 @@ class AttentionController:
         # of the UNet accumulate into the same buffer on every replay
         rows, blend_queries = 1 + self.num_targets, self.blend_size[0] * self.blend_size[1]
         self._blend_sum = torch.zeros(rows, blend_queries, device=device, dtype=blend_dtype)
-        self._pairs_this_step = 0  # (layer, head) pairs seen in this step, when Python runs
-        self._pairs_per_step = 0  # kept for graph replays, where it does not
         self.load(plan)
 
     def structure(self) -> tuple:
@@ -117,27 +115,25 @@ class AttentionController:
         self._blend_sum.zero_()
         self.step = 0
 
-    def snapshot(self) -> tuple[torch.Tensor, int]:
+    def snapshot(self) -> torch.Tensor:
         """The step's local-blend state, before runs that must not count (CUDA graph warm-ups)."""
-        return self._blend_sum.clone(), self._pairs_this_step
+        return self._blend_sum.clone()
 
-    def restore(self, snapshot: tuple[torch.Tensor, int], runs: int) -> None:
-        """Undo `runs` evaluations of this step, keeping the (layer, head) count of one."""
-        blend_sum, pairs = snapshot
-        self._blend_sum.copy_(blend_sum)
-        self._pairs_this_step = pairs + (self._pairs_this_step - pairs) // runs
+    def restore(self, snapshot: torch.Tensor) -> None:
+        """Undo the evaluations since `snapshot`."""
+        self._blend_sum.copy_(snapshot)
 
     # -- driven by the decode loop ------------------------------------------------------
     def begin_step(self, step: int) -> None:
         self.step = step
-        self._pairs_this_step = 0
 
     def after_step(self, step: int, z: torch.Tensor) -> torch.Tensor:
-        """Local blend: keep row 0 outside the mask of the edited words (ICD_SPEC section 6)."""
+        """Local blend: keep row 0 outside the mask of the edited words (docs/numerics.md section 6)."""
         if not self.plan.blends:
             return z
-        self._pairs_per_step = self._pairs_this_step or self._pairs_per_step
-        maps = (self._blend_sum / self._pairs_per_step).view(-1, 1, *self.blend_size)
+        # A sum, where the official code takes the mean over layers and heads: the count is the
+        # same for every row, and each row's map is divided by its own maximum below.
+        maps = self._blend_sum.view(-1, 1, *self.blend_size)
         maps = F.max_pool2d(maps, kernel_size=3, stride=1, padding=1)
         maps = F.interpolate(maps, size=tuple(z.shape[2:]), mode="nearest")
         peak = maps.amax(dim=(2, 3), keepdim=True)
@@ -203,7 +199,6 @@ class AttentionController:
         # sum over the chosen words' columns and over heads; the sum over steps is what
         # local blend reads (maps accumulated over the steps so far, after this step's control)
         self._blend_sum.add_(torch.einsum("rhqc,rc->rq", probs.to(self._blend_sum.dtype), self._blend_words))
-        self._pairs_this_step += probs.shape[1]
 
 
 class GroupedController:
