@@ -172,7 +172,7 @@ class Editor:
     @_runs_networks
     @torch.no_grad()
     def encode_image(self, image: Image.Image) -> torch.Tensor:
-        """RGB image -> z0 = VAE posterior mean * scaling factor, float32 (ICD_SPEC section 4)."""
+        """RGB image -> z0 = VAE posterior mean * scaling factor, float32 (docs/numerics.md section 4)."""
         vae = self._vae_for(image.height, image.width)
         pixels = to_model_input(image, self.latent_dtype).to(self.device, vae.dtype)
         return vae.encode(pixels).latent_dist.mean.to(self.latent_dtype) * self.bundle.vae_scaling_factor
@@ -245,7 +245,7 @@ class Editor:
         self, z0: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int], on_step: OnStep | None = None
     ) -> torch.Tensor:
         """z0 (B, 4, h, w) -> z_T with the forward model, each row's source prompt and w = 0
-        (ICD_SPEC section 4). Each row's start noise is drawn on the CPU from its own seeded
+        (docs/numerics.md section 4). Each row's start noise is drawn on the CPU from its own seeded
         generator, so a seed gives the same inversion on every device and in any batch."""
         noise = torch.cat(
             [
@@ -416,7 +416,7 @@ class Editor:
 
     def _decode_controlled(self, jobs: list[EditJob], on_step: OnStep | None) -> list[torch.Tensor]:
         """Decode source and targets of every job as one batch with Prompt-to-Prompt control
-        (ICD_SPEC 5-6). In each job, the source row has w = 0 at every step (as released) and
+        (docs/numerics.md sections 5-6). In each job, the source row has w = 0 at every step (as released) and
         the targets the dynamic guidance w(t). A guidance-distilled UNet needs no unconditional
         rows, so an edit is 1 + n rows, not the official 2 (1 + n)."""
         latent_size = tuple(jobs[0].inversion.latent.shape[2:])

@@ -1,4 +1,4 @@
-"""The consistency engine: pure functions over a denoiser callable (ICD_SPEC sections 3-5).
+"""The consistency engine: pure functions over a denoiser callable (docs/numerics.md sections 3-5).
 
 A denoiser is `eps(x, t, step) -> noise prediction`; `step` is the index of the step within
 its loop, which is how the loop tells attention control where it is. The UNet, prompts,
@@ -21,7 +21,7 @@ AfterStep = Callable[[int, torch.Tensor], torch.Tensor]
 def consistency_jump(
     x: torch.Tensor, eps: torch.Tensor, t: int, boundary: int, schedule: NoiseSchedule
 ) -> torch.Tensor:
-    """Jump from timestep t to `boundary` along the predicted trajectory (ICD_SPEC section 3).
+    """Jump from timestep t to `boundary` along the predicted trajectory (docs/numerics.md section 3).
 
     x0 = (x - sigma_t eps) / alpha_t, then re-noise to the boundary with the same eps; the
     boundary 0 is exact (alpha_0 := 1, sigma_0 := 0), as the released models were trained.
@@ -34,14 +34,14 @@ def consistency_jump(
 
 
 def noise_to_start(z0: torch.Tensor, noise: torch.Tensor, start_timestep: int, schedule: NoiseSchedule) -> torch.Tensor:
-    """z = sqrt(abar_start) z0 + sqrt(1 - abar_start) noise (ICD_SPEC section 4, step 2)."""
+    """z = sqrt(abar_start) z0 + sqrt(1 - abar_start) noise (docs/numerics.md section 4, step 2)."""
     return schedule.alpha(start_timestep).item() * z0 + schedule.sigma(start_timestep).item() * noise
 
 
 def invert(
     denoiser: Denoiser, z0: torch.Tensor, noise: torch.Tensor, plan: StepPlan, schedule: NoiseSchedule
 ) -> torch.Tensor:
-    """Image latent -> noise latent with the forward consistency model (ICD_SPEC section 4)."""
+    """Image latent -> noise latent with the forward consistency model (docs/numerics.md section 4)."""
     z = noise_to_start(z0, noise, plan.start_timestep, schedule)
     for step, (t, boundary) in enumerate(plan.forward):
         z = consistency_jump(z, denoiser(z, t, step), t, boundary, schedule)
@@ -55,7 +55,7 @@ def decode(
     schedule: NoiseSchedule,
     after_step: AfterStep | None = None,
 ) -> torch.Tensor:
-    """Noise latent -> image latent with the reverse consistency model (ICD_SPEC section 5).
+    """Noise latent -> image latent with the reverse consistency model (docs/numerics.md section 5).
 
     `after_step(step, z)` runs after every jump, the last one included; local blend uses it.
     """

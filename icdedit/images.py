@@ -95,7 +95,7 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def to_model_input(image: Image.Image, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """RGB uint8 -> (1, 3, H, W) in [-1, 1]: x = img / 127.5 - 1 (ICD_SPEC section 4), computed
+    """RGB uint8 -> (1, 3, H, W) in [-1, 1]: x = img / 127.5 - 1 (docs/numerics.md section 4), computed
     in float32 as released (in float64 for a float64 model)."""
     array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
     return (array.to(dtype) / 127.5 - 1.0).permute(2, 0, 1).unsqueeze(0)

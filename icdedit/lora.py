@@ -1,7 +1,7 @@
 """LoRA files in the official PEFT layout, and the cheap forward/reverse switch.
 
 The released forward and reverse models are the same teacher UNet plus two LoRAs
-(ICD_SPEC section 1). We hold one UNet: the reverse LoRA is merged into its weights (the
+(docs/numerics.md section 1). We hold one UNet: the reverse LoRA is merged into its weights (the
 decode is the hot path: every edit runs it on two or more rows), and the forward model is
 the same UNet plus a low-rank correction  s_f B_f A_f - s_r B_r A_r  added by forward hooks
 on the targeted layers while the forward model is active. Switching is a flag: nothing is
@@ -41,7 +41,7 @@ LORA_TARGETS = (
 
 
 def is_lora_target(name: str, module: torch.nn.Module) -> bool:
-    """Whether the official training targeted this layer (ICD_SPEC section 1)."""
+    """Whether the official training targeted this layer (docs/numerics.md section 1)."""
     if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
         return False
     return any(name == t or name.endswith("." + t) for t in LORA_TARGETS)

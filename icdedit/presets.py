@@ -50,7 +50,7 @@ def check_number(name: str, value, source: str = "command line") -> float:
 
 @dataclass(frozen=True)
 class EditSettings:
-    """How an edit is decoded. Defaults: the official SD1.5 launch script (ICD_SPEC section 5)."""
+    """How an edit is decoded. Defaults: the official SD1.5 launch script (docs/numerics.md section 5)."""
 
     guidance: float = 19.0
     tau: float = 0.8

@@ -1,4 +1,4 @@
-"""Noise schedule, guidance embedding, dynamic guidance and step plans (ICD_SPEC sections 2, 4, 5).
+"""Noise schedule, guidance embedding, dynamic guidance and step plans (docs/numerics.md sections 2, 4, 5).
 
 Everything here is plain data or a pure function: the engine and the editor build these once
 and pass them around explicitly.
@@ -70,7 +70,7 @@ def guidance_embedding(w: torch.Tensor, dim: int = 512) -> torch.Tensor:
 
 
 def dynamic_guidance(scale: float, tau1: float, tau2: float | None = None) -> Callable[[int], float]:
-    """The paper's dynamic CFG as a pure t -> w function (ICD_SPEC section 5).
+    """The paper's dynamic CFG as a pure t -> w function (docs/numerics.md section 5).
 
     w(t) = scale for t/1000 <= tau1, 0 for t/1000 >= tau2, linear in between. Every released
     setting uses tau1 = tau2 = tau, so guidance is simply off for the noisiest steps.
@@ -113,7 +113,7 @@ def plan_steps(
     start_timestep: int | None = None,
     final_timestep: int = NUM_TRAIN_TIMESTEPS - 1,
 ) -> StepPlan:
-    """Pair each timestep with its boundary as the released models were trained (ICD_SPEC 4-5).
+    """Pair each timestep with its boundary as the released models were trained (docs/numerics.md sections 4-5).
 
     forward: zip(F, F[1:] + [999]); reverse: R descending, each to the next lower, the last to 0.
     """

@@ -1,6 +1,6 @@
 """Model descriptions: a registry of small frozen dataclasses read from `presets/models/*.yaml`.
 
-A model is four parts (ICD_SPEC section 1): the base pipeline folder or hub id, the
+A model is four parts (docs/numerics.md section 1): the base pipeline folder or hub id, the
 guidance-distilled teacher UNet, and the forward and reverse LoRAs. In a model YAML, relative
 paths resolve against the YAML's folder and `$ICDEDIT_HOME` expands to the weights folder,
 so the built-in entries look for their weights there.

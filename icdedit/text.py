@@ -1,4 +1,4 @@
-"""Prompts: CLIP tokenization, embeddings, and the words of a prompt (ICD_SPEC sections 2 and 6)."""
+"""Prompts: CLIP tokenization, embeddings, and the words of a prompt (docs/numerics.md sections 2 and 6)."""
 
 from __future__ import annotations
 

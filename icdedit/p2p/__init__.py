@@ -1,1 +1,1 @@
-"""Prompt-to-Prompt attention control for iCD editing (ICD_SPEC section 6)."""
+"""Prompt-to-Prompt attention control for iCD editing (docs/numerics.md section 6)."""

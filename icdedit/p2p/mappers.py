@@ -1,4 +1,4 @@
-"""Token mappers: which source tokens' attention each target token takes (ICD_SPEC section 6)."""
+"""Token mappers: which source tokens' attention each target token takes (docs/numerics.md section 6)."""
 
 from __future__ import annotations
 
