@@ -33,8 +33,10 @@ import yaml
 from .errors import IcdEditError, OutputError, UsageError
 from .files import slug, write_atomically
 from .images import image_format, load_image, plan_size, save_image, side_by_side
-from .p2p.plan import derive_edit_words, parse_amplify_item
+from .p2p.plan import parse_amplify_item
+from .preparation import PreparedEdit, prepare_edit, resolve_settings
 from .presets import RANGES, EditSettings, check_seed, load_preset
+from .specs import ModelSpec, resolve_model
 from .text import check_prompt
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".yaml", ".yml")
@@ -71,6 +73,7 @@ class BatchItem:
     amplify: list[tuple[str, float]] | None = None
     no_blend: bool = False  # edited without local blend (--bad-blend ignore)
     problem: str | None = None  # why this row cannot be edited: recorded as failed, never run
+    prepared: PreparedEdit | None = None  # the edit, ready to run (when there is no problem)
     warning: str | None = None  # recorded with the item's outcome
 
     @property
@@ -259,9 +262,8 @@ class BatchDefaults:
     seed: int = 0
     blend: list[tuple[str, str]] | None = None
     amplify: list[tuple[str, float]] | None = None
-    model_preset: str = "default"  # the model's own default preset, when neither row nor flag names one
     bad_blend: str = "fail"  # a blend that cannot be used: "fail" the row, or "ignore" it (no local blend)
-    attention_control: bool = True  # whether the model's family edits with Prompt-to-Prompt (amplify, blend)
+    model: ModelSpec | None = None  # the model edits are prepared for (None: the default model)
 
 
 def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: BatchDefaults) -> list[BatchItem]:
@@ -270,6 +272,7 @@ def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: Bat
     problems = column_problems(rows, defaults)
     if problems:
         raise ManifestError(problems)
+    defaults = replace(defaults, model=defaults.model or resolve_model(None))
     presets: dict[str, EditSettings] = {}
     items = [
         _build_item(number, normalise_row(row), image_root, out_dir, defaults, presets)
@@ -300,7 +303,7 @@ def _build_item(
         image_path,
         str(src or ""),
         str(tgt or ""),
-        _preset(defaults.model_preset, presets),
+        _preset(defaults.model.default_preset, presets),
         defaults.seed,
         output_path,
     )
@@ -314,18 +317,21 @@ def _build_item(
             raise ValueError("src and tgt prompts are needed (columns or --src/--tgt)")
         check_prompt(item.src, "src")
         check_prompt(item.tgt, "tgt")
-        preset_name = row.get("preset") if not is_blank(row.get("preset")) else defaults.preset or defaults.model_preset
-        overrides = dict(defaults.overrides)
+        preset_name = (
+            row.get("preset") if not is_blank(row.get("preset")) else defaults.preset or defaults.model.default_preset
+        )
+        cells = {}
         for key in (*RANGES, "mode"):
             if is_blank(row.get(key)) or (key == "amplify" and _is_word_list(row[key])):
                 continue  # an amplify cell is a factor (4) or words with their factors (bear=4)
-            overrides[key] = str(row[key]).strip() if key == "mode" else _number(key, row[key])
-        settings = _preset(str(preset_name), presets).with_overrides(**overrides)
+            cells[key] = str(row[key]).strip() if key == "mode" else _number(key, row[key])
+        # a row's own values override the command line's (preparation.resolve_settings)
+        settings = resolve_settings(defaults.model, _preset(str(preset_name), presets), defaults.overrides, cells)
         seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else defaults.seed
         image_format(output_path)
         item = replace(item, settings=settings, seed=seed)
-        if not defaults.attention_control:  # amplify and blend steer Prompt-to-Prompt, which this family lacks
-            return item
+        if not defaults.model.traits.attention_control:  # amplify and blend steer Prompt-to-Prompt only
+            return _prepare(item, defaults)
         cell = row.get("amplify")
         amplify = _parse_amplify(cell) if not is_blank(cell) and _is_word_list(cell) else defaults.amplify
         item = replace(item, amplify=amplify)
@@ -334,26 +340,32 @@ def _build_item(
     try:
         item = replace(item, blend=parse_blend(row.get("blend")) if "blend" in row else defaults.blend)
     except ValueError as exc:
-        return _unusable_blend(item, str(exc), defaults.bad_blend)
-    return _check_words(item, defaults.bad_blend)
+        item = _unusable_blend(item, str(exc), defaults.bad_blend)
+        return item if item.problem else _prepare(item, defaults)
+    return _prepare(item, defaults)
 
 
-def _check_words(item: BatchItem, bad_blend: str) -> BatchItem:
-    """The edit words derived as the edit will derive them: a word missing from its prompt is
-    found here, before any model is loaded."""
-    s = item.settings
+def _prepare(item: BatchItem, defaults: BatchDefaults) -> BatchItem:
+    """The item's edit prepared as `edit` prepares one (a word missing from its prompt is found
+    here, before any model is loaded); a blend that is the only problem goes by --bad-blend."""
     try:
-        derive_edit_words(item.src, item.tgt, s.mode, s.amplify, item.amplify, item.blend, item.no_blend)
+        return replace(item, prepared=_prepared(item, defaults.model))
     except IcdEditError as exc:
         if item.blend:
             try:  # is the blend the only problem?
-                derive_edit_words(item.src, item.tgt, s.mode, s.amplify, item.amplify, None, True)
+                _prepared(replace(item, blend=None, no_blend=True), defaults.model)
             except IcdEditError:
                 pass
             else:
-                return _unusable_blend(item, exc.message, bad_blend)
+                item = _unusable_blend(item, exc.message, defaults.bad_blend)
+                return item if item.problem else _prepare(item, defaults)
         return replace(item, problem=str(exc))
-    return item
+
+
+def _prepared(item: BatchItem, spec: ModelSpec) -> PreparedEdit:
+    return prepare_edit(
+        spec, item.src, [item.tgt], item.settings, amplify=item.amplify, blend=item.blend, no_blend=item.no_blend
+    )
 
 
 def _preset(name: str, cache: dict) -> EditSettings:
@@ -547,20 +559,16 @@ def _edit_together(editor, group, size):
     inversions = editor.invert_many(
         [image for _, image in group], [i.src for i, _ in group], [i.seed for i, _ in group], size
     )
-    jobs = [
-        EditJob(inv, [item.tgt], item.settings, item.src, item.amplify, item.blend, item.no_blend)
-        for (item, _), inv in zip(group, inversions)
-    ]
-    return editor.edit_many(jobs)
+    return editor.edit_many([EditJob.prepared(inv, item.prepared) for (item, _), inv in zip(group, inversions)])
 
 
 def _run_alone(item: BatchItem, image, report: Report, editor, summary: Summary, side: bool, size: int | None) -> str:
     started = time.perf_counter()
     try:
+        from .editor import EditJob
+
         inversion = editor.invert(image, item.src, item.seed, size)
-        result = editor.edit(
-            inversion, [item.tgt], item.settings, amplify=item.amplify, blend=item.blend, no_blend=item.no_blend
-        )
+        result = editor.edit_many([EditJob.prepared(inversion, item.prepared)])[0]
     except IcdEditError as exc:
         return _fail(item, report, summary, str(exc), started)
     except RuntimeError as exc:  # out of memory and other device failures: record, go on

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import ModelError
+from .families import DEFAULT_FAMILY, FAMILIES
 from .paths import weights_home
 from .specs import ModelSpec
 
@@ -35,43 +36,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 # The files of a diffusers SD1.5 / SDXL folder that icdedit reads (the base UNet's weights never are).
-BASE_FILES = {
-    "sd15": (
-        "model_index.json",
-        "scheduler/*",
-        "tokenizer/*",
-        "unet/config.json",
-        "text_encoder/config.json",
-        "vae/config.json",
-    ),
-    "sdxl": (
-        "model_index.json",
-        "scheduler/*",
-        "tokenizer/*",
-        "tokenizer_2/*",
-        "unet/config.json",
-        "text_encoder/config.json",
-        "text_encoder_2/config.json",
-        "vae/config.json",
-    ),
-}
-_WEIGHTS = {
-    "fp32": ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"),
-    "fp16": ("text_encoder/model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors"),
-}
-BASE_WEIGHTS = {
-    "sd15": _WEIGHTS,
-    "sdxl": {
-        "fp32": (*_WEIGHTS["fp32"], "text_encoder_2/model.safetensors"),
-        "fp16": (*_WEIGHTS["fp16"], "text_encoder_2/model.fp16.safetensors"),
-    },
-}
-# text encoder(s) + VAE: SD1.5 (123M + 84M parameters), SDXL (+ 695M for the second encoder)
-APPROX_BASE_BYTES = {
-    "sd15": {"fp32": 830_000_000, "fp16": 415_000_000},
-    "sdxl": {"fp32": 3_600_000_000, "fp16": 1_800_000_000},
-}
-
 Progress = Callable[[str, int, int | None], None]  # (what, bytes so far, total or None)
 
 
@@ -103,11 +67,12 @@ def _hub_snapshot(repo_id: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def base_files_present(folder: Path, family: str = "sd15") -> bool:
-    configs = [f.removesuffix("/*") for f in BASE_FILES[family] if f != "scheduler/*"]
+def base_files_present(folder: Path, family: str = DEFAULT_FAMILY) -> bool:
+    traits = FAMILIES[family]
+    configs = [f.removesuffix("/*") for f in traits.base_files if f != "scheduler/*"]
     if not all((folder / f).exists() for f in configs):
         return False
-    return any(all((folder / w).is_file() for w in weights) for weights in BASE_WEIGHTS[family].values())
+    return any(all((folder / w).is_file() for w in weights) for weights in traits.base_weights.values())
 
 
 def base_status(spec: ModelSpec) -> PartStatus:
@@ -118,7 +83,7 @@ def base_status(spec: ModelSpec) -> PartStatus:
         return PartStatus("base", str(folder), True, _tree_size([p.resolve() for p in files]), spec.base)
     location = spec.base if spec.base_is_local else f"hub {spec.base} (cache: {hub_cache_dir()})"
     return PartStatus(
-        "base", location, False, None if spec.base_is_local else APPROX_BASE_BYTES[spec.family]["fp32"], spec.base
+        "base", location, False, None if spec.base_is_local else spec.traits.approx_base_bytes["fp32"], spec.base
     )
 
 
@@ -376,7 +341,7 @@ def download_base(spec: ModelSpec, dtype: str = "fp32") -> Path:
     variant = "fp16" if dtype in ("fp16", "auto-fp16") else "fp32"
     try:
         return Path(
-            snapshot_download(spec.base, allow_patterns=[*BASE_FILES[spec.family], *BASE_WEIGHTS[spec.family][variant]])
+            snapshot_download(spec.base, allow_patterns=[*spec.traits.base_files, *spec.traits.base_weights[variant]])
         )
     except Exception as exc:  # noqa: BLE001 - the hub client raises many kinds; all mean "not fetched"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

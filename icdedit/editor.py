@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import wraps
 
 import torch
@@ -18,13 +18,13 @@ from PIL import Image
 
 from . import engine
 from .compiling import CompileOptions, compile_limits, compile_models
-from .errors import SettingsError
 from .graphs import GraphRunner, call_unet
 from .images import from_model_output, prepare_image, resize, to_model_input
 from .loader import ModelBundle, load_model
 from .p2p.control import AttentionController, GroupedController, attention_control
-from .p2p.plan import ControlPlan, EditWords, build_control_plan, derive_all_edit_words
+from .p2p.plan import ControlPlan, EditWords, build_control_plan
 from .precision import at_least_float32
+from .preparation import PreparedEdit, prepare_edit, resolve_settings
 from .presets import EditSettings
 from .schedule import dynamic_guidance, guidance_embedding
 from .specs import resolve_model
@@ -51,13 +51,18 @@ class EditJob:
 
     inversion: Inversion
     targets: Sequence[str]
-    settings: EditSettings = field(default_factory=EditSettings)
+    settings: EditSettings | None = None  # default: the model's default preset
     source: str | None = None  # default: the inversion's prompt
     amplify: Sequence[tuple[str, float]] | None = None
     blend: Sequence[tuple[str, str]] | None = None
     no_blend: bool = False
-    words: list[EditWords] | None = None  # filled in by Editor._prepare
+    words: Sequence[EditWords] | None = None  # from preparation.prepare_edit (Editor._prepare when None)
     control: ControlPlan | None = None
+
+    @classmethod
+    def prepared(cls, inversion: Inversion, edit: PreparedEdit) -> EditJob:
+        """A job from an edit prepared before the model was loaded (nothing is derived again)."""
+        return cls(inversion, list(edit.targets), edit.settings, edit.source, words=list(edit.words))
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ class Editor:
 
     def _encode(self, prompts: list[str]) -> PromptEmbeddings:
         bundle = self.bundle
-        if self.spec.family == "sdxl":
+        if self.spec.traits.text_encoders == 2:
             encoders = (bundle.text_encoder, bundle.text_encoder_2)
             return encode_prompts_xl((bundle.tokenizer, bundle.tokenizer_2), encoders, prompts, self.device)
         return PromptEmbeddings(encode_prompts(bundle.tokenizer, bundle.text_encoder, prompts, self.device))
@@ -322,7 +327,7 @@ class Editor:
         `decode_source` asks for it: it is a reconstruction, and the VAE decoder is the
         costliest network of the whole edit on the CPU.
         """
-        job = EditJob(inversion, list(targets), settings or EditSettings(), source, amplify, blend, no_blend)
+        job = EditJob(inversion, list(targets), settings, source, amplify, blend, no_blend)
         return self.edit_many([job], decode_source=decode_source, on_step=on_step)[0]
 
     @torch.no_grad()
@@ -364,43 +369,43 @@ class Editor:
         Prompt-to-Prompt always decodes the source row (the targets' attention is built from
         it); SDXL's prompt-switch editing decodes it only when `with_source` asks for it."""
         inversion = Inversion(z_T, source, 0, (0, 0), (0, 0))
-        job = self._prepare(
-            EditJob(inversion, list(targets), settings or EditSettings(), source, amplify, blend, no_blend)
-        )
+        job = self._prepare(EditJob(inversion, list(targets), settings, source, amplify, blend, no_blend))
         return self._decode_jobs([job], on_step, with_source=with_source)[0], job.words
 
     @property
     def uses_attention_control(self) -> bool:
         """SD1.5 edits with Prompt-to-Prompt; SDXL as released, by switching prompts (no control)."""
-        return self.spec.family != "sdxl"
+        return self.spec.traits.attention_control
 
     def _prepare(self, job: EditJob) -> EditJob:
-        """Check the prompts, derive the words and build the control plan (no model needed)."""
-        source = check_prompt(job.source or job.inversion.prompt, "src")
-        targets = [check_prompt(t, "tgt") for t in job.targets]
-        if not targets:
-            raise ValueError("edit needs at least one target prompt")
+        """Prepare the job as the CLI does (preparation.prepare_edit), unless it was prepared
+        already, and build its control plan (no model needed)."""
+        settings = job.settings or resolve_settings(self.spec)
+        if job.words is None:
+            edit = prepare_edit(
+                self.spec,
+                job.source or job.inversion.prompt,
+                job.targets,
+                settings,
+                amplify=job.amplify,
+                blend=job.blend,
+                no_blend=job.no_blend,
+            )
+            job = replace(job, source=edit.source, targets=list(edit.targets), words=list(edit.words))
+        job = replace(job, settings=settings, source=job.source or job.inversion.prompt, words=list(job.words))
         if not self.uses_attention_control:
-            if job.amplify or job.blend:
-                raise SettingsError(
-                    f"--amplify and --blend need Prompt-to-Prompt control, which {self.spec.name} "
-                    "(SDXL) editing does not use",
-                    "leave them out for SDXL models",
-                )
-            return replace(job, source=source, targets=targets, words=[], control=None)
-        s = job.settings
-        words = derive_all_edit_words(source, targets, s.mode, s.amplify, job.amplify, job.blend, job.no_blend)
+            return replace(job, control=None)
         control = build_control_plan(
             self.tokenizer,
-            source,
-            targets,
-            words,
+            job.source,
+            job.targets,
+            job.words,
             num_steps=self.bundle.plan.num_reverse_steps,
-            cross_replace=s.cross_replace,
-            self_replace=s.self_replace,
-            blend_threshold=s.blend_threshold,
+            cross_replace=settings.cross_replace,
+            self_replace=settings.self_replace,
+            blend_threshold=settings.blend_threshold,
         )
-        return replace(job, source=source, targets=targets, words=words, control=control)
+        return replace(job, control=control)
 
     @_runs_networks
     def _decode_jobs(self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool) -> list[torch.Tensor]:

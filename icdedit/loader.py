@@ -226,7 +226,7 @@ def load_model(
     ):
         _require_file(path, part, spec)
     second_encoder = {}
-    if spec.family == "sdxl":
+    if spec.traits.text_encoders == 2:
         second_encoder = dict(
             tokenizer_2=_load_base_part(CLIPTokenizer.from_pretrained, spec, "tokenizer_2"),
             text_encoder_2=_load_base_part(CLIPTextModelWithProjection.from_pretrained, spec, "text_encoder_2"),
@@ -290,9 +290,10 @@ def assemble_bundle(
     for module in (text_encoder, text_encoder_2, teacher):
         if module is not None:
             module.to(device, dtype).eval().requires_grad_(False)
-    # SDXL's VAE overflows in fp16 (its config says force_upcast, diffusers' SDXL pipelines
-    # upcast it too): it stays float32. SD1.5's VAE is fine in fp16.
-    upcast = spec.family == "sdxl" and dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    # A VAE that overflows in fp16 (SDXL's: its config says force_upcast, and diffusers' SDXL
+    # pipelines upcast it too) stays float32. SD1.5's VAE is fine in fp16.
+    overflows = spec.traits.vae_float32_under_fp16 and getattr(vae.config, "force_upcast", False)
+    upcast = overflows and dtype == torch.float16
     vae.to(device, torch.float32 if upcast else dtype).eval().requires_grad_(False)
     # cuDNN's NHWC convolutions made the UNet ~15% faster on an H100 (docs/benchmarks.md);
     # the VAE got slower, so it stays NCHW; on the CPU NHWC was slower for both.

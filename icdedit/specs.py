@@ -16,12 +16,11 @@ from pathlib import Path
 import yaml
 
 from .errors import ModelError
+from .families import DEFAULT_FAMILY, FAMILIES, TINY_MODELS, Family
 from .paths import presets_dir, weights_home
 from .schedule import StepPlan, plan_steps
 
 DEFAULT_MODEL = "sd15-4step-v1"
-TINY_MODELS = {"tiny": "sd15", "tiny-xl": "sdxl"}  # built on first use (see tiny.py)
-FAMILIES = ("sd15", "sdxl")
 
 _REQUIRED = ("base", "teacher", "forward_lora", "reverse_lora", "forward_timesteps", "reverse_timesteps")
 _OPTIONAL = {
@@ -51,7 +50,7 @@ class ModelSpec:
     guidance_embed_dim: int = 512
     lora_alpha: float = 8.0
     resolution: int = 512
-    family: str = "sd15"
+    family: str = DEFAULT_FAMILY  # a key of families.FAMILIES: see `traits`
     description: str = ""
     sources: dict[str, str] = field(default_factory=dict)
     random_weights: bool = False
@@ -60,6 +59,11 @@ class ModelSpec:
 
     def plan(self) -> StepPlan:
         return plan_steps(self.forward_timesteps, self.reverse_timesteps, self.start_timestep)
+
+    @property
+    def traits(self) -> Family:
+        """What the model's family does differently (text encoders, edit method, VAE, files)."""
+        return FAMILIES[self.family]
 
     @property
     def base_is_local(self) -> bool:
@@ -91,6 +95,13 @@ def _timesteps(raw, key: str, path: Path) -> tuple[int, ...]:
     if not isinstance(raw, list) or not raw or not all(isinstance(t, int) and 0 <= t <= 999 for t in raw):
         raise ModelError(f"{path}: {key} must be a list of integers in 0..999, got {raw!r}")
     return tuple(raw)
+
+
+def _family(data: dict, path: Path) -> Family:
+    name = str(data.get("family", DEFAULT_FAMILY))
+    if name not in FAMILIES:
+        raise ModelError(f"{path}: family {name!r} is not supported", f"use one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 
 
 def load_spec(path: Path) -> ModelSpec:
@@ -125,12 +136,12 @@ def load_spec(path: Path) -> ModelSpec:
             start_timestep=int(data.get("start_timestep", data["forward_timesteps"][0])),
             guidance_embed_dim=int(data.get("guidance_embed_dim", 512)),
             lora_alpha=float(data.get("lora_alpha", 8)),
-            resolution=int(data.get("resolution", 512)),
-            family=str(data.get("family", "sd15")),
+            resolution=int(data.get("resolution", _family(data, path).resolution)),
+            family=str(data.get("family", DEFAULT_FAMILY)),
             description=str(data.get("description", "")),
             sources={str(k): str(v) for k, v in (data.get("sources") or {}).items()},
             random_weights=bool(data.get("random_weights", False)),
-            default_preset=str(data.get("default_preset", "xl-default" if data.get("family") == "sdxl" else "default")),
+            default_preset=str(data.get("default_preset") or _family(data, path).default_preset),
             path=path,
         )
         spec.plan()
@@ -145,8 +156,6 @@ def load_spec(path: Path) -> ModelSpec:
             f"{path}: start_timestep must be in 0..999 and guidance_embed_dim positive",
             f"got {spec.start_timestep} and {spec.guidance_embed_dim}",
         )
-    if spec.family not in FAMILIES:
-        raise ModelError(f"{path}: family {spec.family!r} is not supported", f"use one of {', '.join(FAMILIES)}")
     return spec
 
 

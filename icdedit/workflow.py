@@ -14,15 +14,15 @@ from pathlib import Path
 from . import batch, download
 from .attention import check_attention_request
 from .compiling import check_toolchain
-from .editor import Editor, Inversion
-from .errors import IcdEditError, InputError, OutputError, SettingsError, UsageError
+from .editor import EditJob, Editor, Inversion
+from .errors import IcdEditError, InputError, OutputError, UsageError
 from .files import check_output, remove_stale_temp_files, slug
 from .images import check_size, image_format, load_image, save_image, side_by_side
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, save_latent, size_text
 from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
 from .metrics import psnr, ssim
-from .p2p.plan import derive_all_edit_words
-from .presets import EditSettings, check_number, check_seed, load_preset
+from .preparation import explicit, prepare_edit, resolve_settings
+from .presets import check_number, check_seed, load_preset
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt, truncation_warning
 
@@ -311,25 +311,6 @@ class EditRequest:
     attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
 
 
-def edit_settings(chosen: EditSettings | None, spec: ModelSpec, overrides: dict) -> EditSettings:
-    """Flag > --preset > the model's default preset ('default' for SD1.5, 'xl-default' for SDXL)."""
-    return (chosen or load_preset(spec.default_preset)).with_overrides(**overrides)
-
-
-ATTENTION_FLAGS = ("cross_replace", "self_replace", "mode")
-
-
-def _refuse_attention_flags(spec: ModelSpec, overrides: dict, blend, amplify) -> None:
-    given = [f"--{k.replace('_', '-')}" for k in ATTENTION_FLAGS if overrides.get(k) is not None]
-    given += [flag for flag, value in (("--blend", blend), ("--amplify", amplify)) if value]
-    if given:
-        raise SettingsError(
-            f"{', '.join(given)}: model {spec.name!r} is SDXL, whose editing switches prompts "
-            "and uses no attention control",
-            "leave them out; --guidance and --tau apply",
-        )
-
-
 def edit_outputs(request: EditRequest) -> list[Path]:
     """One image per target: -o as given for one target, else -o's stem plus the target's slug."""
     stem = request.source.stem
@@ -347,16 +328,21 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     check_seed(request.seed)
     check_size(request.size)
     chosen = load_preset(request.preset) if request.preset else None
-    targets = [check_prompt(t, "tgt") for t in request.targets]
+    for target in request.targets:
+        check_prompt(target, "tgt")
     source = _read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
-    settings = edit_settings(chosen, source.spec, request.overrides)
-    if source.spec.family == "sdxl":
-        _refuse_attention_flags(source.spec, request.overrides, request.blend, request.amplify)
-        words = []
-    else:
-        words = derive_all_edit_words(
-            source.prompt, targets, settings.mode, settings.amplify, request.amplify, request.blend, request.no_blend
-        )
+    settings = resolve_settings(source.spec, chosen, request.overrides)
+    prepared = prepare_edit(
+        source.spec,
+        source.prompt,
+        request.targets,
+        settings,
+        amplify=request.amplify,
+        blend=request.blend,
+        no_blend=request.no_blend,
+        given=explicit(request.overrides),
+    )
+    targets = list(prepared.targets)
     outputs = edit_outputs(request)
     extra = []
     if request.side_by_side:
@@ -376,7 +362,7 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     for target in targets:
         if target == source.prompt:
             reporter.note(f"warning: source and target prompts are identical ({target!r}): this is a reconstruction")
-    for target, w in zip(targets, words):
+    for target, w in zip(targets, prepared.words):
         prefix = "derived" if w.derived else "using"
         reporter.note(f"{prefix} for {target!r}: {w.describe()}")
 
@@ -384,17 +370,8 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     _warn_truncation(editor, [source.prompt, *targets], reporter)
     inversion = _invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("editing", source.spec.plan().num_reverse_steps)
-    result = editor.edit(
-        inversion,
-        targets,
-        settings,
-        source=source.prompt,
-        amplify=request.amplify,
-        blend=request.blend,
-        no_blend=request.no_blend,
-        on_step=step,
-        decode_source=request.side_by_side and source.image is None,
-    )
+    decode_source = request.side_by_side and source.image is None
+    result = editor.edit_many([EditJob.prepared(inversion, prepared)], decode_source=decode_source, on_step=step)[0]
     for image, path in zip(result.targets, outputs):
         save_image(image, path)
     report = {
@@ -453,10 +430,8 @@ class BatchRequest:
 def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[list[batch.BatchItem], str | None]:
     """Every item of the input, before any model: problems of the input as a whole raise
     ManifestError (all at once); a row's own problem is kept on its item, to be recorded."""
-    p2p = spec is None or spec.family != "sdxl"
-    defaults = batch.BatchDefaults(
-        **request.defaults, model_preset=spec.default_preset if spec else "default", attention_control=p2p
-    )
+    p2p = spec is None or spec.traits.attention_control
+    defaults = batch.BatchDefaults(**request.defaults, model=spec)
     first = Path(request.inputs[0])
     problems = []
     if request.images is not None and not request.images.is_dir():
@@ -481,8 +456,8 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
         raise batch.ManifestError(problems)
     if not p2p and any(not batch.is_blank(row.get(k)) for row in rows for k in ("blend", "amplify")):
         note = (
-            f"note: the manifest's blend/amplify columns are not used: {spec.name} (SDXL) editing switches "
-            "prompts, with no attention control"
+            f"note: the manifest's blend/amplify columns are not used: {spec.name} ({spec.traits.label}) editing "
+            "switches prompts, with no attention control"
         )
     else:
         note = None
@@ -506,10 +481,10 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
     except IcdEditError:
         batch_items(request)  # an unusable manifest is the first thing to report
         raise
-    if spec.family == "sdxl":
-        _refuse_attention_flags(
-            spec, request.defaults.get("overrides", {}), request.defaults.get("blend"), request.defaults.get("amplify")
-        )
+    flags = request.defaults.get("overrides", {})
+    amplify, blend = request.defaults.get("amplify"), request.defaults.get("blend")
+    if not spec.traits.attention_control and (explicit(flags) or amplify or blend):  # the flags' own problem
+        prepare_edit(spec, "-", ["-"], resolve_settings(spec), amplify=amplify, blend=blend, given=explicit(flags))
     items, note = batch_items(request, spec)
     if note:
         reporter.note(note)

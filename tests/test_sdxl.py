@@ -204,8 +204,17 @@ def test_source_row_is_a_reconstruction_and_targets_are_independent(xl_spec, xl_
 
 def test_attention_control_options_are_refused_for_sdxl(xl_editor):
     inversion = xl_editor.invert(make_photo(64, 64), SOURCE)
-    with pytest.raises(SettingsError, match="need Prompt-to-Prompt control"):
+    with pytest.raises(SettingsError, match="--blend: model 'tiny-xl' is SDXL, .* no attention control"):
         xl_editor.edit(inversion, [TARGET], blend=[("cat", "dog")])
+
+
+def test_the_library_uses_the_models_default_preset_as_the_cli_does(xl_editor):
+    """Editor.edit without settings takes the model's default preset (xl-default: guidance 7,
+    tau 0.7), as the CLI does; exact, since both calls run the same computation."""
+    inversion = xl_editor.invert(make_photo(64, 64), SOURCE)
+    default = xl_editor.edit(inversion, [TARGET]).latents
+    assert torch.equal(default, xl_editor.edit(inversion, [TARGET], load_preset("xl-default")).latents)
+    assert not torch.equal(default, xl_editor.edit(inversion, [TARGET], load_preset("default")).latents)
 
 
 def test_cli_edit_batch_and_models_with_sdxl(tmp_path, monkeypatch, xl_spec):

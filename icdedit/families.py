@@ -1,0 +1,79 @@
+"""Model families: everything that differs between SD1.5 and SDXL, described in one place.
+
+The loader, the Editor, the downloads and the CLI ask a model's `Family` what to do; none of
+them names a family. Adding a family (or an edit method to one) means adding or changing its
+entry here (docs/numerics.md sections 2 and 7 say what the released code does for each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROMPT_TO_PROMPT = "prompt-to-prompt"  # attention control with both prompts in one batch (section 6)
+PROMPT_SWITCH = "prompt-switch"  # the released SDXL edit: the source prompt's tokens early on (section 7)
+
+_BASE_CONFIGS = ("model_index.json", "scheduler/*", "tokenizer/*", "unet/config.json", "text_encoder/config.json")
+_WEIGHTS_FP32 = ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors")
+_WEIGHTS_FP16 = ("text_encoder/model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # as model YAMLs write it
+    label: str  # as people write it
+    resolution: int  # the long side photos are processed at by default
+    text_encoders: int  # 1: CLIP-L's last states; 2: both encoders' penultimate states, pooled text, size ids
+    edit_method: str  # PROMPT_TO_PROMPT or PROMPT_SWITCH
+    default_preset: str  # the edit settings used when neither a flag nor a row names a preset
+    vae_float32_under_fp16: bool  # the VAE overflows in fp16 (diffusers' force_upcast)
+    vae_scaling_factor: float  # the released VAE's (the loader reads the config; tiny models write it)
+    tiny_model: str  # the built-in random-weight model of this family's topology (tiny.py)
+    base_files: tuple[str, ...]  # what a download fetches from the base pipeline besides weights
+    base_weights: dict[str, tuple[str, ...]]  # per variant (fp32, fp16): the weight files read
+    approx_base_bytes: dict[str, int]  # per variant: the size of those weights
+
+    @property
+    def attention_control(self) -> bool:
+        """Whether edits use Prompt-to-Prompt, so --amplify, --blend, the windows and modes apply."""
+        return self.edit_method == PROMPT_TO_PROMPT
+
+    @property
+    def pooled_text(self) -> bool:
+        return self.text_encoders == 2
+
+
+FAMILIES: dict[str, Family] = {
+    "sd15": Family(
+        name="sd15",
+        label="SD1.5",
+        resolution=512,
+        text_encoders=1,
+        edit_method=PROMPT_TO_PROMPT,
+        default_preset="default",
+        vae_float32_under_fp16=False,
+        vae_scaling_factor=0.18215,
+        tiny_model="tiny",
+        base_files=(*_BASE_CONFIGS, "vae/config.json"),
+        base_weights={"fp32": _WEIGHTS_FP32, "fp16": _WEIGHTS_FP16},
+        approx_base_bytes={"fp32": 830_000_000, "fp16": 415_000_000},  # CLIP-L 123M + VAE 84M parameters
+    ),
+    "sdxl": Family(
+        name="sdxl",
+        label="SDXL",
+        resolution=1024,
+        text_encoders=2,
+        edit_method=PROMPT_SWITCH,
+        default_preset="xl-default",
+        vae_float32_under_fp16=True,
+        vae_scaling_factor=0.13025,
+        tiny_model="tiny-xl",
+        base_files=(*_BASE_CONFIGS, "tokenizer_2/*", "text_encoder_2/config.json", "vae/config.json"),
+        base_weights={
+            "fp32": (*_WEIGHTS_FP32, "text_encoder_2/model.safetensors"),
+            "fp16": (*_WEIGHTS_FP16, "text_encoder_2/model.fp16.safetensors"),
+        },
+        approx_base_bytes={"fp32": 3_600_000_000, "fp16": 1_800_000_000},  # + the 695M second encoder
+    ),
+}
+DEFAULT_FAMILY = "sd15"
+TINY_MODELS = {family.tiny_model: name for name, family in FAMILIES.items()}  # built on first use
