@@ -15,6 +15,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from .families import DEFAULT_FAMILY, FAMILIES
 from .lora import LORA_KEY_PREFIX, is_lora_target
 
 TINY_WORDS = (
@@ -63,10 +64,10 @@ TINY_XL_TEXT_WIDTH = 32  # both text encoders: the UNet's cross-attention width 
 TINY_XL_TIME_EMBED = 8
 
 
-def _tiny_unet(time_cond_proj_dim: int | None, family: str = "sd15"):
+def _tiny_unet(time_cond_proj_dim: int | None, family: str = DEFAULT_FAMILY):
     from diffusers import UNet2DConditionModel
 
-    if family == "sdxl":  # SDXL's layout: no attention at the top level, deeper transformers below
+    if FAMILIES[family].pooled_text:  # SDXL's layout: no attention at the top level, deeper transformers below
         return UNet2DConditionModel(
             sample_size=TINY_RESOLUTION // 8,
             in_channels=4,
@@ -100,7 +101,7 @@ def _tiny_unet(time_cond_proj_dim: int | None, family: str = "sd15"):
     )
 
 
-def _tiny_vae(family: str = "sd15"):
+def _tiny_vae(family: str = DEFAULT_FAMILY):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -113,8 +114,8 @@ def _tiny_vae(family: str = "sd15"):
         latent_channels=4,
         norm_num_groups=4,
         sample_size=TINY_RESOLUTION,
-        scaling_factor=0.13025 if family == "sdxl" else 0.18215,
-        force_upcast=family == "sdxl",  # SDXL's VAE overflows in fp16
+        scaling_factor=FAMILIES[family].vae_scaling_factor,
+        force_upcast=FAMILIES[family].vae_float32_under_fp16,
     )
 
 
@@ -156,21 +157,22 @@ def random_peft_lora(unet: torch.nn.Module, rank: int, generator: torch.Generato
 def build_tiny_model(
     directory: str | Path,
     *,
-    family: str = "sd15",
+    family: str = DEFAULT_FAMILY,
     seed: int = 0,
     lora_rank: int = 4,
     forward_timesteps: tuple[int, ...] = (19, 259, 519, 779),
     reverse_timesteps: tuple[int, ...] = (259, 519, 779, 999),
     teacher_format: str = "pt",
 ) -> Path:
-    """Write a complete tiny iCD model of `family` ('sd15' or 'sdxl') under `directory`;
+    """Write a complete tiny iCD model of `family` (a key of families.FAMILIES) under `directory`;
     return its model YAML. An SDXL base has two tokenizers and text encoders, the second with
     a projection (its pooled output conditions the UNet), as stabilityai's folder does."""
     from diffusers import DDPMScheduler, EulerDiscreteScheduler
     from transformers import CLIPTokenizer
 
-    if family not in ("sd15", "sdxl"):
+    if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}")
+    traits = FAMILIES[family]
     directory = Path(directory)
     base = directory / "base"
     torch.manual_seed(seed)
@@ -184,7 +186,7 @@ def build_tiny_model(
     # The base UNet (no guidance embedding) is saved like the real one's but never used by iCD.
     _tiny_unet(None, family).save_pretrained(base / "unet")
     betas = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    if family == "sdxl":
+    if traits.text_encoders == 2:
         # stabilityai's second tokenizer pads with "!" instead of the end token
         CLIPTokenizer.from_pretrained(base / "tokenizer", model_max_length=77, pad_token="!").save_pretrained(
             base / "tokenizer_2"
@@ -211,15 +213,15 @@ def build_tiny_model(
         torch.save(teacher.state_dict(), teacher_file)
     else:
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, teacher_file)
-    stem = "iCD-tiny-xl" if family == "sdxl" else "iCD-tiny"
+    stem = f"iCD-{traits.tiny_model}"
     fwd_name = f"{stem}-forward_" + "_".join(map(str, forward_timesteps)) + ".safetensors"
     rev_name = f"{stem}-reverse_" + "_".join(map(str, reverse_timesteps)) + ".safetensors"
     save_file(random_peft_lora(teacher, lora_rank, generator), directory / fwd_name)
     save_file(random_peft_lora(teacher, lora_rank, generator), directory / rev_name)
 
-    topology = "SDXL" if family == "sdxl" else "SD1.5"
+    topology = traits.label
     spec = {
-        "name": "tiny-xl" if family == "sdxl" else "tiny",
+        "name": traits.tiny_model,
         "description": (
             f"Tiny random-weight model with {topology}'s topology: checks an installation; its images are noise."
         ),
@@ -241,11 +243,11 @@ def build_tiny_model(
     return yaml_path
 
 
-def ensure_tiny_model(family: str = "sd15") -> Path:
+def ensure_tiny_model(family: str = DEFAULT_FAMILY) -> Path:
     """The built-in tiny model of `family` under the weights folder, created on first use."""
     from .paths import weights_home
 
-    folder = weights_home() / ("tiny-xl" if family == "sdxl" else "tiny")
+    folder = weights_home() / FAMILIES[family].tiny_model
     yaml_path = folder / "model.yaml"
     if yaml_path.is_file():
         return yaml_path
