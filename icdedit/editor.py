@@ -73,6 +73,30 @@ class EditResult:
     source: Image.Image | None = None  # row 0 decoded (a reconstruction), when asked for
 
 
+def telling_steps(eps: engine.Denoiser, controller: AttentionController | GroupedController) -> engine.Denoiser:
+    """The denoiser, telling the attention controller which step each evaluation belongs to
+    (processors never count their own calls: docs/architecture.md)."""
+
+    def told(x: torch.Tensor, t: int, step: int) -> torch.Tensor:
+        controller.begin_step(step)
+        return eps(x, t, step)
+
+    return told
+
+
+def counting_steps(eps: engine.Denoiser, on_step: OnStep | None) -> engine.Denoiser:
+    """The denoiser, calling `on_step` after each evaluation (progress bars)."""
+    if on_step is None:
+        return eps
+
+    def counted(x: torch.Tensor, t: int, step: int) -> torch.Tensor:
+        out = eps(x, t, step)
+        on_step()
+        return out
+
+    return counted
+
+
 def _runs_networks(method):
     """Methods that run the UNet or the VAE: under compilation, with room for its variants."""
 
@@ -193,15 +217,13 @@ class Editor:
         conditioning: PromptEmbeddings | Callable[[int], PromptEmbeddings],
         guidance: Callable[[int], list[float]],
         *,
-        model: str,
         controller: AttentionController | None = None,
-        on_step: OnStep | None = None,
     ) -> engine.Denoiser:
-        """eps(x, t, step): the UNet with these prompts (or the prompts of timestep t) and
-        per-row guidance scales w(t).
+        """eps(x, t, step): the UNet, with whichever adapter is active (`adapters.use`), with
+        these prompts (or the prompts of timestep t) and per-row guidance scales w(t).
 
-        `model` names the active adapter ('forward' or 'reverse'), `controller` the attention
-        control that the loop must tell which step it is on."""
+        `controller`: the attention control the UNet runs under, which CUDA graphs capture with
+        it; the loop tells it the step through `telling_steps`."""
         unet, dtype, device = self.bundle.unet, self.bundle.dtype, self.device
         dim = self.spec.guidance_embed_dim
 
@@ -219,16 +241,11 @@ class Editor:
 
         @torch.no_grad()
         def eps(x: torch.Tensor, t: int, step: int) -> torch.Tensor:
-            if controller is not None:
-                controller.begin_step(step)
             inputs = inputs_at(x, t)
-            if self._graphs is not None:
-                out = self._graphs.evaluate((model, step), x, t, inputs, controller)
-            else:
-                out = call_unet(unet, x.to(dtype), t, inputs).to(self.latent_dtype)
-            if on_step is not None:
-                on_step()
-            return out
+            if self._graphs is None:
+                return call_unet(unet, x.to(dtype), t, inputs).to(self.latent_dtype)
+            # a graph holds the weights it was captured with: keyed by the adapter active now
+            return self._graphs.evaluate((self.bundle.adapters.active, step), x, t, inputs, controller)
 
         return eps
 
@@ -259,7 +276,7 @@ class Editor:
             ]
         )
         embeddings = self.prompt_embeddings(list(prompts))
-        eps = self.denoiser(embeddings, lambda t: [0.0] * len(seeds), model="forward", on_step=on_step)
+        eps = counting_steps(self.denoiser(embeddings, lambda t: [0.0] * len(seeds)), on_step)
         with self.bundle.adapters.use("forward"):
             return engine.invert(eps, z0, noise.to(self.device), self.bundle.plan, self.bundle.schedule)
 
@@ -300,9 +317,7 @@ class Editor:
     ) -> tuple[Image.Image, torch.Tensor]:
         """Decode an inversion with its own prompt and dynamic guidance; image at the input's size."""
         w = dynamic_guidance(guidance, tau)
-        eps = self.denoiser(
-            self.prompt_embeddings([inversion.prompt]), lambda t: [w(t)], model="reverse", on_step=on_step
-        )
+        eps = counting_steps(self.denoiser(self.prompt_embeddings([inversion.prompt]), lambda t: [w(t)]), on_step)
         with self.bundle.adapters.use("reverse"):
             z = engine.decode(eps, inversion.latent.to(self.device), self.bundle.plan, self.bundle.schedule)
         return resize(self.decode_latents(z)[0], inversion.original_size), z.cpu()
@@ -439,9 +454,8 @@ class Editor:
             return [w for job, w_of in zip(jobs, schedules) for w in [0.0] + [w_of(t)] * len(job.targets)]
 
         prompts = [p for job in jobs for p in [job.source, *job.targets]]
-        eps = self.denoiser(
-            self.prompt_embeddings(prompts), guidance, model="reverse", controller=controller, on_step=on_step
-        )
+        eps = self.denoiser(self.prompt_embeddings(prompts), guidance, controller=controller)
+        eps = counting_steps(telling_steps(eps, controller), on_step)
         rows = torch.cat([j.inversion.latent.to(self.device).expand(1 + len(j.targets), -1, -1, -1) for j in jobs])
         with self.bundle.adapters.use("reverse"), attention_control(self.bundle.unet, controller):
             z = engine.decode(eps, rows, self.bundle.plan, self.bundle.schedule, after_step=controller.after_step)
@@ -469,7 +483,7 @@ class Editor:
             switched = torch.tensor([t > tau * 1000 for _, _, tau, _ in rows], device=own.tokens.device)
             return PromptEmbeddings(torch.where(switched[:, None, None], early.tokens, own.tokens), own.pooled)
 
-        eps = self.denoiser(conditioning, lambda t: [w_of(t) for *_, w_of in rows], model="reverse", on_step=on_step)
+        eps = counting_steps(self.denoiser(conditioning, lambda t: [w_of(t) for *_, w_of in rows]), on_step)
         per_job = [len(job.targets) + with_source for job in jobs]
         z_T = torch.cat([j.inversion.latent.to(self.device).expand(n, -1, -1, -1) for j, n in zip(jobs, per_job)])
         with self.bundle.adapters.use("reverse"):

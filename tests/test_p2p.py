@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from icdedit import engine
-from icdedit.editor import Inversion
+from icdedit.editor import Inversion, telling_steps
 from icdedit.p2p import control as control_module
 from icdedit.p2p.control import AttentionController, LayerInfo, attention_control
 from icdedit.p2p.plan import build_control_plan, derive_all_edit_words
@@ -168,7 +168,7 @@ def test_batch_of_two_equals_batch_of_four_without_unconditional_rows(editor, re
     controller = AttentionController(plan, tuple(inversion.latent.shape[2:]), editor.device, torch.float32)
     w = lambda t: settings.guidance if t / 1000 <= settings.tau else 0.0  # noqa: E731
     emb = editor.prompt_embeddings(["", "", source, *targets])
-    eps4 = editor.denoiser(emb, lambda t: [0.0, 0.0, 0.0, w(t)], model="reverse", controller=controller)
+    eps4 = telling_steps(editor.denoiser(emb, lambda t: [0.0, 0.0, 0.0, w(t)], controller=controller), controller)
     z = inversion.latent.expand(2, -1, -1, -1)
     with editor.bundle.adapters.use("reverse"), attention_control(editor.bundle.unet, controller):
         batch4 = engine.decode(
@@ -308,6 +308,8 @@ def test_graph_bookkeeping_reuses_controllers_without_changing_results(editor, e
     exact = editor64.invert(photo, "a cat", seed=4).latent
     error = Float32Error.measure(editor.invert(photo, "a cat", seed=4).latent, exact)
     assert_near_exact(graphed.invert(photo, "a cat", seed=4).latent, exact, error, "inversion")
+    # graphs hold the weights they were captured with: each is keyed by the adapter active then
+    assert {key[0] for key in graphed._graphs._graphs} == {"forward", "reverse"}
 
 
 def test_several_edits_in_one_batch_equal_each_edit_alone(editor, editor64, inversion):
