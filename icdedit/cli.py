@@ -34,7 +34,10 @@ from rich.table import Table
 
 from . import __version__, workflow
 from .errors import IcdEditError, SettingsError, UsageError
+from .families import FAMILIES
 from .p2p.plan import parse_amplify_item
+from .presets import load_preset
+from .specs import DEFAULT_MODEL, known_model_names
 
 stdout = Console(soft_wrap=True, highlight=False)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -54,16 +57,29 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+# -- help texts from the registries (models, families, presets), never written out by hand --------
+def _per_family(value, attention_control_only: bool = False) -> str:
+    """'512 for SD1.5, 1024 for SDXL': `value(family)` for every family (or for those that
+    edit with attention control)."""
+    families = [f for f in FAMILIES.values() if f.attention_control or not attention_control_only]
+    return ", ".join(f"{value(family)} for {family.label}" for family in families)
+
+
+def _preset_value(name: str, attention_control_only: bool = False) -> str:
+    """A setting's value in each family's default preset, e.g. '19 for SD1.5, 7 for SDXL'."""
+    return _per_family(lambda f: f"{getattr(load_preset(f.default_preset), name):g}", attention_control_only)
+
+
+MODELS_HELP = f"Model name ({', '.join(known_model_names())}) or a model .yaml file. Default: {DEFAULT_MODEL}."
+
 # -- shared options, defined once ---------------------------------------------------------------
 ModelOpt = Annotated[
     Optional[str],
     typer.Option(
         "--model",
         "-m",
-        help=(
-            "Model name (sd15-4step-v1, sd15-4step-v2, sd15-3step, sdxl-4step-v2, sdxl-4step-v1, sdxl-3step, tiny, "
-            "tiny-xl) or a model .yaml file. Default: sd15-4step-v1."
-        ),
+        help=MODELS_HELP,
     ),
 ]
 SeedOpt = Annotated[
@@ -96,8 +112,8 @@ SizeOpt = Annotated[
     typer.Option(
         "--size",
         help=(
-            "Long side in pixels the photo is processed at (multiple of 64). Default: the model's (512 for SD1.5, "
-            "1024 for SDXL)."
+            "Long side in pixels the photo is processed at (multiple of 64). Default: the model's "
+            f"({_per_family(lambda family: family.resolution)})."
         ),
     ),
 ]
@@ -105,15 +121,29 @@ OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output f
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line on stdout.")]
 # edit settings (None: the preset's value), shared by `edit` and `batch`
-GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", "-g", help="Target guidance scale (preset: 19).")]
-TauOpt = Annotated[Optional[float], typer.Option("--tau", help="Dynamic guidance threshold (preset: 0.8).")]
+GuidanceOpt = Annotated[
+    Optional[float],
+    typer.Option("--guidance", "-g", help=f"Target guidance scale (default preset: {_preset_value('guidance')})."),
+]
+TauOpt = Annotated[
+    Optional[float],
+    typer.Option("--tau", help=f"Dynamic guidance threshold (default preset: {_preset_value('tau')})."),
+]
 CrossOpt = Annotated[
     Optional[float],
-    typer.Option("--cross-replace", help="Fraction of steps with cross-attention replaced (preset: 0.3)."),
+    typer.Option(
+        "--cross-replace",
+        help="Fraction of steps with cross-attention replaced (Prompt-to-Prompt; default preset: "
+        f"{_preset_value('cross_replace', attention_control_only=True)}).",
+    ),
 ]
 SelfOpt = Annotated[
     Optional[float],
-    typer.Option("--self-replace", help="Fraction of steps with self-attention injected (preset: 0.6)."),
+    typer.Option(
+        "--self-replace",
+        help="Fraction of steps with self-attention injected (Prompt-to-Prompt; default preset: "
+        f"{_preset_value('self_replace', attention_control_only=True)}).",
+    ),
 ]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="auto, replace (same word count) or refine.")]
 BlendOpt = Annotated[
@@ -374,8 +404,8 @@ def edit(
         typer.Option(
             "--preset",
             help=(
-                "Preset name (see `icdedit presets`) or .yaml file. Default: the model's (default for SD1.5, "
-                "xl-default for SDXL)."
+                "Preset name (see `icdedit presets`) or .yaml file. Default: the model's "
+                f"({_per_family(lambda family: family.default_preset)})."
             ),
         ),
     ] = None,

@@ -576,3 +576,17 @@ def test_a_batch_item_that_cannot_be_written_is_recorded_and_leaves_nothing(work
 def test_debug_shows_the_exception(work):
     result = run("--debug", "invert", "missing.png", "--prompt", "a cat")
     assert isinstance(result.exception, IcdEditError)
+
+
+def test_help_texts_come_from_the_registries():
+    """The model list and the settings' defaults are read from the model YAMLs and the presets,
+    so help stays true when a model or a preset changes."""
+    from icdedit.families import FAMILIES
+    from icdedit.presets import load_preset
+    from icdedit.specs import known_model_names
+
+    text = " ".join(run("edit", "--help").stdout.split()).replace("- ", "-")  # undo wrapping at hyphens
+    assert all(name in text for name in known_model_names())
+    for family in FAMILIES.values():
+        preset = load_preset(family.default_preset)
+        assert f"{preset.guidance:g} for {family.label}" in text and f"{family.resolution} for {family.label}" in text
