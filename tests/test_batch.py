@@ -14,7 +14,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from icdedit.batch import (
+from icdedit.cli import app
+from icdedit.errors import SettingsError
+from icdedit.manifests import (
     BatchDefaults,
     ManifestError,
     build_items,
@@ -24,8 +26,6 @@ from icdedit.batch import (
     read_manifest,
     take_shard,
 )
-from icdedit.cli import app
-from icdedit.errors import SettingsError
 
 from .conftest import make_photo
 

@@ -309,7 +309,8 @@ def test_models_command_shows_present_partial_and_absent(home):
 
 def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec):
     """On a terminal, `edit` asks before fetching missing weights; yes -> download, then edit."""
-    from icdedit.workflow import EditRequest, Reporter, run_edit
+    from icdedit.reporting import Reporter
+    from icdedit.workflow import EditRequest, run_edit
 
     from .conftest import make_photo
 

@@ -1,0 +1,104 @@
+"""The catalog commands: models, download and presets."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import catalog
+from ..errors import SettingsError
+from .app import app, emit, handles_errors, progress_bar, reporter, stdout
+from .options import JsonOpt
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+@app.command(help="Show the known models and which of their parts are on disk.\n\nExample:\n\n  icdedit models")
+@handles_errors
+def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    report = catalog.models_report()
+    if as_json:
+        stdout.print(json.dumps(report), markup=False)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("model", "part", "on disk", "size", "path"):
+        table.add_column(column, overflow="fold", no_wrap=column != "path")
+    for entry in report:
+        for i, part in enumerate(entry["parts"]):
+            table.add_row(
+                entry["model"] if i == 0 else "",
+                part["part"],
+                "yes" if part["present"] else "no",
+                _size(part["size_bytes"]) if part["present"] else f"~{_size(part['size_bytes'])}",
+                part["location"],
+            )
+    stdout.print(table)
+    for entry in report:
+        if not entry["ready"]:
+            stdout.print(
+                f"{entry['model']}: about {_size(entry['download_bytes'])} to download: {entry['download_command']}",
+                markup=False,
+            )
+    stdout.print(
+        "tiny, tiny-xl: built locally on first use (--model tiny / tiny-xl), nothing to download", markup=False
+    )
+
+
+@app.command(
+    help=(
+        "Download what a model is missing: the base pipeline from the Hugging Face hub (only the files "
+        "icdedit reads) and the iCD teacher and LoRAs from the official release. Interrupted downloads "
+        "resume when run again.\n\nExample:\n\n  icdedit download sd15-4step-v1"
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def download(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name or model .yaml file.")],
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32 or fp16: which base weights to fetch.")] = "fp32",
+    as_json: JsonOpt = False,
+) -> None:
+    if dtype not in ("fp32", "fp16"):
+        raise SettingsError(f"--dtype {dtype!r} is not fp32 or fp16")
+    with progress_bar(ctx, not as_json) as progress:
+        result = catalog.run_download(catalog.DownloadRequest(model, dtype), reporter(ctx, progress))
+    emit(result, as_json, [*result["placed"], *([result["base"]] if result.get("base") else [])] or ["nothing to do"])
+
+
+@app.command(help="List the edit presets and their values.\n\nExample:\n\n  icdedit presets")
+@handles_errors
+def presets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    from ..presets import builtin_presets, load_preset
+
+    rows = {name: load_preset(name) for name in builtin_presets()}
+    if as_json:
+        stdout.print(
+            json.dumps({n: {**s.as_dict(), "description": s.description} for n, s in rows.items()}), markup=False
+        )
+        return
+    columns = {
+        "guidance": "guidance",
+        "tau": "tau",
+        "cross_replace": "cross",
+        "self_replace": "self",
+        "amplify": "amplify",
+        "blend_threshold": "blend",
+        "mode": "mode",
+    }
+    table = Table(box=None, pad_edge=False)
+    table.add_column("preset", no_wrap=True, style="bold")
+    for header in columns.values():
+        table.add_column(header, no_wrap=True)
+    table.add_column("what it is for", overflow="fold")
+    for name, settings in rows.items():
+        values = [f"{getattr(settings, k):g}" if k != "mode" else settings.mode for k in columns]
+        table.add_row(name, *values, settings.description)
+    stdout.print(table)

@@ -1,0 +1,374 @@
+"""The editing commands: invert, reconstruct, edit and batch, thin over `icdedit.workflow`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .. import workflow
+from ..errors import SettingsError, UsageError
+from ..p2p.plan import parse_amplify_item
+from .app import app, emit, handles_errors, progress_bar, reporter, stdout
+from .options import (
+    AmplifyOpt,
+    AttentionOpt,
+    BlendOpt,
+    CrossOpt,
+    DeviceOpt,
+    DtypeOpt,
+    GuidanceOpt,
+    JsonOpt,
+    ModelOpt,
+    ModeOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    SelfOpt,
+    SizeOpt,
+    TauOpt,
+    per_family,
+)
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+@app.command(
+    help=(
+        "Invert a photo to a reusable noise latent (.safetensors) with the forward model.\n\n"
+        "Example:\n\n  icdedit invert photo.jpg --prompt 'a photo of a pug' -o pug.safetensors"
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def invert(
+    ctx: typer.Context,
+    image: Annotated[Path, typer.Argument(help="Photo to invert (JPEG, PNG, WebP, BMP, TIFF).")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text describing the photo.")],
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attention: AttentionOpt = "auto",
+    output: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    started = time.perf_counter()
+    request = workflow.InvertRequest(
+        image, prompt, model, seed, size, device, dtype, output, overwrite, attention=attention
+    )
+    with progress_bar(ctx, not as_json) as progress:
+        result = workflow.run_invert(request, reporter(ctx, progress))
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    emit(result, as_json, [str(result["output"])])
+
+
+@app.command(
+    help=(
+        "Invert and decode a photo (or decode a latent from `invert`) and measure how faithful "
+        "the round trip is (PSNR, SSIM against the input).\n\n"
+        "Example:\n\n  icdedit reconstruct photo.jpg --prompt 'a photo of a pug' -o pug-rec.png"
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def reconstruct(
+    ctx: typer.Context,
+    source: Annotated[
+        Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")
+    ],
+    prompt: Annotated[
+        Optional[str],
+        typer.Option("--prompt", "-p", help="Text describing the photo (a latent file's own prompt by default)."),
+    ] = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    guidance: Annotated[
+        float, typer.Option("--guidance", "-g", help="Guidance scale while decoding (0: the editing source branch).")
+    ] = 0.0,
+    tau: Annotated[float, typer.Option("--tau", help="Dynamic guidance: on for t/1000 <= tau.")] = 0.8,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attention: AttentionOpt = "auto",
+    output: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    started = time.perf_counter()
+    request = workflow.ReconstructRequest(
+        source, prompt, model, seed, guidance, tau, size, device, dtype, output, overwrite, attention=attention
+    )
+    with progress_bar(ctx, not as_json) as progress:
+        result = workflow.run_reconstruct(request, reporter(ctx, progress))
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    lines = [str(result["output"])]
+    if "psnr" in result:
+        lines.append(f"PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
+    emit(result, as_json, lines)
+
+
+def _parse_blend(value: tuple[str, str] | None) -> list[tuple[str, str]] | None:
+    """('pug dog', 'bear') -> every source word paired with every target word."""
+    if not value:
+        return None
+    sources, targets = value[0].split(), value[1].split()
+    if not sources or not targets:
+        raise SettingsError("--blend needs a source word and a target word", "e.g. --blend pug bear")
+    return [(s, t) for s in sources for t in targets]
+
+
+def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
+    if not values:
+        return None
+    if len(values) == 1 and values[0].strip().lower() == "none":
+        return []
+    try:
+        return [parse_amplify_item(item) for item in values]
+    except ValueError as exc:
+        raise UsageError(f"--{exc}", "e.g. --amplify bear=4, or --amplify none") from None
+
+
+@app.command(
+    help=(
+        "Edit a photo: invert it with the source prompt, then decode source and target(s) "
+        "together with Prompt-to-Prompt attention control and dynamic guidance.\n\n"
+        "Example:\n\n  icdedit edit pug.jpg --src 'a photo of a pug' --tgt 'a photo of a bear'\n\n"
+        "Replace mode (same word count) amplifies and blends the words that differ; refine mode "
+        "amplifies the target's new words. What was derived is printed; --blend / --amplify "
+        "override it, --no-blend / --amplify none turn it off.\n\n"
+        "SDXL models (-m sdxl-4step-v2) edit as the official SDXL code does: the target prompt "
+        "alone, the source prompt's embeddings in the noisiest steps; only --guidance and --tau apply."
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def edit(
+    ctx: typer.Context,
+    source: Annotated[
+        Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")
+    ],
+    tgt: Annotated[
+        list[str], typer.Option("--tgt", "-t", help="Target prompt; repeat for several edits of one inversion.")
+    ],
+    src: Annotated[
+        Optional[str],
+        typer.Option("--src", "-s", help="Source prompt describing the photo (a latent file's own prompt by default)."),
+    ] = None,
+    model: ModelOpt = None,
+    preset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--preset",
+            help=(
+                "Preset name (see `icdedit presets`) or .yaml file. Default: the model's "
+                f"({per_family(lambda family: family.default_preset)})."
+            ),
+        ),
+    ] = None,
+    seed: SeedOpt = 0,
+    guidance: GuidanceOpt = None,
+    tau: TauOpt = None,
+    cross_replace: CrossOpt = None,
+    self_replace: SelfOpt = None,
+    mode: ModeOpt = None,
+    blend: BlendOpt = None,
+    no_blend: Annotated[bool, typer.Option("--no-blend", help="Do not derive a local blend.")] = False,
+    amplify: AmplifyOpt = None,
+    save_latent: Annotated[
+        Optional[Path], typer.Option("--save-latent", help="Also write the final latents (rows: source, then targets).")
+    ] = None,
+    side_by_side: Annotated[
+        bool, typer.Option("--side-by-side", help="Also write original | edit(s) in one image.")
+    ] = False,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attention: AttentionOpt = "auto",
+    output: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    started = time.perf_counter()
+    request = workflow.EditRequest(
+        source=source,
+        targets=list(tgt),
+        src=src,
+        model=model,
+        preset=preset,
+        seed=seed,
+        overrides=dict(guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode),
+        blend=_parse_blend(blend),
+        no_blend=no_blend,
+        amplify=_parse_amplify(amplify),
+        save_latent=save_latent,
+        side_by_side=side_by_side,
+        size=size,
+        device=device,
+        dtype=dtype,
+        attention=attention,
+        output=output,
+        overwrite=overwrite,
+    )
+    with progress_bar(ctx, not as_json) as progress:
+        result = workflow.run_edit(request, reporter(ctx, progress))
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    lines = [str(p) for p in result["outputs"]]
+    lines += [str(result[k]) for k in ("side_by_side", "latent") if result.get(k)]
+    emit(result, as_json, lines)
+
+
+@app.command(
+    help=(
+        "Edit many photos with one model load: a manifest (CSV, TSV, JSONL, YAML; the PIE-Bench "
+        "editing CSV as it is) or images (folders, globs, paths) with --src/--tgt for each. "
+        "Re-running skips what is done; a bad item is recorded and the rest go on. Exit code: 0 "
+        "all done, 1 some items failed, 2 unusable input.\n\n"
+        "Example:\n\n  icdedit batch edits.csv --images photos/ --out edited/"
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def batch(
+    ctx: typer.Context,
+    inputs: Annotated[
+        list[str],
+        typer.Argument(metavar="MANIFEST|IMAGES...", help="A manifest file, or image files, folders and globs."),
+    ],
+    images: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--images", help="Folder that a manifest's image paths are relative to (default: the manifest's folder)."
+        ),
+    ] = None,
+    src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt for every item without one.")] = None,
+    tgt: Annotated[Optional[str], typer.Option("--tgt", "-t", help="Target prompt for every item without one.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created); results.jsonl goes there too.")] = Path(
+        "edits"
+    ),
+    model: ModelOpt = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for rows without their own.")] = None,
+    seed: SeedOpt = 0,
+    guidance: GuidanceOpt = None,
+    tau: TauOpt = None,
+    cross_replace: CrossOpt = None,
+    self_replace: SelfOpt = None,
+    mode: ModeOpt = None,
+    blend: BlendOpt = None,
+    amplify: AmplifyOpt = None,
+    bad_blend: Annotated[
+        str,
+        typer.Option(
+            "--bad-blend",
+            metavar="fail|ignore",
+            help=(
+                "A row whose blend cannot be used (unparsable, or a word not in its prompt): fail it (default), or "
+                "edit it without local blend and record a warning. The official script edits such rows with an empty "
+                "blend mask, which leaves them unedited."
+            ),
+        ),
+    ] = "fail",
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard",
+            help=(
+                "K/N: process only the K-th of N deterministic parts (1-based). Under torchrun/accelerate the rank's "
+                "part is taken automatically."
+            ),
+        ),
+    ] = None,
+    side_by_side: Annotated[
+        bool, typer.Option("--side-by-side", help="Also write original | edit for each item.")
+    ] = False,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attention: AttentionOpt = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo items that are already done.")] = False,
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graphs",
+            help=(
+                "Capture the UNet as CUDA graphs on the first item and replay them (CUDA only; 2-3x faster per item "
+                "on an H100)."
+            ),
+        ),
+    ] = False,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help=(
+                "torch.compile the UNet's attention-free parts and the VAE: the first item of each size pays minutes "
+                "of compilation, later ones run faster. Combines with --cuda-graphs."
+            ),
+        ),
+    ] = False,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            help=(
+                "Photos of one processing size edited per UNet batch (a batch that does not fit in memory falls back "
+                "to one by one)."
+            ),
+        ),
+    ] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    request = workflow.BatchRequest(
+        inputs=inputs,
+        images=images,
+        out=out,
+        model=model,
+        device=device,
+        dtype=dtype,
+        attention=attention,
+        size=size,
+        shard=shard,
+        overwrite=overwrite,
+        side_by_side=side_by_side,
+        cuda_graphs=cuda_graphs,
+        compile=compile,
+        batch_size=batch_size,
+        defaults=dict(
+            src=src,
+            tgt=tgt,
+            preset=preset,
+            seed=seed,
+            blend=_parse_blend(blend),
+            amplify=_parse_amplify(amplify),
+            bad_blend=bad_blend,
+            overrides=dict(
+                guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode
+            ),
+        ),
+    )
+    with progress_bar(ctx, not as_json, items=True) as progress:
+        summary, report = workflow.run_batch(request, reporter(ctx, progress))
+    result = {"command": "batch", "report": str(report), **summary.as_dict()}
+    if as_json:
+        stdout.print(json.dumps(result), markup=False)
+    else:
+        table = Table("done", "skipped", "failed", "seconds per item", box=None)
+        per_item = summary.as_dict()["seconds_per_item"]
+        table.add_row(
+            str(len(summary.done)),
+            str(len(summary.skipped)),
+            str(len(summary.failed)),
+            "-" if per_item is None else f"{per_item:.2f}",
+        )
+        stdout.print(table)
+        for number, reason in summary.failed.items():
+            stdout.print(f"failed: item {number}: {reason}", markup=False)
+        stdout.print(f"report: {report}", markup=False)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)

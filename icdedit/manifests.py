@@ -1,0 +1,403 @@
+"""Batch input: manifests and folders read into items, each checked and prepared before any model.
+
+Two kinds of problem, handled differently:
+- a manifest that cannot be used as a whole (unreadable or empty, a required column missing,
+  a misspelt column name, an images folder that does not exist): every such problem is
+  reported at once, before any model is loaded, exit code 2 (`ManifestError`);
+- a problem confined to one row (a bad value in one cell, an unparsable blend, a word not in
+  its prompt): the item carries it as its `problem`, and the batch runner records it as failed.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import difflib
+import glob
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from .errors import IcdEditError, UsageError
+from .files import slug
+from .images import image_format
+from .p2p.plan import parse_amplify_item
+from .preparation import PreparedEdit, prepare_edit, resolve_settings
+from .presets import RANGES, EditSettings, check_seed, load_preset
+from .specs import ModelSpec, resolve_model
+from .text import check_prompt
+
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".yaml", ".yml")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", *RANGES, "mode"}
+PIE_BENCH = {"file_name": "image", "old_caption": "src", "edited_caption": "tgt", "blended_words": "blend"}
+EXTRA_CELLS = "\0extra cells"  # where the CSV reader puts cells beyond the header's columns
+BAD_BLEND_CHOICES = ("fail", "ignore")
+
+
+class ManifestError(IcdEditError):
+    """The manifest (or the command line) cannot be used; `problems` lists every one."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]):
+        super().__init__(
+            f"{len(problems)} problem(s) in the batch input: " + "; ".join(problems[:20]),
+            "fix the problems above; nothing was run",
+        )
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    number: int  # 1-based position in the input, as people count rows
+    image: Path
+    src: str
+    tgt: str
+    settings: EditSettings
+    seed: int
+    output: Path
+    blend: list[tuple[str, str]] | None = None
+    amplify: list[tuple[str, float]] | None = None
+    no_blend: bool = False  # edited without local blend (--bad-blend ignore)
+    problem: str | None = None  # why this row cannot be edited: recorded as failed, never run
+    prepared: PreparedEdit | None = None  # the edit, ready to run (when there is no problem)
+    warning: str | None = None  # recorded with the item's outcome
+
+    @property
+    def key(self) -> str:
+        """Identifies the work, so that a resumed run redoes an item whose inputs changed."""
+        data = json.dumps(
+            [
+                str(self.image),
+                self.src,
+                self.tgt,
+                self.settings.as_dict(),
+                self.seed,
+                self.blend,
+                self.amplify,
+                str(self.output),
+                self.no_blend,
+            ],
+            default=str,
+        )
+        return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+# -- reading inputs -------------------------------------------------------------------------------
+def _is_index_column(name) -> bool:
+    """pandas' unnamed index, as `DataFrame.to_csv` writes it: an empty header or 'Unnamed: N'."""
+    return name is None or not str(name).strip() or re.fullmatch(r"Unnamed: \d+", str(name).strip()) is not None
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """Rows of a CSV, TSV, JSONL or YAML manifest as dicts (PIE-Bench columns renamed, pandas'
+    unnamed index columns dropped). An unreadable or empty file is a ManifestError."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ManifestError([f"{path}: cannot read ({exc.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ManifestError([f"{path}: not UTF-8 text (is it a {suffix[1:].upper()} file?)"]) from None
+    if not text.strip():
+        raise ManifestError([f"{path}: the manifest is empty"])
+    try:
+        if suffix in (".csv", ".tsv"):
+            reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",", restkey=EXTRA_CELLS)
+            rows = list(reader)
+        elif suffix == ".jsonl":
+            rows = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:  # one bad line is that row's problem
+                        rows.append({EXTRA_CELLS: f"line {number} is not JSON ({exc.msg})"})
+        else:
+            rows = yaml.safe_load(text) or []
+            rows = rows.get("items", rows) if isinstance(rows, dict) else rows
+    except (yaml.YAMLError, csv.Error) as exc:
+        raise ManifestError([f"{path}: not valid {suffix[1:].upper()} ({str(exc).splitlines()[0]})"]) from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ManifestError([f"{path}: expected a list of rows with image, src and tgt"])
+    if not rows:
+        raise ManifestError([f"{path}: the manifest has no rows"])
+    return [normalise_row(row) for row in rows]
+
+
+def normalise_row(row: dict) -> dict:
+    """PIE-Bench's column names as icdedit's; pandas' unnamed index columns dropped."""
+    return {PIE_BENCH.get(k, k): v for k, v in row.items() if k == EXTRA_CELLS or not _is_index_column(k)}
+
+
+def column_problems(rows: list[dict], defaults: BatchDefaults) -> list[str]:
+    """What is wrong with the manifest as a whole: misspelt (unknown) and missing columns."""
+    named = [k for k in dict.fromkeys(k for row in map(normalise_row, rows) for k in row) if k != EXTRA_CELLS]
+    problems = []
+    for name in named:
+        if name not in COLUMNS:
+            close = difflib.get_close_matches(str(name), [*COLUMNS, *PIE_BENCH], n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(COLUMNS))}"
+            problems.append(f"unknown column {name!r} ({hint})")
+    if "image" not in named:
+        problems.append("no image column (image or file_name)")
+    for column, pie, flag in (("src", "old_caption", "--src"), ("tgt", "edited_caption", "--tgt")):
+        if column not in named and getattr(defaults, column) is None:
+            problems.append(f"no {column} column ({column} or {pie}) and no {flag}")
+    return problems
+
+
+def expand_images(paths: Iterable[str]) -> list[Path]:
+    """Folders (their images, sorted), globs and plain paths, in the order given."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif any(c in raw for c in "*?["):
+            found += sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(path)  # a missing file becomes a failed item, not a stop
+    return found
+
+
+BLEND_FORMS = "'SRCWORD TGTWORD', ('src', 'tgt') or [\"src\", \"tgt\"]"
+
+
+def _pairs(sources: str, targets: str) -> list[tuple[str, str]]:
+    """Every source word paired with every target word, as `--blend 'pug dog' bear` does."""
+    return [(s, t) for s in str(sources).split() for t in str(targets).split()]
+
+
+def parse_blend(value) -> list[tuple[str, str]] | None:
+    """A blend cell in every form manifests use: 'src tgt' (PIE-Bench), "('src', 'tgt')" (the
+    official COCO file, a Python tuple as pandas writes it), '["src", "tgt"]', a two-item list
+    or a list of pairs (JSONL, YAML); blank or empty means none. Anything else: ValueError."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text[0] in "([":
+            try:
+                value = ast.literal_eval(text)  # literals only: never runs code
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                raise ValueError(f"blend {text!r} is not {BLEND_FORMS}") from None
+        else:
+            words = text.split()
+            if len(words) != 2:
+                raise ValueError(f"blend {text!r} is not {BLEND_FORMS}")
+            return [(words[0], words[1])]
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return None
+        if len(value) == 2 and all(isinstance(v, str) and v.split() for v in value):
+            return _pairs(value[0], value[1])
+        if all(isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(w, str) for w in v) for v in value):
+            return [pair for a, b in value for pair in _pairs(a, b)]
+    raise ValueError(f"blend {value!r} is not {BLEND_FORMS}")
+
+
+def _parse_amplify(value) -> list[tuple[str, float]] | None:
+    """'bear=4 hat=2', {'bear': 4}, or 'none'; blank means derived."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, dict):
+        return [parse_amplify_item(f"{k}={v}") for k, v in value.items()]
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return []
+    return [parse_amplify_item(item) for item in str(value).replace(",", " ").split()]
+
+
+def _is_word_list(value) -> bool:
+    """An amplify cell that names words ('bear=4', {'bear': 4}, 'none'), not a plain factor."""
+    return isinstance(value, dict) or (isinstance(value, str) and ("=" in value or value.strip().lower() == "none"))
+
+
+def is_blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _number(key: str, value) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{key} {value!r} is not a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} {value!r} is not a number") from None
+
+
+def _seed(value) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"seed {value!r} is not a whole number")
+    try:
+        number = float(value) if isinstance(value, str) and "." in value else value
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError
+        return check_seed(int(number))
+    except (TypeError, ValueError, OverflowError, IcdEditError):
+        raise ValueError(f"seed {value!r} is not a whole number from 0 to 2^63 - 1") from None
+
+
+@dataclass(frozen=True)
+class BatchDefaults:
+    """What the command line gives every row; a row's own values override these."""
+
+    src: str | None = None
+    tgt: str | None = None
+    preset: str | None = None
+    overrides: dict = field(default_factory=dict)
+    seed: int = 0
+    blend: list[tuple[str, str]] | None = None
+    amplify: list[tuple[str, float]] | None = None
+    bad_blend: str = "fail"  # a blend that cannot be used: "fail" the row, or "ignore" it (no local blend)
+    model: ModelSpec | None = None  # the model edits are prepared for (None: the default model)
+
+
+def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: BatchDefaults) -> list[BatchItem]:
+    """Every row as an item. Problems of the manifest as a whole raise ManifestError, all at
+    once; a problem of one row makes that row an item with its `problem`, to be recorded."""
+    problems = column_problems(rows, defaults)
+    if problems:
+        raise ManifestError(problems)
+    defaults = replace(defaults, model=defaults.model or resolve_model(None))
+    presets: dict[str, EditSettings] = {}
+    items = [
+        _build_item(number, normalise_row(row), image_root, out_dir, defaults, presets)
+        for number, row in enumerate(rows, 1)
+    ]
+    seen: dict[Path, int] = {}
+    for i, item in enumerate(items):
+        if item.problem is None and item.output in seen:
+            items[i] = replace(item, problem=f"output {item.output.name} is also row {seen[item.output]}'s")
+        seen.setdefault(item.output, item.number)
+    return items
+
+
+def _build_item(
+    number: int, row: dict, image_root: Path, out_dir: Path, defaults: BatchDefaults, presets: dict
+) -> BatchItem:
+    image = "" if is_blank(row.get("image")) else str(row["image"])
+    src = row.get("src") if not is_blank(row.get("src")) else defaults.src
+    tgt = row.get("tgt") if not is_blank(row.get("tgt")) else defaults.tgt
+    image_path = Path(image).expanduser()
+    image_path = image_path if image_path.is_absolute() else image_root / image_path
+    output = row.get("output")
+    if is_blank(output):
+        output = f"{number:04d}-{image_path.stem or 'item'}-{slug(str(tgt or ''))}.png"
+    output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
+    item = BatchItem(
+        number,
+        image_path,
+        str(src or ""),
+        str(tgt or ""),
+        _preset(defaults.model.default_preset, presets),
+        defaults.seed,
+        output_path,
+    )
+    try:
+        if row.get(EXTRA_CELLS) is not None:
+            extra = row[EXTRA_CELLS]
+            raise ValueError(extra if isinstance(extra, str) else f"{len(extra)} more cell(s) than the header has")
+        if not image:
+            raise ValueError("image is missing")
+        if is_blank(src) or is_blank(tgt):
+            raise ValueError("src and tgt prompts are needed (columns or --src/--tgt)")
+        check_prompt(item.src, "src")
+        check_prompt(item.tgt, "tgt")
+        preset_name = (
+            row.get("preset") if not is_blank(row.get("preset")) else defaults.preset or defaults.model.default_preset
+        )
+        cells = {}
+        for key in (*RANGES, "mode"):
+            if is_blank(row.get(key)) or (key == "amplify" and _is_word_list(row[key])):
+                continue  # an amplify cell is a factor (4) or words with their factors (bear=4)
+            cells[key] = str(row[key]).strip() if key == "mode" else _number(key, row[key])
+        # a row's own values override the command line's (preparation.resolve_settings)
+        settings = resolve_settings(defaults.model, _preset(str(preset_name), presets), defaults.overrides, cells)
+        seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else defaults.seed
+        image_format(output_path)
+        item = replace(item, settings=settings, seed=seed)
+        if not defaults.model.traits.attention_control:  # amplify and blend steer Prompt-to-Prompt only
+            return _prepare(item, defaults)
+        cell = row.get("amplify")
+        amplify = _parse_amplify(cell) if not is_blank(cell) and _is_word_list(cell) else defaults.amplify
+        item = replace(item, amplify=amplify)
+    except (ValueError, TypeError, IcdEditError) as exc:
+        return replace(item, problem=str(exc))
+    try:
+        item = replace(item, blend=parse_blend(row.get("blend")) if "blend" in row else defaults.blend)
+    except ValueError as exc:
+        item = _unusable_blend(item, str(exc), defaults.bad_blend)
+        return item if item.problem else _prepare(item, defaults)
+    return _prepare(item, defaults)
+
+
+def _prepare(item: BatchItem, defaults: BatchDefaults) -> BatchItem:
+    """The item's edit prepared as `edit` prepares one (a word missing from its prompt is found
+    here, before any model is loaded); a blend that is the only problem goes by --bad-blend."""
+    try:
+        return replace(item, prepared=_prepared(item, defaults.model))
+    except IcdEditError as exc:
+        if item.blend:
+            try:  # is the blend the only problem?
+                _prepared(replace(item, blend=None, no_blend=True), defaults.model)
+            except IcdEditError:
+                pass
+            else:
+                item = _unusable_blend(item, exc.message, defaults.bad_blend)
+                return item if item.problem else _prepare(item, defaults)
+        return replace(item, problem=str(exc))
+
+
+def _prepared(item: BatchItem, spec: ModelSpec) -> PreparedEdit:
+    return prepare_edit(
+        spec, item.src, [item.tgt], item.settings, amplify=item.amplify, blend=item.blend, no_blend=item.no_blend
+    )
+
+
+def _preset(name: str, cache: dict) -> EditSettings:
+    if name not in cache:
+        cache[name] = load_preset(name)
+    return cache[name]
+
+
+def _unusable_blend(item: BatchItem, reason: str, bad_blend: str) -> BatchItem:
+    """A blend that cannot be used fails the row, or with --bad-blend ignore, the row is edited
+    without local blend and says so. (The official script edits such rows with an empty blend
+    mask, which leaves the photo unedited, silently.)"""
+    if bad_blend == "ignore":
+        return replace(item, blend=None, no_blend=True, warning=f"{reason}: edited without local blend")
+    return replace(item, problem=f"{reason} (--bad-blend ignore edits such rows without local blend)")
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' with 1 <= K <= N -> (K, N); None when not sharded."""
+    if not text:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise UsageError(f"--shard {text!r} is not K/N with 1 <= K <= N", "e.g. --shard 2/8")
+    return int(match[1]), int(match[2])
+
+
+def distributed_shard() -> tuple[int, int] | None:
+    """Under torchrun / accelerate launch: this rank's shard, from RANK and WORLD_SIZE."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return None
+    return int(os.environ.get("RANK", "0")) + 1, world
+
+
+def take_shard(items: list[BatchItem], shard: tuple[int, int] | None) -> list[BatchItem]:
+    """Item i (0-based, input order) belongs to shard (i mod N) + 1: a deterministic partition."""
+    if shard is None:
+        return items
+    k, n = shard
+    return [item for i, item in enumerate(items) if i % n == k - 1]

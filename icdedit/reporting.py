@@ -1,0 +1,50 @@
+"""Reporting to the person at the terminal: progress lines, notes and questions.
+
+The library never prints: a `Reporter` is silent by default, and only the CLI gives it a
+progress display, a place for notes and a way to ask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class Reporter:
+    """Progress and notes for the person at the terminal; silent by default (library use).
+
+    `confirm(question)` asks the person (the CLI only does so on an interactive terminal);
+    without it, nothing is ever downloaded implicitly."""
+
+    def __init__(
+        self, progress=None, note: Callable[[str], None] | None = None, confirm: Callable[[str], bool] | None = None
+    ):
+        self.progress = progress
+        self._note = note
+        self._confirm = confirm
+
+    def confirm(self, question: str) -> bool:
+        return bool(self._confirm and self._confirm(question))
+
+    def bytes_progress(self) -> Callable[[str, int, int | None], None]:
+        """A progress callback for downloads: one line per file."""
+        tasks: dict[str, object] = {}
+
+        def update(name: str, done: int, total: int | None) -> None:
+            if self.progress is None:
+                return
+            if name not in tasks:
+                tasks[name] = self.progress.add_task(f"downloading {name}", total=total)
+            self.progress.update(tasks[name], completed=done, total=total)
+
+        return update
+
+    def note(self, message: str) -> None:
+        if self._note is not None:
+            self._note(message)
+
+    def stage(self, description: str, total: int | None) -> Callable[[], None]:
+        """Start a progress line; the returned callable advances it by one."""
+        if self.progress is None:
+            return lambda: None
+        task = self.progress.add_task(description, total=total)
+        return lambda: self.progress.advance(task)
