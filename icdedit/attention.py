@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import SettingsError
+from .errors import SettingsError, UsageError
 from .files import write_atomically
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _setup_key(device: torch.device, dtype: torch.dtype) -> str:
 def check_attention_request(name: str) -> None:
     """A one-line error for an unknown kernel, or for xformers asked for but not installed."""
     if name not in BACKENDS:
-        raise SettingsError(f"--attention {name!r} is not a choice", f"use one of {', '.join(BACKENDS)}")
+        raise UsageError(f"--attention {name!r} is not a choice", f"use one of {', '.join(BACKENDS)}")
     if name == "xformers" and not xformers_installed():
         raise SettingsError(
             "--attention xformers: xformers is not installed",

@@ -34,8 +34,9 @@ class SettingsError(IcdEditError):
 
 
 class UsageError(SettingsError):
-    """A value the tool cannot take (not a number, not finite, out of range): a usage error,
-    exit code 2, whether it came from a flag, a preset file or a model file."""
+    """A value the tool cannot take (not a number, not finite, out of range, not a choice): a
+    usage error, exit code 2, whether it came from a flag or a preset file. (A batch row's bad
+    cell fails that row instead; a bad model file is a ModelError.)"""
 
     exit_code = 2
 

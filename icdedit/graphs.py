@@ -21,6 +21,7 @@ import torch
 from .attention import AttentionFn, sdpa
 from .p2p.control import AttentionController
 from .p2p.plan import ControlPlan
+from .precision import at_least_float32
 
 
 def call_unet(unet: torch.nn.Module, x: torch.Tensor, t, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -81,11 +82,11 @@ class GraphRunner:
         for name, value in inputs.items():
             entry.inputs[name].copy_(value)
         if not self.capture:
-            return self._run(entry).float()
+            return self._run(entry).to(at_least_float32(self.dtype))
         if fresh:
             self._capture(entry, controller)
         entry.graph.replay()
-        return entry.out.float()
+        return entry.out.to(at_least_float32(self.dtype))
 
     def _run(self, entry: _Graph) -> torch.Tensor:
         return call_unet(self.unet, entry.x, entry.timestep, entry.inputs)
@@ -103,5 +104,5 @@ class GraphRunner:
         entry.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(entry.graph):
             entry.out = self._run(entry)
-        if controller is not None:  # two warm-ups and the capture ran Python: count one
+        if controller is not None:  # the warm-ups and the capture added to the blend sums: undo them
             controller.restore(snapshot)

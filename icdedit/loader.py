@@ -16,7 +16,7 @@ import torch
 
 from .attention import KERNELS, AttentionFn, choose_attention
 from .download import download_command, hub_cache_dir, offline
-from .errors import ModelError, SettingsError
+from .errors import ModelError, SettingsError, UsageError
 from .lora import (
     AdapterSwitch,
     HybridSwitch,
@@ -77,7 +77,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise SettingsError(f"--device {name!r} is not a device", "use auto, cpu, cuda, cuda:N or mps") from None
+        raise UsageError(f"--device {name!r} is not a device", "use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SettingsError(f"--device {name}: CUDA is not available on this machine", "use --device cpu")
@@ -86,7 +86,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise SettingsError(f"--device {name}: MPS is not available on this machine", "use --device cpu")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise SettingsError(f"--device {name!r} is not supported", "use auto, cpu, cuda, cuda:N or mps")
+        raise UsageError(f"--device {name!r} is not supported", "use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -96,7 +96,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if name not in DTYPES:
-        raise SettingsError(f"--dtype {name!r} is not supported", f"use auto, {', '.join(DTYPES)}")
+        raise UsageError(f"--dtype {name!r} is not supported", f"use auto, {', '.join(DTYPES)}")
     return DTYPES[name]
 
 

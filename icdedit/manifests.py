@@ -83,7 +83,7 @@ class BatchItem:
                 self.blend,
                 self.amplify,
                 str(self.output),
-                self.no_blend,
+                *(["no blend"] if self.no_blend else []),  # absent otherwise: reports of older runs stay valid
             ],
             default=str,
         )
@@ -125,7 +125,7 @@ def read_manifest(path: Path) -> list[dict]:
             rows = rows.get("items", rows) if isinstance(rows, dict) else rows
     except (yaml.YAMLError, csv.Error) as exc:
         raise ManifestError([f"{path}: not valid {suffix[1:].upper()} ({str(exc).splitlines()[0]})"]) from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    if not isinstance(rows, list):
         raise ManifestError([f"{path}: expected a list of rows with image, src and tgt"])
     if not rows:
         raise ManifestError([f"{path}: the manifest has no rows"])
@@ -134,6 +134,8 @@ def read_manifest(path: Path) -> list[dict]:
 
 def normalise_row(row: dict) -> dict:
     """PIE-Bench's column names as icdedit's; pandas' unnamed index columns dropped."""
+    if not isinstance(row, dict):  # that row's problem, as a JSONL line that is not JSON is
+        return {EXTRA_CELLS: f"{row!r} is not a row of named cells"}
     return {PIE_BENCH.get(k, k): v for k, v in row.items() if k == EXTRA_CELLS or not _is_index_column(k)}
 
 
@@ -204,6 +206,15 @@ def parse_blend(value) -> list[tuple[str, str]] | None:
     raise ValueError(f"blend {value!r} is not {BLEND_FORMS}")
 
 
+def _row_blend(row: dict, defaults: BatchDefaults) -> list[tuple[str, str]] | None:
+    """A row's blend: its cell where the manifest has a blend column, a blank cell meaning no
+    local blend (as the official script reads PIE-Bench's ' '); else --blend, or derived (None)."""
+    if "blend" not in row:
+        return defaults.blend
+    blend = parse_blend(row["blend"])
+    return [] if blend is None else blend
+
+
 def _parse_amplify(value) -> list[tuple[str, float]] | None:
     """'bear=4 hat=2', {'bear': 4}, or 'none'; blank means derived."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -229,7 +240,7 @@ def _number(key: str, value) -> float:
         raise ValueError(f"{key} {value!r} is not a number")
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{key} {value!r} is not a number") from None
 
 
@@ -274,7 +285,9 @@ def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: Bat
     ]
     seen: dict[Path, int] = {}
     for i, item in enumerate(items):
-        if item.problem is None and item.output in seen:
+        if item.problem is not None:
+            continue  # a row that fails writes nothing: its output name is free
+        if item.output in seen:
             items[i] = replace(item, problem=f"output {item.output.name} is also row {seen[item.output]}'s")
         seen.setdefault(item.output, item.number)
     return items
@@ -297,7 +310,7 @@ def _build_item(
         image_path,
         str(src or ""),
         str(tgt or ""),
-        _preset(defaults.model.default_preset, presets),
+        resolve_settings(defaults.model),
         defaults.seed,
         output_path,
     )
@@ -311,16 +324,16 @@ def _build_item(
             raise ValueError("src and tgt prompts are needed (columns or --src/--tgt)")
         check_prompt(item.src, "src")
         check_prompt(item.tgt, "tgt")
-        preset_name = (
-            row.get("preset") if not is_blank(row.get("preset")) else defaults.preset or defaults.model.default_preset
-        )
+        preset_name = row.get("preset") if not is_blank(row.get("preset")) else defaults.preset
         cells = {}
         for key in (*RANGES, "mode"):
             if is_blank(row.get(key)) or (key == "amplify" and _is_word_list(row[key])):
                 continue  # an amplify cell is a factor (4) or words with their factors (bear=4)
             cells[key] = str(row[key]).strip() if key == "mode" else _number(key, row[key])
         # a row's own values override the command line's (preparation.resolve_settings)
-        settings = resolve_settings(defaults.model, _preset(str(preset_name), presets), defaults.overrides, cells)
+        settings = resolve_settings(
+            defaults.model, _preset(preset_name, presets), defaults.overrides, cells, labels=("command line", "row")
+        )
         seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else defaults.seed
         image_format(output_path)
         item = replace(item, settings=settings, seed=seed)
@@ -332,7 +345,7 @@ def _build_item(
     except (ValueError, TypeError, IcdEditError) as exc:
         return replace(item, problem=str(exc))
     try:
-        item = replace(item, blend=parse_blend(row.get("blend")) if "blend" in row else defaults.blend)
+        item = replace(item, blend=_row_blend(row, defaults))
     except ValueError as exc:
         item = _unusable_blend(item, str(exc), defaults.bad_blend)
         return item if item.problem else _prepare(item, defaults)
@@ -362,7 +375,11 @@ def _prepared(item: BatchItem, spec: ModelSpec) -> PreparedEdit:
     )
 
 
-def _preset(name: str, cache: dict) -> EditSettings:
+def _preset(name: str | None, cache: dict) -> EditSettings | None:
+    """A preset read once per batch; None (no row or flag names one): the model's default."""
+    if name is None:
+        return None
+    name = str(name)
     if name not in cache:
         cache[name] = load_preset(name)
     return cache[name]

@@ -24,12 +24,15 @@ from .text import check_prompt
 ATTENTION_SETTINGS = ("cross_replace", "self_replace", "mode")
 
 
-def resolve_settings(spec: ModelSpec, preset: str | EditSettings | None = None, *explicit: dict) -> EditSettings:
+def resolve_settings(
+    spec: ModelSpec, preset: str | EditSettings | None = None, *explicit: dict, labels: Sequence[str] = ()
+) -> EditSettings:
     """The preset (a name, a file, or settings; None: the model's default preset) with each
-    mapping of explicit values applied in turn (None values skipped), the last one winning."""
+    mapping of explicit values applied in turn (None values skipped), the last one winning.
+    `labels` name the mappings in errors ("command line" where none is given)."""
     settings = preset if isinstance(preset, EditSettings) else load_preset(preset or spec.default_preset)
-    for values in explicit:
-        settings = settings.with_overrides(**values)
+    for i, values in enumerate(explicit):
+        settings = settings.with_overrides(labels[i] if i < len(labels) else "command line", **values)
     return settings
 
 

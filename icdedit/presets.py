@@ -1,7 +1,8 @@
 """Edit settings and the named presets in `presets/*.yaml`.
 
-Precedence, resolved here and nowhere else: command-line flag > preset file > built-in
-default (the official SD1.5 settings).
+Which preset applies and what overrides it is resolved in `preparation.resolve_settings`:
+explicit values (flag; in a batch, a row's cell over the flag) > preset file > the model's
+default preset. `EditSettings()`'s own defaults are the official SD1.5 settings.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def check_number(name: str, value, source: str = "command line") -> float:
     low, high, meaning = RANGES[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"{source}: {name} = {value!r} is not a number", f"{meaning}; allowed {low:g}..{high:g}")
+    if isinstance(value, int) and not low <= value <= high:  # a huge int: math.isfinite would overflow
+        raise UsageError(f"{source}: {name} = {value!r} is out of range", f"{meaning}; allowed {low:g}..{high:g}")
     if not math.isfinite(value) or not low <= value <= high:
         raise UsageError(f"{source}: {name} = {value!r} is out of range", f"{meaning}; allowed {low:g}..{high:g}")
     return float(value)
@@ -69,10 +72,10 @@ class EditSettings:
             raise UsageError(f"{source}: mode = {self.mode!r} is not allowed", f"use one of {', '.join(MODES)}")
         return self
 
-    def with_overrides(self, **flags) -> EditSettings:
-        """Explicit flags (not None) override the preset."""
+    def with_overrides(self, source: str = "command line", **flags) -> EditSettings:
+        """Explicit values (not None) override the preset; `source` names them in errors."""
         given = {k: v for k, v in flags.items() if v is not None}
-        return replace(self, **given).validated("command line")
+        return replace(self, **given).validated(source)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "description"}

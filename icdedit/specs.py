@@ -145,7 +145,7 @@ def load_spec(path: Path) -> ModelSpec:
             path=path,
         )
         spec.plan()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:  # a value of the wrong kind
         raise ModelError(f"{path}: {exc}") from None
     if spec.resolution % 64 or not 64 <= spec.resolution <= 4096:
         raise ModelError(f"{path}: resolution must be a multiple of 64 from 64 to 4096, got {spec.resolution}")

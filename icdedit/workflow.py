@@ -343,14 +343,14 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         raise UsageError(
             f"--bad-blend {request.defaults['bad_blend']!r} is not one of {', '.join(manifests.BAD_BLEND_CHOICES)}"
         )
-    if request.defaults.get("preset"):
-        load_preset(request.defaults["preset"])  # a bad --preset is the command line's problem, not each row's
     try:
         spec = resolve_model(request.model)
     except IcdEditError:
         batch_items(request)  # an unusable manifest is the first thing to report
         raise
     flags = request.defaults.get("overrides", {})
+    # a bad --preset or flag value is the command line's problem (a usage error), not each row's
+    resolve_settings(spec, request.defaults.get("preset"), flags)
     amplify, blend = request.defaults.get("amplify"), request.defaults.get("blend")
     if not spec.traits.attention_control and (explicit(flags) or amplify or blend):  # the flags' own problem
         prepare_edit(spec, "-", ["-"], resolve_settings(spec), amplify=amplify, blend=blend, given=explicit(flags))

@@ -25,7 +25,7 @@ found in no prompt is a ValueError here (the official code ignores it); integer 
 accepted (the official `type(...) is float` tests reject them). Token positions past 76 (prompts
 over 77 tokens) are not dropped, as in the official code.
 
-The result feeds `OfficialStyleController` (benchmarks/baseline.py): `mappers`, `equalizers`,
+The result feeds `OfficialStyleController` (tests/reference.py): `mappers`, `equalizers`,
 `cross_alpha`, `self_steps` and `blend_words` have exactly the shapes and meaning it reads.
 """
 

@@ -90,7 +90,7 @@ def test_pie_bench_csv_is_accepted_as_it_is(tmp_path):
     items = build_items(read_manifest(tmp_path / "pie.csv"), tmp_path / "imgs", tmp_path / "out", BatchDefaults())
     assert items[0].image == tmp_path / "imgs" / "000" / "a.jpg"
     assert (items[0].src, items[0].tgt, items[0].blend) == ("a cat sitting", "a dog sitting", [("cat", "dog")])
-    assert items[1].blend is None  # a blank blended_words means no blend
+    assert items[1].blend == []  # a blank blended_words means no local blend, as the official script reads it
 
 
 def test_a_row_with_a_problem_becomes_a_failed_item_with_its_reason(tmp_path):
@@ -107,6 +107,10 @@ def test_a_row_with_a_problem_becomes_a_failed_item_with_its_reason(tmp_path):
         {"image": "i.png", "src": "a cat", "tgt": "a dog", "blend": "And chair rock"},
         {"image": "j.png", "src": "a cat", "tgt": "a dog", "blend": "pug dog"},
         {"image": "k.png", "src": "a cat", "tgt": "a dog", "seed": "2.5"},
+        {"image": "l.png", "src": "a cat", "tgt": "a dog", "guidance": 10**400},  # float() overflows
+        {"image": "m.png", "src": "a cat", "tgt": "a dog", "guidance": "1" + "0" * 400},  # inf
+        [1, 2],  # a JSONL line or YAML item that is not a row
+        {"image": "n.png", "src": "a cat", "tgt": "a dog", "output": "0002-b-a-dog.png"},  # row 2 failed: free
     ]
     items = build_items(rows, tmp_path, tmp_path, BatchDefaults())
     problems = {item.number: item.problem for item in items}
@@ -116,17 +120,21 @@ def test_a_row_with_a_problem_becomes_a_failed_item_with_its_reason(tmp_path):
         3: "src and tgt",
         4: "'high' is not a number",
         5: "unknown preset 'nope'",
-        6: "guidance = nan is out of range",
+        6: "row: guidance = nan is out of range",
         7: "also row 1's",
         8: "seed '-1'",
         9: "'dog=inf'",
         10: "'And chair rock'",
         11: "'pug' is not in the source prompt",
         12: "seed '2.5'",
+        13: "is not a number",
+        14: "guidance = inf is out of range",
+        15: "[1, 2] is not a row of named cells",
     }
     for number, fragment in expected.items():
         assert problems[number] is not None and fragment in problems[number], (number, problems[number])
     assert "--bad-blend ignore" in problems[10] and "--bad-blend ignore" in problems[11]
+    assert problems[16] is None  # the output name of a row that fails is not taken
 
 
 def test_bad_blend_ignore_edits_without_local_blend_and_says_so(tmp_path):
@@ -501,6 +509,7 @@ def test_the_official_manifest_layouts_run_as_they_are(official_layouts, tiny_mo
     pie140, pie_all, coco = outcomes.values()
     assert pie140[1]["status"] == "done" and pie140[1]["words"][0]["blend"] == [["cat"], ["dog"]]
     assert pie140[2]["status"] == "done" and pie140[2]["tgt"] == "a photo of a red house"
+    assert pie140[2]["words"][0]["blend"] == [[], []]  # blank: no local blend, as the official script
     assert pie140[3]["status"] == "failed" and "image not found" in pie140[3]["error"]
     assert pie_all[1]["status"] == "done" and pie_all[1]["src"] == "a cat sitting on the grass"
     assert coco[1]["status"] == coco[2]["status"] == "done"

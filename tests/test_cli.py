@@ -407,7 +407,6 @@ BAD = [
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "-o", "nowhere/out.png"], ["does not exist"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "-o", "out.gif"], ["image format"]),
     (["invert", "photo.png", "--prompt", "a cat", "-o", "z.pt"], [".safetensors"]),
-    (["invert", "photo.png", "--prompt", "a cat", "--device", "toaster"], ["toaster"]),
     (["edit", "bomb.png", "--src", "a cat", "--tgt", "a dog"], ["bomb.png", "1,600 megapixels", "limit", "downscale"]),
     (
         ["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "gzip.yaml"],
@@ -426,6 +425,11 @@ BAD = [
 ]
 # Values the tool cannot take: usage errors, exit code 2
 BAD_VALUES = [
+    (["invert", "photo.png", "--prompt", "a cat", "--device", "toaster"], ["toaster"]),
+    (["batch", "photo.png", "-s", "a cat", "-t", "a dog", "--guidance", "nan"], ["guidance = nan", "0..50"]),
+    (["batch", "photo.png", "-s", "a cat", "-t", "a dog", "--tau", "3"], ["tau = 3.0"]),
+    (["batch", "photo.png", "-s", "a cat", "-t", "a dog", "--mode", "bogus"], ["mode = 'bogus'"]),
+    (["batch", "photo.png", "-s", "a cat", "-t", "a dog", "--preset", "nan.yaml"], ["nan.yaml", "guidance = nan"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog"], ["WORD=VALUE"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog=nan"], ["'dog=nan'", "0 to 20"]),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--amplify", "dog=inf"], ["'dog=inf'", "0 to 20"]),

@@ -61,6 +61,10 @@ def test_hub_ids_stay_hub_ids(tmp_path):
         ({"forward_timesteps": [19, 2000]}, "forward_timesteps"),
         ({"resolution": 500}, "multiple of 64"),
         ({"forward_timesteps": "19 259"}, "list of integers"),
+        ({"resolution": float("inf")}, "m.yaml"),  # int() overflows
+        ({"lora_alpha": float("nan")}, "lora_alpha"),
+        ({"sources": ["a", "b"]}, "m.yaml"),
+        ({"family": "sd3"}, "family 'sd3' is not supported"),
     ],
 )
 def test_bad_model_descriptions_are_refused(tmp_path, change, message):

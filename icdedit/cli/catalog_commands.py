@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from .. import catalog
-from ..errors import SettingsError
+from ..errors import UsageError
 from .app import app, emit, handles_errors, progress_bar, reporter, stdout
 from .options import JsonOpt
 
@@ -67,7 +67,7 @@ def download(
     as_json: JsonOpt = False,
 ) -> None:
     if dtype not in ("fp32", "fp16"):
-        raise SettingsError(f"--dtype {dtype!r} is not fp32 or fp16")
+        raise UsageError(f"--dtype {dtype!r} is not fp32 or fp16", "use --dtype fp32 or --dtype fp16")
     with progress_bar(ctx, not as_json) as progress:
         result = catalog.run_download(catalog.DownloadRequest(model, dtype), reporter(ctx, progress))
     emit(result, as_json, [*result["placed"], *([result["base"]] if result.get("base") else [])] or ["nothing to do"])
