@@ -152,9 +152,20 @@ class BaselineXLEditor(ThreePipelines):
         ).sample.float()
 
     @torch.no_grad()
-    def encode(self, pixels):
+    def encode(self, pixels, seed=0):
+        """The img2img pipeline's `prepare_latents`, as the official inversion calls it: one CPU
+        generator seeded with `seed`; its first draw samples the VAE posterior (`start` makes the
+        next one, the start noise)."""
         vae = self.forward["vae"].to(torch.float32)
-        return vae.encode(pixels.to(self.device, torch.float32)).latent_dist.mean.float() * 0.13025
+        posterior = vae.encode(pixels.to(self.device, torch.float32)).latent_dist
+        return posterior.sample(torch.Generator().manual_seed(seed)).float() * 0.13025
+
+    def start(self, z0, seed, t0):
+        """z0 noised to t0 with the seed generator's second draw (its first sampled the posterior)."""
+        generator = torch.Generator().manual_seed(seed)
+        torch.randn(z0.shape, generator=generator)  # the posterior sample's draw, made in `encode`
+        noise = torch.randn(z0.shape, generator=generator).to(self.device)
+        return self.acp[t0].sqrt() * z0 + (1 - self.acp[t0]).sqrt() * noise
 
     @torch.no_grad()
     def invert(self, z0, prompt, seed, timesteps):

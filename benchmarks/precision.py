@@ -25,7 +25,7 @@ def edit_once(args, dtype: torch.dtype):
     device = torch.device(args.device)
     editor = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype)
     with torch.no_grad():
-        z_T = editor.invert_latent(editor.encode_image(synthetic_photo(args.size)), SOURCE, 0)
+        z_T = editor.invert_latent(editor.start_latent(synthetic_photo(args.size), 0), SOURCE, 0)
         z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], load_preset(editor.spec.default_preset))
         images = [np.asarray(i, dtype=np.float64) for i in editor.decode_latents(z)]
     return z_T.float().cpu(), z.float().cpu(), images

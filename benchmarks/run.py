@@ -233,10 +233,10 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
         with clock.stage("text"):
             editor.prompt_embeddings([SOURCE, TARGET])
         with clock.stage("vae_encode"):
-            z0 = editor.encode_image(image)
+            z0 = editor.start_latent(image, seed=0)
         with clock.stage("forward"):
             z_T = editor.invert_latent(z0, SOURCE, seed=0)
-        with clock.stage("reverse"):  # SDXL decodes the target row alone; P2P needs the source row too
+        with clock.stage("reverse"):  # the switch decodes the target row alone; P2P needs the source row too
             z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], settings, with_source=False)
         with clock.stage("vae_decode"):
             editor.decode_latents(z[-1:])  # the edit; a source row is a reconstruction nobody reads

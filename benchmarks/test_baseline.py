@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from icdedit.images import to_model_input
 from icdedit.presets import load_preset
+from tests.conftest import make_photo
 from tests.test_sdxl import SOURCE, TARGET
 from tests.tolerance import Float32Error, assert_near_exact
 
@@ -30,6 +32,10 @@ def test_benchmark_baseline_computes_the_same_edit(xl_spec, xl_editor, xl_editor
         device=torch.device("cpu"),
         dtype=torch.float32,
     )
+    photo = make_photo(64, 64, seed=2)  # the start: a posterior sample from the seed's first draw
+    exact0 = xl_editor64.start_latent(photo, 3)
+    error0 = Float32Error.measure(xl_editor.start_latent(photo, 3), exact0)
+    assert_near_exact(baseline.encode(to_model_input(photo), 3), exact0, error0, "posterior sample")
     z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
     z_T = baseline.invert(z0, SOURCE, 1, list(xl_spec.forward_timesteps))
     exact_T = xl_editor64.invert_latent(z0.double(), SOURCE, 1)

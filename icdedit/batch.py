@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import IcdEditError, OutputError
 from .files import write_atomically
-from .images import load_image, plan_size, save_image, side_by_side
+from .images import load_image, save_image, side_by_side
 from .manifests import BatchItem
 
 
@@ -136,7 +136,7 @@ def run_items(
                 if on_item:
                     on_item(item, "failed")
                 continue
-            processed = plan_size(*image.size, size or get_editor().spec.resolution)
+            processed = get_editor().processing_size(image.size, size)
             if pending and (processed != pending_size or len(pending) >= batch_size):
                 flush()
             pending.append((item, image))

@@ -16,10 +16,11 @@ from functools import wraps
 import torch
 from PIL import Image
 
-from . import engine
+from . import engine, noise
 from .compiling import CompileOptions, compile_limits, compile_models
+from .families import controls_attention
 from .graphs import GraphRunner, call_unet
-from .images import from_model_output, prepare_image, resize, to_model_input
+from .images import PreparedImage, from_model_output, plan_size, resize, to_model_input
 from .loader import ModelBundle, load_model
 from .p2p.control import AttentionController, GroupedController, attention_control
 from .p2p.plan import ControlPlan, EditWords, build_control_plan
@@ -56,13 +57,22 @@ class EditJob:
     amplify: Sequence[tuple[str, float]] | None = None
     blend: Sequence[tuple[str, str]] | None = None
     no_blend: bool = False
-    words: Sequence[EditWords] | None = None  # from preparation.prepare_edit (Editor._prepare when None)
-    control: ControlPlan | None = None
+    edit: PreparedEdit | None = None  # from preparation.prepare_edit (Editor._prepare when None)
+    control: ControlPlan | None = None  # Prompt-to-Prompt's plan, built by Editor._prepare
 
     @classmethod
     def prepared(cls, inversion: Inversion, edit: PreparedEdit) -> EditJob:
         """A job from an edit prepared before the model was loaded (nothing is derived again)."""
-        return cls(inversion, list(edit.targets), edit.settings, edit.source, words=list(edit.words))
+        return cls(inversion, list(edit.targets), edit.settings, edit.source, edit=edit)
+
+    @property
+    def words(self) -> list[EditWords]:
+        return list(self.edit.words) if self.edit is not None else []
+
+    def decodes_source(self, with_source: bool) -> bool:
+        """Whether its source row is decoded: when asked, and always under attention control,
+        which builds the targets' attention from it."""
+        return with_source or self.control is not None
 
 
 @dataclass(frozen=True)
@@ -200,11 +210,22 @@ class Editor:
 
     @_runs_networks
     @torch.no_grad()
-    def encode_image(self, image: Image.Image) -> torch.Tensor:
-        """RGB image -> z0 = VAE posterior mean * scaling factor, float32 (docs/numerics.md section 4)."""
+    def encode_posterior(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB image -> the VAE posterior's (mean, std), unscaled, in the latent dtype."""
         vae = self._vae_for(image.height, image.width)
         pixels = to_model_input(image, self.latent_dtype).to(self.device, vae.dtype)
-        return vae.encode(pixels).latent_dist.mean.to(self.latent_dtype) * self.bundle.vae_scaling_factor
+        posterior = vae.encode(pixels).latent_dist
+        return posterior.mean.to(self.latent_dtype), posterior.std.to(self.latent_dtype)
+
+    def start_latent(self, image: Image.Image, seed: int) -> torch.Tensor:
+        """z0, where inversion starts: the posterior mean (SD1.5 as released) or a sample of the
+        posterior from the seed's first draw (SDXL as released, docs/numerics.md section 7), times
+        the VAE's scaling factor."""
+        mean, std = self.encode_posterior(image)
+        posterior_eps, _ = noise.inversion_draws(tuple(mean.shape), seed, self.spec.traits.inversion_start)
+        if posterior_eps is not None:
+            mean = mean + std * posterior_eps.to(mean.device, mean.dtype)
+        return mean * self.bundle.vae_scaling_factor
 
     @_runs_networks
     @torch.no_grad()
@@ -260,6 +281,14 @@ class Editor:
     def _vae_scale(self) -> int:
         return 2 ** (len(self.bundle.vae.config.block_out_channels) - 1)
 
+    def processing_size(self, image_size: tuple[int, int], size: int | None = None) -> tuple[int, int]:
+        """(width, height) a photo of `image_size` is processed at: the long side (SD1.5) or the
+        area (SDXL) of `size`, by default the model's resolution (`images.plan_size`)."""
+        return plan_size(*image_size, size or self.spec.resolution, by_area=self.spec.traits.size_by_area)
+
+    def prepare_image(self, image: Image.Image, size: int | None = None) -> PreparedImage:
+        return PreparedImage(image, resize(image, self.processing_size(image.size, size)))
+
     # -- inversion ---------------------------------------------------------------------------
     @_runs_networks
     @torch.no_grad()
@@ -267,18 +296,14 @@ class Editor:
         self, z0: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int], on_step: OnStep | None = None
     ) -> torch.Tensor:
         """z0 (B, 4, h, w) -> z_T with the forward model, each row's source prompt and w = 0
-        (docs/numerics.md section 4). Each row's start noise is drawn on the CPU from its own seeded
-        generator, so a seed gives the same inversion on every device and in any batch."""
-        noise = torch.cat(
-            [
-                torch.randn((1, *z0.shape[1:]), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
-                for seed in seeds
-            ]
-        )
+        (docs/numerics.md section 4). Each row's start noise is its seed's draw (`noise.py`): the
+        same inversion on every device and in any batch."""
+        start = self.spec.traits.inversion_start
+        eps0 = torch.cat([noise.inversion_draws((1, *z0.shape[1:]), seed, start)[1] for seed in seeds])
         embeddings = self.prompt_embeddings(list(prompts))
         eps = counting_steps(self.denoiser(embeddings, lambda t: [0.0] * len(seeds)), on_step)
         with self.bundle.adapters.use("forward"):
-            return engine.invert(eps, z0, noise.to(self.device), self.bundle.plan, self.bundle.schedule)
+            return engine.invert(eps, z0, eps0.to(self.device), self.bundle.plan, self.bundle.schedule)
 
     def invert_latent(self, z0: torch.Tensor, prompt: str, seed: int, on_step: OnStep | None = None) -> torch.Tensor:
         return self.invert_latents(z0, [prompt], [seed], on_step)
@@ -299,10 +324,10 @@ class Editor:
         """Invert photos that share a processing size as one batch."""
         for prompt in prompts:
             check_prompt(prompt)
-        prepared = [prepare_image(image, size or self.spec.resolution) for image in images]
+        prepared = [self.prepare_image(image, size) for image in images]
         if len({p.processed_size for p in prepared}) != 1:
             raise ValueError("photos inverted together must share a processing size")
-        z0 = torch.cat([self.encode_image(p.processed) for p in prepared])
+        z0 = torch.cat([self.start_latent(p.processed, seed) for p, seed in zip(prepared, seeds)])
         z_T = self.invert_latents(z0, prompts, seeds, on_step).cpu()
         return [
             Inversion(z_T[i : i + 1], prompt, seed, p.processed_size, p.original_size, image)
@@ -347,22 +372,29 @@ class Editor:
 
     @torch.no_grad()
     def edit_many(
-        self, jobs: Sequence[EditJob], *, decode_source: bool = False, on_step: OnStep | None = None
+        self,
+        jobs: Sequence[EditJob],
+        *,
+        decode_source: bool = False,
+        source_latent: bool = False,
+        on_step: OnStep | None = None,
     ) -> list[EditResult]:
-        """Several edits of inversions that share a latent size, decoded as one UNet batch."""
+        """Several edits of inversions that share a latent size, decoded as one UNet batch.
+
+        `decode_source`: also the source row's image (a reconstruction); `source_latent`: the
+        source row in `EditResult.latents` even where the edit method does not need it."""
         jobs = [self._prepare(job) for job in jobs]
-        latents = self._decode_jobs(jobs, on_step, with_source=decode_source)
+        latents = self._decode_jobs(jobs, on_step, with_source=decode_source or source_latent)
         rows = [z if decode_source else z[-len(job.targets) :] for job, z in zip(jobs, latents)]
         images = self.decode_latents(torch.cat(rows))
         results, start = [], 0
         for job, z, own in zip(jobs, latents, rows):
             decoded = [resize(i, job.inversion.original_size) for i in images[start : start + len(own)]]
             start += len(own)
-            words = job.words
             if decode_source:
-                results.append(EditResult(decoded[1:], z.cpu(), words, source=decoded[0]))
+                results.append(EditResult(decoded[1:], z.cpu(), job.words, source=decoded[0]))
             else:
-                results.append(EditResult(decoded, z.cpu(), words))
+                results.append(EditResult(decoded, z.cpu(), job.words))
         return results
 
     @torch.no_grad()
@@ -382,110 +414,116 @@ class Editor:
         """The final latents (rows: source, then targets) of one edit, without the VAE.
 
         Prompt-to-Prompt always decodes the source row (the targets' attention is built from
-        it); SDXL's prompt-switch editing decodes it only when `with_source` asks for it."""
+        it); the prompt switch alone decodes it only when `with_source` asks for it."""
         inversion = Inversion(z_T, source, 0, (0, 0), (0, 0))
         job = self._prepare(EditJob(inversion, list(targets), settings, source, amplify, blend, no_blend))
         return self._decode_jobs([job], on_step, with_source=with_source)[0], job.words
 
-    @property
-    def uses_attention_control(self) -> bool:
-        """SD1.5 edits with Prompt-to-Prompt; SDXL as released, by switching prompts (no control)."""
-        return self.spec.traits.attention_control
-
     def _prepare(self, job: EditJob) -> EditJob:
         """Prepare the job as the CLI does (preparation.prepare_edit), unless it was prepared
-        already, and build its control plan (no model needed)."""
-        settings = job.settings or resolve_settings(self.spec)
-        if job.words is None:
+        already, and build its control plan when its method controls attention (no model needed)."""
+        edit = job.edit
+        if edit is None:
             edit = prepare_edit(
                 self.spec,
                 job.source or job.inversion.prompt,
                 job.targets,
-                settings,
+                job.settings or resolve_settings(self.spec),
                 amplify=job.amplify,
                 blend=job.blend,
                 no_blend=job.no_blend,
             )
-            job = replace(job, source=edit.source, targets=list(edit.targets), words=list(edit.words))
-        job = replace(job, settings=settings, source=job.source or job.inversion.prompt, words=list(job.words))
-        if not self.uses_attention_control:
+        job = replace(job, edit=edit, settings=edit.settings, source=edit.source, targets=list(edit.targets))
+        if not controls_attention(edit.method):
             return replace(job, control=None)
         control = build_control_plan(
+            # SDXL: one token sequence of 77 positions with both encoders' states side by side;
+            # its two tokenizers split text alike (one BPE vocabulary), so positions are the first's
             self.tokenizer,
-            job.source,
-            job.targets,
-            job.words,
+            edit.source,
+            edit.targets,
+            edit.words,
             num_steps=self.bundle.plan.num_reverse_steps,
-            cross_replace=settings.cross_replace,
-            self_replace=settings.self_replace,
-            blend_threshold=settings.blend_threshold,
+            cross_replace=edit.settings.cross_replace,
+            self_replace=edit.settings.self_replace,
+            blend_threshold=edit.settings.blend_threshold,
         )
         return replace(job, control=control)
 
     @_runs_networks
     def _decode_jobs(self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool) -> list[torch.Tensor]:
-        """The final latents of every job, decoded as one batch: [source,] targets per job."""
+        """The final latents of every job ([source,] targets): jobs under attention control as
+        one batch, the others as another (a controller owns every row of its batch)."""
         shapes = {tuple(job.inversion.latent.shape) for job in jobs}
         if len(shapes) != 1:
             raise ValueError(f"edits decoded together must share a latent size, got {sorted(shapes)}")
-        if not self.uses_attention_control:
-            return self._decode_prompt_switch(jobs, on_step, with_source)
-        if self._graphs is not None and len(jobs) > 1:  # graphs hold one controller's buffers
-            return [z for job in jobs for z in self._decode_controlled([job], on_step)]
-        return self._decode_controlled(jobs, on_step)
-
-    def _decode_controlled(self, jobs: list[EditJob], on_step: OnStep | None) -> list[torch.Tensor]:
-        """Decode source and targets of every job as one batch with Prompt-to-Prompt control
-        (docs/numerics.md sections 5-6). In each job, the source row has w = 0 at every step (as released) and
-        the targets the dynamic guidance w(t). A guidance-distilled UNet needs no unconditional
-        rows, so an edit is 1 + n rows, not the official 2 (1 + n)."""
-        latent_size = tuple(jobs[0].inversion.latent.shape[2:])
-        if self._graphs is not None:
-            controller = self._graphs.controller(jobs[0].control, latent_size)
+        controlled = [i for i, job in enumerate(jobs) if job.control is not None]
+        if self._graphs is not None and len(controlled) > 1:  # graphs hold one controller's buffers
+            groups = [[i] for i in controlled]
         else:
-            controllers = [
-                AttentionController(j.control, latent_size, self.device, self.bundle.dtype, self.bundle.attention_fn)
-                for j in jobs
-            ]
-            controller = controllers[0] if len(controllers) == 1 else GroupedController(controllers)
-        schedules = [dynamic_guidance(j.settings.guidance, j.settings.tau) for j in jobs]
+            groups = [controlled] if controlled else []
+        free = [i for i, job in enumerate(jobs) if job.control is None]
+        groups += [free] if free else []
+        latents: dict[int, torch.Tensor] = {}
+        for group in groups:
+            decoded = self._decode_rows([jobs[i] for i in group], on_step, with_source)
+            latents.update(zip(group, decoded))
+        return [latents[i] for i in range(len(jobs))]
 
-        def guidance(t: int) -> list[float]:
-            return [w for job, w_of in zip(jobs, schedules) for w in [0.0] + [w_of(t)] * len(job.targets)]
+    def _decode_rows(self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool) -> list[torch.Tensor]:
+        """Decode every job's rows from its z_T as one batch (docs/numerics.md sections 5-7).
 
-        prompts = [p for job in jobs for p in [job.source, *job.targets]]
-        eps = self.denoiser(self.prompt_embeddings(prompts), guidance, controller=controller)
-        eps = counting_steps(telling_steps(eps, controller), on_step)
-        rows = torch.cat([j.inversion.latent.to(self.device).expand(1 + len(j.targets), -1, -1, -1) for j in jobs])
-        with self.bundle.adapters.use("reverse"), attention_control(self.bundle.unet, controller):
-            z = engine.decode(eps, rows, self.bundle.plan, self.bundle.schedule, after_step=controller.after_step)
-        return list(torch.split(z, [1 + len(j.targets) for j in jobs]))
-
-    def _decode_prompt_switch(
-        self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool
-    ) -> list[torch.Tensor]:
-        """SDXL editing as released (official running/sdxl/edit.py), no attention control: each
-        target row is decoded from z_T with the dynamic guidance w(t) and its own prompt, except
-        that while t/1000 > tau its token embeddings are the source prompt's (the official
-        `amplify_prompt`: the noisiest steps, where w(t) = 0, lay out the photo as it was). Its
-        pooled embedding is its own prompt's at every step, as in the official code. The source
-        row, a reconstruction with w = 0, is decoded only when `with_source` asks for it."""
-        rows = []  # (prompt, prompt of the noisiest steps, tau, w(t)) per row
+        The source row has w = 0 at every step and its own prompt (a reconstruction); each
+        target row has the dynamic guidance w(t) and its own prompt, except that under the
+        prompt switch its token embeddings are the amplify prompt's while t > tau x 1000 (the
+        unguided steps lay out the photo as it was), its pooled embedding staying its own, as
+        released. Under attention control the controller edits the targets' attention from the
+        source row's. A guidance-distilled UNet needs no unconditional rows: an edit is 1 + n
+        rows, not the official 2 (1 + n)."""
+        rows = []  # (prompt, prompt while t > tau x 1000, tau, w(t)) per row
         for job in jobs:
-            w_of, tau = dynamic_guidance(job.settings.guidance, job.settings.tau), job.settings.tau
-            if with_source:
-                rows.append((job.source, job.source, tau, lambda t: 0.0))
-            rows += [(target, job.source, tau, w_of) for target in job.targets]
-        own = self.prompt_embeddings([r[0] for r in rows])
-        early = self.prompt_embeddings([r[1] for r in rows]).with_pooled_of(own)
+            tau, switch_to = job.settings.tau, job.edit.amplify_prompt
+            if job.decodes_source(with_source):
+                rows.append((job.source, job.source, tau, _unguided))
+            w_of = dynamic_guidance(job.settings.guidance, tau)
+            rows += [(target, switch_to or target, tau, w_of) for target in job.targets]
+        own = self.prompt_embeddings([prompt for prompt, *_ in rows])
+        conditioning: PromptEmbeddings | Callable[[int], PromptEmbeddings] = own
+        if any(early != prompt for prompt, early, *_ in rows):
+            early = self.prompt_embeddings([early for _, early, *_ in rows])
 
-        def conditioning(t: int) -> PromptEmbeddings:
-            switched = torch.tensor([t > tau * 1000 for _, _, tau, _ in rows], device=own.tokens.device)
-            return PromptEmbeddings(torch.where(switched[:, None, None], early.tokens, own.tokens), own.pooled)
+            def conditioning(t: int) -> PromptEmbeddings:
+                switched = torch.tensor([t > tau * 1000 for _, _, tau, _ in rows], device=own.tokens.device)
+                return PromptEmbeddings(torch.where(switched[:, None, None], early.tokens, own.tokens), own.pooled)
 
-        eps = counting_steps(self.denoiser(conditioning, lambda t: [w_of(t) for *_, w_of in rows]), on_step)
-        per_job = [len(job.targets) + with_source for job in jobs]
+        controller = self._controller([job.control for job in jobs], tuple(jobs[0].inversion.latent.shape[2:]))
+        eps = self.denoiser(conditioning, lambda t: [w_of(t) for *_, w_of in rows], controller=controller)
+        per_job = [len(job.targets) + job.decodes_source(with_source) for job in jobs]
         z_T = torch.cat([j.inversion.latent.to(self.device).expand(n, -1, -1, -1) for j, n in zip(jobs, per_job)])
+        plan, schedule = self.bundle.plan, self.bundle.schedule
         with self.bundle.adapters.use("reverse"):
-            z = engine.decode(eps, z_T, self.bundle.plan, self.bundle.schedule)
+            if controller is None:
+                z = engine.decode(counting_steps(eps, on_step), z_T, plan, schedule)
+            else:
+                eps = counting_steps(telling_steps(eps, controller), on_step)
+                with attention_control(self.bundle.unet, controller):
+                    z = engine.decode(eps, z_T, plan, schedule, after_step=controller.after_step)
         return list(torch.split(z, per_job))
+
+    def _controller(
+        self, plans: list[ControlPlan | None], latent_size: tuple[int, int]
+    ) -> AttentionController | GroupedController | None:
+        """The attention controller of a batch of controlled jobs (one per job), or None."""
+        if plans[0] is None:
+            return None
+        if self._graphs is not None:  # one job: _decode_jobs decodes controlled jobs one by one
+            return self._graphs.controller(plans[0], latent_size)
+        bundle = self.bundle
+        controllers = [
+            AttentionController(p, latent_size, self.device, bundle.dtype, bundle.attention_fn) for p in plans
+        ]
+        return controllers[0] if len(controllers) == 1 else GroupedController(controllers)
+
+
+def _unguided(t: int) -> float:
+    return 0.0

@@ -77,11 +77,16 @@ def _megapixels(error: Exception) -> str:
     return f"{int(match[1]) / 1e6:,.0f} megapixels" if match else "its size"
 
 
-def plan_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """Processing size: aspect ratio kept, long side `long_side`, both sides multiples of 64."""
-    if long_side % SIZE_MULTIPLE or long_side <= 0:
-        raise InputError(f"size {long_side} is not a positive multiple of {SIZE_MULTIPLE}", "use e.g. --size 512")
-    scale = long_side / max(width, height)
+def plan_size(width: int, height: int, size: int, by_area: bool = False) -> tuple[int, int]:
+    """Processing size, aspect ratio kept, both sides multiples of 64: the long side `size`, or
+    with `by_area` about size x size pixels in all (SDXL's ~1 megapixel buckets: a 4:3 photo at
+    1024 is processed at 1152 x 896), the long side at most 2 x size (SDXL's widest buckets are
+    4:1; a panorama is processed smaller rather than as a 64-pixel strip of huge length)."""
+    if size % SIZE_MULTIPLE or size <= 0:
+        raise InputError(f"size {size} is not a positive multiple of {SIZE_MULTIPLE}", "use e.g. --size 512")
+    scale = size / max(width, height)
+    if by_area:
+        scale = min(size / (width * height) ** 0.5, 2 * scale)
 
     def snap(side: float) -> int:
         return max(SIZE_MULTIPLE, int(round(side * scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
@@ -149,8 +154,8 @@ class PreparedImage:
         return self.processed.size
 
 
-def prepare_image(image: Image.Image, long_side: int) -> PreparedImage:
-    return PreparedImage(image, resize(image, plan_size(*image.size, long_side)))
+def prepare_image(image: Image.Image, size: int, by_area: bool = False) -> PreparedImage:
+    return PreparedImage(image, resize(image, plan_size(*image.size, size, by_area)))
 
 
 def side_by_side(images: list[Image.Image], gap: int = 8) -> Image.Image:

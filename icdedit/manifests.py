@@ -25,17 +25,19 @@ from pathlib import Path
 import yaml
 
 from .errors import IcdEditError, UsageError
+from .families import controls_attention
 from .files import slug
 from .images import image_format
 from .p2p.plan import parse_amplify_item
-from .preparation import PreparedEdit, prepare_edit, resolve_settings
+from .preparation import PreparedEdit, check_method_options, prepare_edit, resolve_settings
 from .presets import RANGES, EditSettings, check_seed, load_preset
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".yaml", ".yml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", *RANGES, "mode"}
+TEXT_SETTINGS = ("mode", "method", "amplify_prompt")  # settings a cell gives as text
+COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", *RANGES, *TEXT_SETTINGS}
 PIE_BENCH = {"file_name": "image", "old_caption": "src", "edited_caption": "tgt", "blended_words": "blend"}
 EXTRA_CELLS = "\0extra cells"  # where the CSV reader puts cells beyond the header's columns
 BAD_BLEND_CHOICES = ("fail", "ignore")
@@ -326,18 +328,19 @@ def _build_item(
         check_prompt(item.tgt, "tgt")
         preset_name = row.get("preset") if not is_blank(row.get("preset")) else defaults.preset
         cells = {}
-        for key in (*RANGES, "mode"):
+        for key in (*RANGES, *TEXT_SETTINGS):
             if is_blank(row.get(key)) or (key == "amplify" and _is_word_list(row[key])):
                 continue  # an amplify cell is a factor (4) or words with their factors (bear=4)
-            cells[key] = str(row[key]).strip() if key == "mode" else _number(key, row[key])
+            cells[key] = str(row[key]).strip() if key in TEXT_SETTINGS else _number(key, row[key])
         # a row's own values override the command line's (preparation.resolve_settings)
         settings = resolve_settings(
             defaults.model, _preset(preset_name, presets), defaults.overrides, cells, labels=("command line", "row")
         )
+        check_method_options(defaults.model, settings.method, cells)  # cells the row's method would ignore
         seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else defaults.seed
         image_format(output_path)
         item = replace(item, settings=settings, seed=seed)
-        if not defaults.model.traits.attention_control:  # amplify and blend steer Prompt-to-Prompt only
+        if not controls_attention(settings.method):  # amplify and blend steer Prompt-to-Prompt only
             return _prepare(item, defaults)
         cell = row.get("amplify")
         amplify = _parse_amplify(cell) if not is_blank(cell) and _is_word_list(cell) else defaults.amplify

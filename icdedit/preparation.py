@@ -6,21 +6,22 @@ and an edit request in, a `PreparedEdit` out, or an `IcdEditError` naming what i
 Settings precedence, resolved in `resolve_settings` and nowhere else: explicit values (a
 command-line flag; in `batch`, a row's own cell over the command line's flag) > the preset
 (`--preset`, or a row's `preset`) > the model's default preset (its family's: `default` for
-SD1.5, `xl-default` for SDXL).
+SD1.5, `xl-default` for SDXL). The edit method is resolved the same way, ending at the model family's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import SettingsError
+from .families import controls_attention, switches_prompts
 from .p2p.plan import EditWords, derive_all_edit_words
-from .presets import EditSettings, load_preset
+from .presets import AMPLIFY_PROMPT_CHOICES, EditSettings, load_preset
 from .specs import ModelSpec
 from .text import check_prompt
 
-# Settings that only Prompt-to-Prompt reads; a family that edits without attention control refuses them.
+# Settings that only Prompt-to-Prompt reads; a method without attention control refuses them.
 ATTENTION_SETTINGS = ("cross_replace", "self_replace", "mode")
 
 
@@ -33,18 +34,24 @@ def resolve_settings(
     settings = preset if isinstance(preset, EditSettings) else load_preset(preset or spec.default_preset)
     for i, values in enumerate(explicit):
         settings = settings.with_overrides(labels[i] if i < len(labels) else "command line", **values)
-    return settings
+    return settings if settings.method else replace(settings, method=spec.traits.edit_method)
 
 
 @dataclass(frozen=True)
 class PreparedEdit:
-    """An edit ready to run: checked prompts, resolved settings and, for Prompt-to-Prompt, the
-    words it amplifies and blends per target (empty for families without attention control)."""
+    """An edit ready to run: checked prompts, resolved settings (with a method); for Prompt-to-
+    Prompt the words it amplifies and blends per target (empty for the prompt switch alone);
+    for the prompt switch the amplify prompt (None: each target's own, so no switch)."""
 
     source: str
     targets: tuple[str, ...]
     settings: EditSettings
     words: tuple[EditWords, ...]
+    amplify_prompt: str | None = None
+
+    @property
+    def method(self) -> str:
+        return self.settings.method
 
 
 def prepare_edit(
@@ -59,24 +66,52 @@ def prepare_edit(
     given: Iterable[str] = (),
 ) -> PreparedEdit:
     """Check an edit and derive its words (docs/numerics.md section 6). `given` names the settings
-    the user set explicitly: a family without attention control refuses those it would ignore."""
+    the user set explicitly: a method refuses those it would ignore."""
     source = check_prompt(source, "src")
     targets = tuple(check_prompt(t, "tgt") for t in targets)
     if not targets:
         raise SettingsError("an edit needs at least one target prompt", "pass --tgt 'a photo of ...'")
-    if not spec.traits.attention_control:
-        refused = [f"--{name.replace('_', '-')}" for name in ATTENTION_SETTINGS if name in set(given)]
+    settings = settings if settings.method else replace(settings, method=spec.traits.edit_method)
+    method, given = settings.method, set(given)
+    check_method_options(spec, method, given, amplify, blend)
+    prompt = resolve_amplify_prompt(settings.amplify_prompt, source) if switches_prompts(method) else None
+    if not controls_attention(method):
+        return PreparedEdit(source, targets, settings, (), prompt)
+    s = settings
+    words = derive_all_edit_words(source, list(targets), s.mode, s.amplify, amplify, blend, no_blend)
+    return PreparedEdit(source, targets, settings, tuple(words), prompt)
+
+
+def check_method_options(spec: ModelSpec, method: str, given: Iterable[str], amplify=None, blend=None) -> None:
+    """Options the method would silently ignore are an error naming the method that uses them."""
+    given = set(given)
+    chosen = "its default" if spec.traits.edit_method == method else "as asked"
+    edits_with = f"model {spec.name!r} ({spec.traits.label}) edits with the {method!r} method ({chosen})"
+    if not controls_attention(method):
+        refused = [f"--{name.replace('_', '-')}" for name in ATTENTION_SETTINGS if name in given]
         refused += [flag for flag, value in (("--blend", blend), ("--amplify", amplify)) if value]
         if refused:
             raise SettingsError(
-                f"{', '.join(refused)}: model {spec.name!r} is {spec.traits.label}, whose editing switches prompts "
-                "and uses no attention control",
-                "leave them out; --guidance and --tau apply",
+                f"{', '.join(refused)}: {edits_with}, which uses no attention control",
+                "add --method p2p (or p2p+switch) for Prompt-to-Prompt, or leave them out",
             )
-        return PreparedEdit(source, targets, settings, ())
-    s = settings
-    words = derive_all_edit_words(source, list(targets), s.mode, s.amplify, amplify, blend, no_blend)
-    return PreparedEdit(source, targets, settings, tuple(words))
+    if not switches_prompts(method) and "amplify_prompt" in given:
+        raise SettingsError(
+            f"--amplify-prompt: {edits_with}, which switches no prompts",
+            "add --method switch (or p2p+switch), or leave it out",
+        )
+
+
+def resolve_amplify_prompt(choice: str, source: str) -> str | None:
+    """The prompt whose token embeddings target rows use while t > tau x 1000: `source` (the
+    official README's), `target` (None: each target keeps its own, the official `None`), or a
+    prompt of its own."""
+    word = choice.strip().lower()
+    if word == AMPLIFY_PROMPT_CHOICES[0]:
+        return source
+    if word == AMPLIFY_PROMPT_CHOICES[1]:
+        return None
+    return check_prompt(choice.strip(), "amplify-prompt")
 
 
 def explicit(values: dict) -> list[str]:

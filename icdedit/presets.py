@@ -14,10 +14,14 @@ from pathlib import Path
 import yaml
 
 from .errors import SettingsError, UsageError
+from .families import EDIT_METHODS
 from .paths import presets_dir
 
 DEFAULT_PRESET = "default"
 MODES = ("auto", "replace", "refine")
+# The amplify prompt (the prompt switch's prompt of the high-noise steps): these two words name
+# the edit's own prompts; any other text is a prompt of its own (docs/numerics.md section 7).
+AMPLIFY_PROMPT_CHOICES = ("source", "target")
 
 # name -> (low, high, what it means); bounds are inclusive
 RANGES: dict[str, tuple[float, float, str]] = {
@@ -62,6 +66,8 @@ class EditSettings:
     amplify: float = 4.0
     blend_threshold: float = 0.3
     mode: str = "auto"
+    method: str | None = None  # an edit method (families.EDIT_METHODS); None: the model family's
+    amplify_prompt: str = "source"  # the prompt switch's: source, target, or a prompt of its own
     model: str | None = None
     description: str = ""
 
@@ -70,6 +76,17 @@ class EditSettings:
             check_number(name, getattr(self, name), source)
         if self.mode not in MODES:
             raise UsageError(f"{source}: mode = {self.mode!r} is not allowed", f"use one of {', '.join(MODES)}")
+        if isinstance(self.method, str) and self.method.strip().lower() != self.method:  # P2P, ' switch'
+            return replace(self, method=self.method.strip().lower()).validated(source)
+        if self.method is not None and self.method not in EDIT_METHODS:
+            raise UsageError(
+                f"{source}: method = {self.method!r} is not an edit method", f"use one of {', '.join(EDIT_METHODS)}"
+            )
+        if not isinstance(self.amplify_prompt, str) or not self.amplify_prompt.strip():
+            raise UsageError(
+                f"{source}: amplify_prompt = {self.amplify_prompt!r} is not a prompt",
+                f"use {' or '.join(AMPLIFY_PROMPT_CHOICES)}, or a prompt in words",
+            )
         return self
 
     def with_overrides(self, source: str = "command line", **flags) -> EditSettings:
@@ -109,8 +126,9 @@ def read_preset(path: Path) -> EditSettings:
     if unknown:
         raise SettingsError(f"{path}: unknown key {unknown[0]!r}", f"allowed keys: {', '.join(sorted(allowed))}")
     values = {k: check_number(k, v, str(path)) if k in RANGES else v for k, v in data.items()}
-    if values.get("model") is not None:
-        values["model"] = str(values["model"])
+    for key in ("model", "method", "amplify_prompt"):
+        if values.get(key) is not None:
+            values[key] = str(values[key]).strip()
     return EditSettings(**values).validated(str(path))
 
 

@@ -16,13 +16,14 @@ from .catalog import DownloadRequest, run_download
 from .compiling import check_toolchain
 from .editor import EditJob, Editor
 from .errors import IcdEditError, OutputError, UsageError
+from .families import controls_attention
 from .files import check_output, remove_stale_temp_files
 from .images import check_size, image_format, load_image, save_image, side_by_side
 from .latents import save_latent
 from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
 from .metrics import psnr, ssim
 from .naming import default_output, edit_outputs
-from .preparation import explicit, prepare_edit, resolve_settings
+from .preparation import check_method_options, explicit, prepare_edit, resolve_settings
 from .presets import check_number, check_seed, load_preset
 from .reporting import Reporter
 from .sources import invert_source, latent_metadata, read_source
@@ -236,11 +237,13 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         reporter.note(f"{prefix} for {target!r}: {w.describe()}")
 
     editor = load_editor(source.spec, request.device, request.dtype, reporter, attention=request.attention)
-    _warn_truncation(editor, [source.prompt, *targets], reporter)
+    _warn_truncation(editor, [source.prompt, *targets, *filter(None, [prepared.amplify_prompt])], reporter)
     inversion = invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("editing", source.spec.plan().num_reverse_steps)
     decode_source = request.side_by_side and source.image is None
-    result = editor.edit_many([EditJob.prepared(inversion, prepared)], decode_source=decode_source, on_step=step)[0]
+    job = EditJob.prepared(inversion, prepared)
+    with_latent = request.save_latent is not None  # its rows: source, then targets, for every method
+    result = editor.edit_many([job], decode_source=decode_source, source_latent=with_latent, on_step=step)[0]
     for image, path in zip(result.targets, outputs):
         save_image(image, path)
     report = {
@@ -269,8 +272,7 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     if request.save_latent is not None:
         meta = latent_metadata(source.spec, inversion, request.source if source.image is not None else None)
         meta["targets"] = " | ".join(targets)
-        with_source = result.latents.shape[0] > len(targets)  # SDXL decodes the source row only on demand
-        meta["rows"] = "source, targets" if with_source else "targets"
+        meta["rows"] = "source, targets"
         save_latent(request.save_latent, result.latents, meta)
         report["latent"] = str(request.save_latent)
     return report
@@ -299,7 +301,6 @@ class BatchRequest:
 def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[list[manifests.BatchItem], str | None]:
     """Every item of the input, before any model: problems of the input as a whole raise
     ManifestError (all at once); a row's own problem is kept on its item, to be recorded."""
-    p2p = spec is None or spec.traits.attention_control
     defaults = manifests.BatchDefaults(**request.defaults, model=spec)
     first = Path(request.inputs[0])
     problems = []
@@ -323,14 +324,22 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
     problems += manifests.column_problems(rows, defaults)
     if problems:
         raise manifests.ManifestError(problems)
-    if not p2p and any(not manifests.is_blank(row.get(k)) for row in rows for k in ("blend", "amplify")):
+    items = manifests.build_items(rows, root, request.out, defaults)
+    unused = [
+        item.number
+        for row, item in zip(map(manifests.normalise_row, rows), items)
+        if item.problem is None
+        and not controls_attention(item.settings.method)
+        and any(not manifests.is_blank(row.get(k)) for k in ("blend", "amplify"))
+    ]
+    note = None
+    if unused:
+        shown = ", ".join(map(str, unused[:10])) + (f" and {len(unused) - 10} more" if len(unused) > 10 else "")
         note = (
-            f"note: the manifest's blend/amplify columns are not used: {spec.name} ({spec.traits.label}) editing "
-            "switches prompts, with no attention control"
+            f"note: the blend/amplify cells of row(s) {shown} are not used: their edit method switches prompts, "
+            "with no attention control (--method p2p, or a method column, uses them)"
         )
-    else:
-        note = None
-    return manifests.build_items(rows, root, request.out, defaults), note
+    return items, note
 
 
 def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[batch.Summary, Path]:
@@ -350,10 +359,9 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         raise
     flags = request.defaults.get("overrides", {})
     # a bad --preset or flag value is the command line's problem (a usage error), not each row's
-    resolve_settings(spec, request.defaults.get("preset"), flags)
+    settings = resolve_settings(spec, request.defaults.get("preset"), flags)
     amplify, blend = request.defaults.get("amplify"), request.defaults.get("blend")
-    if not spec.traits.attention_control and (explicit(flags) or amplify or blend):  # the flags' own problem
-        prepare_edit(spec, "-", ["-"], resolve_settings(spec), amplify=amplify, blend=blend, given=explicit(flags))
+    check_method_options(spec, settings.method, explicit(flags), amplify, blend)  # the flags' own problem
     items, note = batch_items(request, spec)
     if note:
         reporter.note(note)

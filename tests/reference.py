@@ -75,6 +75,7 @@ class OfficialStyleController:
         blend_hw=None,
         threshold=0.3,
         offset=0,
+        blend_maps=None,
     ):
         self.mappers = mappers  # per target: ("replace", M (L, L)) or ("refine", (index, weight))
         self.equalizers = equalizers  # per target (L,)
@@ -85,6 +86,9 @@ class OfficialStyleController:
         self.blend_hw = blend_hw
         self.threshold = threshold
         self.offset = offset
+        # which stored maps local blend reads: the official list positions (SD1.5's 16x16
+        # layers at 512 px) unless told otherwise (SDXL, which no official P2P code covers)
+        self.blend_maps = blend_maps or (lambda store: store["down"][2:4] + store["up"][:3])
         self.step = 0
         self.store = {"down": [], "mid": [], "up": []}
         self.step_store = {"down": [], "mid": [], "up": []}
@@ -123,7 +127,7 @@ class OfficialStyleController:
         if self.blend_words is None:
             return z
         h, w = self.blend_hw
-        maps = self.store["down"][2:4] + self.store["up"][:3]
+        maps = self.blend_maps(self.store)
         rows = z.shape[0]
         maps = at_least_float32(torch.cat([m.reshape(rows, -1, 1, h, w, m.shape[-1]) for m in maps], dim=1))
         alpha = self.blend_words.reshape(rows, 1, 1, 1, 1, -1).to(maps)

@@ -594,3 +594,4 @@ def test_help_texts_come_from_the_registries():
     for family in FAMILIES.values():
         preset = load_preset(family.default_preset)
         assert f"{preset.guidance:g} for {family.label}" in text and f"{family.resolution} for {family.label}" in text
+        assert f"{family.edit_method} for {family.label}" in text  # --method's default

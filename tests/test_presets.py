@@ -44,6 +44,8 @@ def test_unknown_keys_are_rejected_with_the_key(tmp_path):
         ("amplify: many", "amplify"),
         ("mode: swap", "mode"),
         ("cross_replace: true", "cross_replace"),
+        ("method: paint", "method"),
+        ("amplify_prompt: ''", "amplify_prompt"),
     ],
 )
 def test_out_of_range_values_name_key_value_and_range(tmp_path, text, key):
@@ -52,7 +54,7 @@ def test_out_of_range_values_name_key_value_and_range(tmp_path, text, key):
     with pytest.raises(SettingsError) as info:
         load_preset(str(path))
     assert key in info.value.message and text.split(": ")[1] in info.value.message.lower()
-    if key not in ("mode",):
+    if key not in ("mode", "method", "amplify_prompt"):
         assert ".." in info.value.hint
 
 
@@ -71,3 +73,19 @@ def test_bad_yaml_and_unknown_names(tmp_path):
 def test_flag_values_are_range_checked():
     with pytest.raises(SettingsError, match="command line: self_replace"):
         EditSettings().with_overrides(self_replace=2.0)
+
+
+def test_method_and_amplify_prompt_are_preset_keys_and_unset_methods_are_the_familys(tmp_path):
+    from icdedit.preparation import resolve_settings
+    from icdedit.specs import resolve_model
+
+    path = tmp_path / "p.yaml"
+    path.write_text("method: p2p+switch\namplify_prompt: a watercolour of a cat\n")
+    s = load_preset(str(path))
+    assert (s.method, s.amplify_prompt) == ("p2p+switch", "a watercolour of a cat")
+    sd15, sdxl = resolve_model("sd15-4step-v1"), resolve_model("sdxl-4step-v2")
+    assert load_preset("default").method is None  # left to the model
+    assert resolve_settings(sd15).method == "p2p" and resolve_settings(sdxl).method == "switch"
+    assert resolve_settings(sdxl, "default").method == "switch"  # an SD1.5 preset does not pick P2P for SDXL
+    assert resolve_settings(sdxl, None, {"method": "p2p"}).method == "p2p"
+    assert resolve_settings(sd15, str(path)).method == "p2p+switch"

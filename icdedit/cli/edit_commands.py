@@ -16,6 +16,7 @@ from ..p2p.plan import parse_amplify_item
 from .app import app, emit, handles_errors, progress_bar, reporter, stdout
 from .options import (
     AmplifyOpt,
+    AmplifyPromptOpt,
     AttentionOpt,
     BlendOpt,
     CrossOpt,
@@ -23,6 +24,7 @@ from .options import (
     DtypeOpt,
     GuidanceOpt,
     JsonOpt,
+    MethodOpt,
     ModelOpt,
     ModeOpt,
     OutOpt,
@@ -143,8 +145,12 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
         "Replace mode (same word count) amplifies and blends the words that differ; refine mode "
         "amplifies the target's new words. What was derived is printed; --blend / --amplify "
         "override it, --no-blend / --amplify none turn it off.\n\n"
-        "SDXL models (-m sdxl-4step-v2) edit as the official SDXL code does: the target prompt "
-        "alone, the source prompt's embeddings in the noisiest steps; only --guidance and --tau apply."
+        "SDXL models (-m sdxl-4step-v2) edit as the official SDXL code does, with the prompt switch: "
+        "the target prompt, with the --amplify-prompt's embeddings (the source's by default) in the "
+        "unguided high-noise steps. --method p2p edits SDXL with Prompt-to-Prompt instead, "
+        "--method p2p+switch with both:\n\n"
+        "  icdedit edit bird.jpg -m sdxl-4step-v2 --src 'a bird on a branch' --tgt 'a robotic bird on a branch' "
+        "--method p2p"
     ),
     no_args_is_help=True,
 )
@@ -178,6 +184,8 @@ def edit(
     cross_replace: CrossOpt = None,
     self_replace: SelfOpt = None,
     mode: ModeOpt = None,
+    method: MethodOpt = None,
+    amplify_prompt: AmplifyPromptOpt = None,
     blend: BlendOpt = None,
     no_blend: Annotated[bool, typer.Option("--no-blend", help="Do not derive a local blend.")] = False,
     amplify: AmplifyOpt = None,
@@ -203,7 +211,15 @@ def edit(
         model=model,
         preset=preset,
         seed=seed,
-        overrides=dict(guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode),
+        overrides=dict(
+            guidance=guidance,
+            tau=tau,
+            cross_replace=cross_replace,
+            self_replace=self_replace,
+            mode=mode,
+            method=method,
+            amplify_prompt=amplify_prompt,
+        ),
         blend=_parse_blend(blend),
         no_blend=no_blend,
         amplify=_parse_amplify(amplify),
@@ -260,6 +276,8 @@ def batch(
     cross_replace: CrossOpt = None,
     self_replace: SelfOpt = None,
     mode: ModeOpt = None,
+    method: MethodOpt = None,
+    amplify_prompt: AmplifyPromptOpt = None,
     blend: BlendOpt = None,
     amplify: AmplifyOpt = None,
     bad_blend: Annotated[
@@ -348,7 +366,13 @@ def batch(
             amplify=_parse_amplify(amplify),
             bad_blend=bad_blend,
             overrides=dict(
-                guidance=guidance, tau=tau, cross_replace=cross_replace, self_replace=self_replace, mode=mode
+                guidance=guidance,
+                tau=tau,
+                cross_replace=cross_replace,
+                self_replace=self_replace,
+                mode=mode,
+                method=method,
+                amplify_prompt=amplify_prompt,
             ),
         ),
     )

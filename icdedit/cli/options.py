@@ -7,22 +7,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..families import FAMILIES
+from ..families import EDIT_METHODS, FAMILIES
 from ..presets import load_preset
 from ..specs import DEFAULT_MODEL, known_model_names
 
 
 # -- help texts from the registries (models, families, presets), never written out by hand --------
-def per_family(value, attention_control_only: bool = False) -> str:
-    """'512 for SD1.5, 1024 for SDXL': `value(family)` for every family (or for those that
-    edit with attention control)."""
-    families = [f for f in FAMILIES.values() if f.attention_control or not attention_control_only]
-    return ", ".join(f"{value(family)} for {family.label}" for family in families)
+def per_family(value) -> str:
+    """'512 for SD1.5, 1024 for SDXL': `value(family)` for every family."""
+    return ", ".join(f"{value(family)} for {family.label}" for family in FAMILIES.values())
 
 
-def _preset_value(name: str, attention_control_only: bool = False) -> str:
+def _preset_value(name: str) -> str:
     """A setting's value in each family's default preset, e.g. '19 for SD1.5, 7 for SDXL'."""
-    return per_family(lambda f: f"{getattr(load_preset(f.default_preset), name):g}", attention_control_only)
+    return per_family(lambda f: f"{getattr(load_preset(f.default_preset), name):g}")
 
 
 MODELS_HELP = f"Model name ({', '.join(known_model_names())}) or a model .yaml file. Default: {DEFAULT_MODEL}."
@@ -38,7 +36,13 @@ ModelOpt = Annotated[
 ]
 SeedOpt = Annotated[
     int,
-    typer.Option("--seed", help="Seed of the inversion's start noise (drawn on the CPU: same result on every device)."),
+    typer.Option(
+        "--seed",
+        help=(
+            "Seed of the inversion's random draws: the start noise, and for SDXL first the VAE posterior sample "
+            "(drawn on the CPU: the same draws on every device)."
+        ),
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 DtypeOpt = Annotated[
@@ -66,8 +70,9 @@ SizeOpt = Annotated[
     typer.Option(
         "--size",
         help=(
-            "Long side in pixels the photo is processed at (multiple of 64). Default: the model's "
-            f"({per_family(lambda family: family.resolution)})."
+            "Size in pixels the photo is processed at, a multiple of 64: "
+            f"{per_family(lambda f: 'the side of a square of its area' if f.size_by_area else 'its long side')}"
+            f" (aspect ratio kept). Default: the model's ({per_family(lambda family: family.resolution)})."
         ),
     ),
 ]
@@ -88,7 +93,7 @@ CrossOpt = Annotated[
     typer.Option(
         "--cross-replace",
         help="Fraction of steps with cross-attention replaced (Prompt-to-Prompt; default preset: "
-        f"{_preset_value('cross_replace', attention_control_only=True)}).",
+        f"{_preset_value('cross_replace')}).",
     ),
 ]
 SelfOpt = Annotated[
@@ -96,7 +101,7 @@ SelfOpt = Annotated[
     typer.Option(
         "--self-replace",
         help="Fraction of steps with self-attention injected (Prompt-to-Prompt; default preset: "
-        f"{_preset_value('self_replace', attention_control_only=True)}).",
+        f"{_preset_value('self_replace')}).",
     ),
 ]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="auto, replace (same word count) or refine.")]
@@ -114,4 +119,25 @@ BlendOpt = Annotated[
 AmplifyOpt = Annotated[
     Optional[list[str]],
     typer.Option("--amplify", help="WORD=VALUE: scale a target word's attention (repeatable), or 'none'."),
+]
+MethodOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--method",
+        help=(
+            "Edit method: "
+            + "; ".join(f"{name}: {meaning}" for name, meaning in EDIT_METHODS.items())
+            + f". Default: the model's ({per_family(lambda family: family.edit_method)})."
+        ),
+    ),
+]
+AmplifyPromptOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--amplify-prompt",
+        help=(
+            "The prompt switch's prompt for the unguided high-noise steps: source (default: faithful, the official "
+            "README's), target (stronger edits: each target's own prompt throughout), or a prompt in words."
+        ),
+    ),
 ]
