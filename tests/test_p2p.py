@@ -39,21 +39,19 @@ def plan_for(editor, source, targets, settings, **words):
     return w, plan
 
 
-def reference_edit(ref, inversion, source, targets, settings, words, batch4=False):
-    """The edit as the official code runs it. `words` are the edit's request (which words to
+def official_controller(tokenizer, source, targets, settings, words, latent_size, **options):
+    """The official-style controller of an edit. `words` are the edit's request (which words to
     amplify and blend, as icdedit derived or was given them); everything computed from them
-    (token positions, mappers, windows, blend rows) comes from tests/official_plan.py."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    n = len(targets)
-    h, w = inversion.latent.shape[2:]
+    (token positions, mappers, windows, blend rows) comes from tests/official_plan.py. `options`
+    go to OfficialStyleController (offset, blend_maps)."""
+    h, w = latent_size
     amplify = list(dict.fromkeys(pair for word in words for pair in word.amplify))
     blend = (
         list(dict.fromkeys(x for word in words for x in word.blend_source)),
         list(dict.fromkeys(x for word in words for x in word.blend_target)),
     )
     plan = official_plan(
-        ref["tok"],
+        tokenizer,
         source,
         list(targets),
         num_steps=4,
@@ -63,7 +61,7 @@ def reference_edit(ref, inversion, source, targets, settings, words, batch4=Fals
         blend=blend if blend[1] else None,
         mode=None if settings.mode == "auto" else settings.mode,
     )
-    ctrl = reference.OfficialStyleController(
+    return reference.OfficialStyleController(
         mappers=plan.mappers,
         equalizers=plan.equalizers,
         cross_alpha=plan.cross_alpha,
@@ -72,8 +70,18 @@ def reference_edit(ref, inversion, source, targets, settings, words, batch4=Fals
         blend_words=plan.blend_words,
         blend_hw=(h // 4, w // 4),
         threshold=settings.blend_threshold,
-        offset=(1 + n) if batch4 else 0,
+        **options,
     )
+
+
+def reference_edit(ref, inversion, source, targets, settings, words, batch4=False):
+    """The edit as the official code runs it, with `official_controller`'s control."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    n = len(targets)
+    latent_size = tuple(inversion.latent.shape[2:])
+    offset = (1 + n) if batch4 else 0
+    ctrl = official_controller(ref["tok"], source, targets, settings, words, latent_size, offset=offset)
     unet = ref["rev"]
     reference.install_explicit(unet, ctrl)
     emb = embed(ref, [source, *targets])

@@ -23,8 +23,8 @@ from icdedit.specs import load_spec
 
 from . import reference
 from .conftest import in_float64, make_photo
-from .official_plan import official_plan
 from .test_cli import assert_clean_error, run
+from .test_p2p import _probe, official_controller
 from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics, rounding_tolerance
 
 SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
@@ -311,30 +311,14 @@ def ref_p2p(ref, spec, z_T, source, targets, settings, words, amplify_prompt=Non
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     n, (h, w) = len(targets), z_T.shape[2:]
-    blend = (
-        list(dict.fromkeys(x for word in words for x in word.blend_source)),
-        list(dict.fromkeys(x for word in words for x in word.blend_target)),
-    )
-    plan = official_plan(
+    level = (h // 4) * (w // 4)
+    ctrl = official_controller(
         ref["toks"][0],
         source,
-        list(targets),
-        num_steps=4,
-        cross_replace=settings.cross_replace,
-        self_replace=settings.self_replace,
-        amplify=list(dict.fromkeys(pair for word in words for pair in word.amplify)),
-        blend=blend if blend[1] else None,
-    )
-    level = (h // 4) * (w // 4)
-    ctrl = reference.OfficialStyleController(
-        mappers=plan.mappers,
-        equalizers=plan.equalizers,
-        cross_alpha=plan.cross_alpha,
-        self_steps=plan.self_steps,
-        self_limit=(h // 2) * (w // 2),
-        blend_words=plan.blend_words,
-        blend_hw=(h // 4, w // 4),
-        threshold=settings.blend_threshold,
+        targets,
+        settings,
+        words,
+        (h, w),
         blend_maps=lambda store: [m for m in store["down"] + store["up"] if m.shape[2] == level],
     )
     tokens, pooled = ref_embed(ref, [source, *targets])
@@ -412,8 +396,6 @@ def test_p2p_on_sdxl_keeps_row_zero_exactly_outside_the_blend_mask(xl_editor, xl
 
 
 def test_p2p_on_sdxl_reweights_only_the_chosen_columns_in_controlled_steps(xl_editor):
-    from .test_p2p import _probe
-
     settings = load_preset("xl-default").with_overrides(method="p2p", cross_replace=0.3)
     cat = 5  # 'a photo of a cat ...': start token, a, photo, of, a, cat
     out, own = _probe(xl_editor, SOURCE, SOURCE, settings, [("cat", 3.0)], step=0)
