@@ -20,7 +20,7 @@ from . import engine, noise
 from .compiling import CompileOptions, compile_limits, compile_models
 from .families import controls_attention
 from .graphs import GraphRunner, call_unet
-from .images import PreparedImage, from_model_output, plan_size, resize, to_model_input
+from .images import PreparedImage, from_model_output, plan_size, prepare_image, resize, to_model_input
 from .loader import ModelBundle, load_model
 from .p2p.control import AttentionController, GroupedController, attention_control
 from .p2p.plan import ControlPlan, EditWords, build_control_plan
@@ -287,7 +287,7 @@ class Editor:
         return plan_size(*image_size, size or self.spec.resolution, by_area=self.spec.traits.size_by_area)
 
     def prepare_image(self, image: Image.Image, size: int | None = None) -> PreparedImage:
-        return PreparedImage(image, resize(image, self.processing_size(image.size, size)))
+        return prepare_image(image, size or self.spec.resolution, by_area=self.spec.traits.size_by_area)
 
     # -- inversion ---------------------------------------------------------------------------
     @_runs_networks

@@ -34,6 +34,11 @@ def resolve_settings(
     settings = preset if isinstance(preset, EditSettings) else load_preset(preset or spec.default_preset)
     for i, values in enumerate(explicit):
         settings = settings.with_overrides(labels[i] if i < len(labels) else "command line", **values)
+    return with_method(spec, settings)
+
+
+def with_method(spec: ModelSpec, settings: EditSettings) -> EditSettings:
+    """The settings with a method: their own, or the model family's when unset."""
     return settings if settings.method else replace(settings, method=spec.traits.edit_method)
 
 
@@ -71,7 +76,7 @@ def prepare_edit(
     targets = tuple(check_prompt(t, "tgt") for t in targets)
     if not targets:
         raise SettingsError("an edit needs at least one target prompt", "pass --tgt 'a photo of ...'")
-    settings = settings if settings.method else replace(settings, method=spec.traits.edit_method)
+    settings = with_method(spec, settings)
     method, given = settings.method, set(given)
     check_method_options(spec, method, given, amplify, blend)
     prompt = resolve_amplify_prompt(settings.amplify_prompt, source) if switches_prompts(method) else None
