@@ -20,7 +20,7 @@ test:
 # The equivalence tests again on other math-kernel code paths: MKL's reproducibility branches,
 # ATen's scalar kernels and one thread stand in for other CPUs (tests/tolerance.py says why
 # the tolerances hold on any of them). CI runs this after `make test`.
-KERNEL_TESTS ?= tests/test_p2p.py tests/test_spec_exact.py tests/test_sdxl.py tests/test_engine.py
+KERNEL_TESTS ?= tests/test_p2p.py tests/test_spec_exact.py tests/test_sdxl.py tests/test_engine.py tests/test_generate.py
 test-kernels:
 	MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(KERNEL_TESTS)
 	MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q $(KERNEL_TESTS)

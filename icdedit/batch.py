@@ -25,7 +25,10 @@ from .manifests import BatchItem
 
 # -- the report -----------------------------------------------------------------------------------
 class Report:
-    """results.jsonl: one line per item, rewritten atomically whenever an item finishes."""
+    """results.jsonl: one line per item, rewritten atomically whenever an item finishes.
+
+    An item is anything with a `number`, a `key` (its work, so that a changed item is redone),
+    an `output` and `describe()` (the fields its line records): batch edits and generations."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -38,22 +41,18 @@ class Report:
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue  # a line from an older, different run format: redo that item
 
-    def is_done(self, item: BatchItem) -> bool:
+    def is_done(self, item) -> bool:
         record = self.records.get(item.number)
         return bool(
             record and record.get("status") == "done" and record.get("key") == item.key and item.output.is_file()
         )
 
-    def record(self, item: BatchItem, status: str, **fields) -> dict:
+    def record(self, item, status: str, **fields) -> dict:
         record = {
             "item": item.number,
             "key": item.key,
             "status": status,
-            "image": str(item.image),
-            "src": item.src,
-            "tgt": item.tgt,
-            "seed": item.seed,
-            "settings": item.settings.as_dict(),
+            **item.describe(),
             "output": str(item.output),
             **fields,
         }
@@ -132,7 +131,7 @@ def run_items(
                 except IcdEditError as exc:
                     problem = str(exc)
             if problem is not None:
-                _fail(item, report, summary, problem, started)
+                record_failure(item, report, summary, problem, started)
                 if on_item:
                     on_item(item, "failed")
                 continue
@@ -157,7 +156,7 @@ def _run_group(group, report: Report, editor, summary: Summary, side: bool, size
         except (IcdEditError, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
                 raise
-            _free_device_memory()
+            free_device_memory()
         else:
             seconds = (time.perf_counter() - started) / len(group)
             return [
@@ -184,12 +183,12 @@ def _run_alone(item: BatchItem, image, report: Report, editor, summary: Summary,
         inversion = editor.invert(image, item.src, item.seed, size)
         result = editor.edit_many([EditJob.prepared(inversion, item.prepared)])[0]
     except IcdEditError as exc:
-        return _fail(item, report, summary, str(exc), started)
+        return record_failure(item, report, summary, str(exc), started)
     except RuntimeError as exc:  # out of memory and other device failures: record, go on
         if "out of memory" not in str(exc).lower():
             raise
-        _free_device_memory()
-        return _fail(item, report, summary, f"out of memory: {str(exc).splitlines()[0]}", started)
+        free_device_memory()
+        return record_failure(item, report, summary, f"out of memory: {str(exc).splitlines()[0]}", started)
     return _finish(item, image, result, report, summary, side, time.perf_counter() - started)
 
 
@@ -205,7 +204,7 @@ def _finish(item: BatchItem, image, result, report: Report, summary: Summary, si
     except (OSError, OutputError) as exc:  # a full disk or a vanished folder fails this item, not the batch
         started = time.perf_counter() - seconds
         reason = exc.message if isinstance(exc, OutputError) else f"cannot write {item.output}: {exc.strerror or exc}"
-        return _fail(item, report, summary, reason, started)
+        return record_failure(item, report, summary, reason, started)
     summary.done.append(item.number)
     summary.seconds.append(seconds)
     if item.warning:
@@ -221,14 +220,15 @@ def _words(result) -> list[dict]:
     ]
 
 
-def _fail(item: BatchItem, report: Report, summary: Summary, reason: str, started: float) -> str:
+def record_failure(item, report: Report, summary: Summary, reason: str, started: float) -> str:
     summary.failed[item.number] = reason
-    extra = {"warning": item.warning} if item.warning else {}
+    warning = getattr(item, "warning", None)
+    extra = {"warning": warning} if warning else {}
     report.record(item, "failed", error=reason, seconds=round(time.perf_counter() - started, 3), **extra)
     return "failed"
 
 
-def _free_device_memory() -> None:
+def free_device_memory() -> None:
     import torch
 
     if torch.cuda.is_available():

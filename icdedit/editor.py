@@ -20,14 +20,22 @@ from . import engine, noise
 from .compiling import CompileOptions, compile_limits, compile_models
 from .families import controls_attention
 from .graphs import GraphRunner, call_unet
-from .images import PreparedImage, from_model_output, plan_size, prepare_image, resize, to_model_input
+from .images import (
+    PreparedImage,
+    check_size,
+    from_model_output,
+    plan_size,
+    prepare_image,
+    resize,
+    to_model_input,
+)
 from .loader import ModelBundle, load_model
 from .p2p.control import AttentionController, GroupedController, attention_control
 from .p2p.plan import ControlPlan, EditWords, build_control_plan
 from .precision import at_least_float32
 from .preparation import PreparedEdit, prepare_edit, resolve_settings
 from .presets import EditSettings
-from .schedule import dynamic_guidance, guidance_embedding
+from .schedule import GENERATION_GUIDANCE, GENERATION_TAU, dynamic_guidance, guidance_embedding
 from .specs import resolve_model
 from .text import PromptEmbeddings, check_prompt, encode_prompts, encode_prompts_xl
 
@@ -44,6 +52,11 @@ class Inversion:
     processed_size: tuple[int, int]
     original_size: tuple[int, int]
     original: Image.Image | None = None  # the input photo, when inverted from one
+    # The guidance of the trajectory the noise lies on, which the source row is decoded with:
+    # none for a photo (the forward model inverts the unguided trajectory), the generation's
+    # own for generated noise, so that its source row is the generated image again.
+    source_guidance: float = 0.0
+    source_tau: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,16 @@ class EditJob:
         """Whether its source row is decoded: when asked, and always under attention control,
         which builds the targets' attention from it."""
         return with_source or self.control is not None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated image, its final latent, and its start noise as an inversion: edit it like
+    a photo's (`Editor.edit(generation.noise, [...])`), with no inversion error."""
+
+    image: Image.Image
+    latent: torch.Tensor  # (1, 4, h, w) float32 final latent, on the CPU
+    noise: Inversion
 
 
 @dataclass(frozen=True)
@@ -337,15 +360,68 @@ class Editor:
     # -- decoding ----------------------------------------------------------------------------
     @_runs_networks
     @torch.no_grad()
+    def decode_prompts(
+        self,
+        z_T: torch.Tensor,
+        prompts: Sequence[str],
+        guidance: float,
+        tau: float,
+        on_step: OnStep | None = None,
+    ) -> torch.Tensor:
+        """z_T (B, 4, h, w) -> final latents with the reverse model, row i under prompts[i], every
+        row with the dynamic guidance w(t) of (guidance, tau): a reconstruction, or a generation
+        (docs/numerics.md sections 5 and 8). No attention control, no unconditional rows."""
+        w = dynamic_guidance(guidance, tau)
+        embeddings = self.prompt_embeddings(list(prompts))
+        eps = counting_steps(self.denoiser(embeddings, lambda t: [w(t)] * len(prompts)), on_step)
+        with self.bundle.adapters.use("reverse"):
+            return engine.decode(eps, z_T.to(self.device), self.bundle.plan, self.bundle.schedule)
+
     def reconstruct(
         self, inversion: Inversion, guidance: float = 0.0, tau: float = 0.8, on_step: OnStep | None = None
     ) -> tuple[Image.Image, torch.Tensor]:
         """Decode an inversion with its own prompt and dynamic guidance; image at the input's size."""
-        w = dynamic_guidance(guidance, tau)
-        eps = counting_steps(self.denoiser(self.prompt_embeddings([inversion.prompt]), lambda t: [w(t)]), on_step)
-        with self.bundle.adapters.use("reverse"):
-            z = engine.decode(eps, inversion.latent.to(self.device), self.bundle.plan, self.bundle.schedule)
+        z = self.decode_prompts(inversion.latent, [inversion.prompt], guidance, tau, on_step)
         return resize(self.decode_latents(z)[0], inversion.original_size), z.cpu()
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        size: tuple[int, int] | None = None,
+        guidance: float = GENERATION_GUIDANCE,
+        tau: float = GENERATION_TAU,
+        on_step: OnStep | None = None,
+    ) -> list[Generation]:
+        """Text to image, one image per (prompt, seed), decoded as one batch: each image's noise
+        is its own seed's draw (`noise.generation_noise`), so any one of them can be made again
+        alone. `size` is (width, height), by default the model's resolution squared."""
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        for prompt in prompts:
+            check_prompt(prompt)
+        width, height = size or (self.spec.resolution, self.spec.resolution)
+        check_size(width, "--width"), check_size(height, "--height")
+        shape = (1, self.bundle.unet.config.in_channels, height // self._vae_scale, width // self._vae_scale)
+        z_T = torch.cat([noise.generation_noise(shape, seed) for seed in seeds]).to(self.latent_dtype)
+        z = self.decode_prompts(z_T, prompts, guidance, tau, on_step)
+        images = self.decode_latents(z)
+        return [
+            Generation(
+                image,
+                z[i : i + 1].cpu(),
+                Inversion(
+                    z_T[i : i + 1],
+                    prompt,
+                    seed,
+                    (width, height),
+                    (width, height),
+                    source_guidance=guidance,
+                    source_tau=tau,
+                ),
+            )
+            for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds))
+        ]
 
     def edit(
         self,
@@ -473,7 +549,8 @@ class Editor:
     def _decode_rows(self, jobs: list[EditJob], on_step: OnStep | None, with_source: bool) -> list[torch.Tensor]:
         """Decode every job's rows from its z_T as one batch (docs/numerics.md sections 5-7).
 
-        The source row has w = 0 at every step and its own prompt (a reconstruction); each
+        The source row has its own prompt and the guidance of the trajectory its noise lies on
+        (w = 0 for an inverted photo; a generation's own guidance): a reconstruction. Each
         target row has the dynamic guidance w(t) and its own prompt, except that under the
         prompt switch its token embeddings are the amplify prompt's while t > tau x 1000 (the
         unguided steps lay out the photo as it was), its pooled embedding staying its own, as
@@ -482,9 +559,10 @@ class Editor:
         rows, not the official 2 (1 + n)."""
         rows = []  # (prompt, prompt while t > tau x 1000, tau, w(t)) per row
         for job in jobs:
-            tau, switch_to = job.settings.tau, job.edit.amplify_prompt
+            tau, switch_to, inversion = job.settings.tau, job.edit.amplify_prompt, job.inversion
             if job.decodes_source(with_source):
-                rows.append((job.source, job.source, tau, _unguided))
+                source_w = dynamic_guidance(inversion.source_guidance, inversion.source_tau)
+                rows.append((job.source, job.source, tau, source_w))
             w_of = dynamic_guidance(job.settings.guidance, tau)
             rows += [(target, switch_to or target, tau, w_of) for target in job.targets]
         own = self.prompt_embeddings([prompt for prompt, *_ in rows])
@@ -523,7 +601,3 @@ class Editor:
             AttentionController(p, latent_size, self.device, bundle.dtype, bundle.attention_fn) for p in plans
         ]
         return controllers[0] if len(controllers) == 1 else GroupedController(controllers)
-
-
-def _unguided(t: int) -> float:
-    return 0.0

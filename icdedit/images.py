@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from .errors import InputError, UsageError
 from .files import write_atomically
@@ -61,12 +63,12 @@ def load_image(path: str | Path) -> Image.Image:
 MAX_SIZE = 4096  # the VAE tiles above twice the model's resolution, but a UNet pass grows with the area
 
 
-def check_size(size: int | None) -> int | None:
-    """A --size: a multiple of 64 from 64 to MAX_SIZE (None: the model's own resolution)."""
+def check_size(size: int | None, option: str = "--size") -> int | None:
+    """A size in pixels: a multiple of 64 from 64 to MAX_SIZE (None: the model's own resolution)."""
     if size is not None and (size % SIZE_MULTIPLE or not SIZE_MULTIPLE <= size <= MAX_SIZE):
         raise UsageError(
-            f"--size {size} is not a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIZE}",
-            "e.g. --size 512, or leave it out for the model's resolution",
+            f"{option} {size} is not a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIZE}",
+            f"e.g. {option} 512, or leave it out for the model's resolution",
         )
     return size
 
@@ -132,9 +134,18 @@ def image_format(path: Path) -> str:
     return fmt
 
 
-def save_image(image: Image.Image, path: Path) -> Path:
+def save_image(image: Image.Image, path: Path, text: dict[str, str] | None = None) -> Path:
+    """Write atomically; `text` goes into the file where the format has a place for it (PNG text
+    chunks; a JPEG comment holding it as JSON)."""
     fmt = image_format(path)
-    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    options: dict = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    if text and fmt == "PNG":
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
+        options["pnginfo"] = info
+    elif text and fmt == "JPEG":
+        options["comment"] = json.dumps(text)
     return write_atomically(path, lambda tmp: image.save(tmp, format=fmt, **options))
 
 

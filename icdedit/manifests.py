@@ -72,6 +72,16 @@ class BatchItem:
     prepared: PreparedEdit | None = None  # the edit, ready to run (when there is no problem)
     warning: str | None = None  # recorded with the item's outcome
 
+    def describe(self) -> dict:
+        """Its line in results.jsonl (batch.Report), besides number, key, status and output."""
+        return {
+            "image": str(self.image),
+            "src": self.src,
+            "tgt": self.tgt,
+            "seed": self.seed,
+            "settings": self.settings.as_dict(),
+        }
+
     @property
     def key(self) -> str:
         """Identifies the work, so that a resumed run redoes an item whose inputs changed."""

@@ -29,3 +29,12 @@ def inversion_draws(
         torch.randn(shape, generator=generator, dtype=torch.float32) if inversion_start == POSTERIOR_SAMPLE else None
     )
     return posterior, torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+def generation_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The start noise of one generated image of latent `shape` (1, 4, h, w): its seed's first
+    draw, as the official SD1.5 generation draws it for a batch that begins with this seed
+    (`init_latent`: torch.randn((1, 4, H/8, W/8), generator=torch.Generator().manual_seed(seed))).
+    The official SDXL script seeds one generator per batch and draws the batch's noise at once
+    in fp16; with one prompt per batch that is this draw, rounded (docs/numerics.md section 8)."""
+    return torch.randn(shape, generator=seeded(seed), dtype=torch.float32)

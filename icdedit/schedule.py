@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
+# Text-to-image as the official launch scripts generate, both families: guidance 7, constant
+# (tau 1: w(t) = 7 at every step, since t/1000 < 1 always).
+GENERATION_GUIDANCE = 7.0
+GENERATION_TAU = 1.0
 
 
 @dataclass(frozen=True)

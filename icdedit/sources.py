@@ -13,12 +13,20 @@ from .editor import Editor, Inversion
 from .errors import InputError
 from .images import load_image
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, size_text
+from .presets import check_number
 from .reporting import Reporter
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt
 
+GENERATED = "generate"  # metadata `origin` of noise written by `icdedit generate --save-noise`
 
-def latent_metadata(spec: ModelSpec, inversion: Inversion, source: Path | None) -> dict[str, str]:
+
+def latent_metadata(
+    spec: ModelSpec, inversion: Inversion, source: Path | None, generated: bool = False
+) -> dict[str, str]:
+    """What a latent file records beside the tensor. Generated noise also records the guidance
+    its trajectory was decoded with: an edit decodes its source row with it (the generated image
+    again) and takes it as the targets' default."""
     meta = {
         **spec.identity(),
         "reverse_timesteps": ",".join(map(str, spec.reverse_timesteps)),
@@ -31,7 +39,28 @@ def latent_metadata(spec: ModelSpec, inversion: Inversion, source: Path | None) 
         meta["model_path"] = str(spec.path.resolve())
     if source is not None:
         meta["source_image"] = source.name
+    if generated:
+        meta.update(
+            origin=GENERATED, source_guidance=f"{inversion.source_guidance:g}", source_tau=f"{inversion.source_tau:g}"
+        )
     return meta
+
+
+def generation_settings(latent: LatentFile, path: Path) -> dict[str, float]:
+    """The guidance and tau that generated noise was decoded with ({} for an inverted photo's)."""
+    if latent.metadata.get("origin") != GENERATED:
+        return {}
+    settings = {}
+    for name in ("guidance", "tau"):
+        text = latent.metadata.get(f"source_{name}", "")
+        try:
+            settings[name] = check_number(name, float(text), f"{path} metadata source_{name}")
+        except ValueError:
+            raise InputError(
+                f"{path}: metadata source_{name} = {text!r} is not a number",
+                "generate the image again with --save-noise",
+            ) from None
+    return settings
 
 
 def spec_for_latent(latent: LatentFile, model: str | None) -> ModelSpec:
@@ -44,7 +73,7 @@ def spec_for_latent(latent: LatentFile, model: str | None) -> ModelSpec:
     return resolve_model(latent.metadata.get("model"))
 
 
-def inversion_from_latent(latent: LatentFile, prompt: str | None) -> Inversion:
+def inversion_from_latent(latent: LatentFile, prompt: str | None, trajectory: dict[str, float]) -> Inversion:
     if latent.latent.shape[0] != 1:
         raise InputError(
             "the latent file holds final latents of an edit, not an inversion", "use a file written by `icdedit invert`"
@@ -55,6 +84,8 @@ def inversion_from_latent(latent: LatentFile, prompt: str | None) -> Inversion:
         int(latent.metadata.get("seed", 0)),
         latent.processed_size,
         latent.original_size,
+        source_guidance=trajectory.get("guidance", 0.0),
+        source_tau=trajectory.get("tau", 1.0),
     )
 
 
@@ -67,6 +98,7 @@ class Source:
     image: object | None = None
     latent: LatentFile | None = None
     notes: list[str] = field(default_factory=list)
+    generated: dict[str, float] = field(default_factory=dict)  # generated noise: its guidance and tau
 
 
 def read_source(path: Path, prompt: str | None, model: str | None, what: str) -> Source:
@@ -74,7 +106,8 @@ def read_source(path: Path, prompt: str | None, model: str | None, what: str) ->
         latent = load_latent(path)
         spec = spec_for_latent(latent, model)
         check_same_model(latent, spec.identity(), path)
-        return Source(spec, check_prompt(prompt or latent.prompt, what), latent=latent)
+        prompt = check_prompt(prompt or latent.prompt, what)
+        return Source(spec, prompt, latent=latent, generated=generation_settings(latent, path))
     image = load_image(path)
     if prompt is None:
         raise InputError(f"a prompt describing {path.name} is needed", f"pass --{what} 'a photo of ...'")
@@ -84,6 +117,6 @@ def read_source(path: Path, prompt: str | None, model: str | None, what: str) ->
 def invert_source(editor: Editor, source: Source, seed: int, size: int | None, reporter: Reporter) -> Inversion:
     """The inversion of a photo, or the one a latent file holds (no model evaluation then)."""
     if source.latent is not None:
-        return inversion_from_latent(source.latent, source.prompt)
+        return inversion_from_latent(source.latent, source.prompt, source.generated)
     step = reporter.stage("inverting", source.spec.plan().num_forward_steps)
     return editor.invert(source.image, source.prompt, seed, size, on_step=step)

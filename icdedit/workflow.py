@@ -72,7 +72,17 @@ def load_editor(
     return build()
 
 
-def _warn_truncation(editor: Editor, prompts: list[str], reporter: Reporter) -> None:
+def device_for_shard(device: str, shard: tuple[int, int] | None) -> str:
+    """`auto` under torchrun / accelerate launch: this rank's own GPU."""
+    if shard is not None and device == "auto" and os.environ.get("LOCAL_RANK") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return device
+
+
+def warn_truncation(editor: Editor, prompts: list[str], reporter: Reporter) -> None:
     for prompt in dict.fromkeys(prompts):
         message = truncation_warning(editor.tokenizer, prompt)
         if message:
@@ -106,7 +116,7 @@ def run_invert(request: InvertRequest, reporter: Reporter | None = None) -> dict
     check_output(output, request.overwrite, inputs=(request.image,))
     spec = resolve_model(request.model)
     editor = load_editor(spec, request.device, request.dtype, reporter, attention=request.attention)
-    _warn_truncation(editor, [request.prompt], reporter)
+    warn_truncation(editor, [request.prompt], reporter)
     step = reporter.stage("inverting", spec.plan().num_forward_steps)
     inversion = editor.invert(image, request.prompt, request.seed, request.size, on_step=step)
     save_latent(output, inversion.latent, latent_metadata(spec, inversion, request.image))
@@ -129,8 +139,8 @@ class ReconstructRequest:
     prompt: str | None = None
     model: str | None = None
     seed: int = 0
-    guidance: float = 0.0
-    tau: float = 0.8
+    guidance: float | None = None  # default: 0, or a generated noise file's own
+    tau: float | None = None  # default: 0.8, or a generated noise file's own
     size: int | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -141,19 +151,22 @@ class ReconstructRequest:
 
 def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
-    check_number("guidance", request.guidance, "--guidance")
-    check_number("tau", request.tau, "--tau")
+    for name in ("guidance", "tau"):
+        if getattr(request, name) is not None:
+            check_number(name, getattr(request, name), f"--{name}")
     check_seed(request.seed)
     check_size(request.size)
     source = read_source(request.source, request.prompt, request.model, "prompt")
+    guidance = request.guidance if request.guidance is not None else source.generated.get("guidance", 0.0)
+    tau = request.tau if request.tau is not None else source.generated.get("tau", 0.8)
     output = request.output or default_output(Path(f"{request.source.stem}-reconstruction.png"), request.overwrite)
     image_format(output)
     check_output(output, request.overwrite, inputs=(request.source,))
     editor = load_editor(source.spec, request.device, request.dtype, reporter, attention=request.attention)
-    _warn_truncation(editor, [source.prompt], reporter)
+    warn_truncation(editor, [source.prompt], reporter)
     inversion = invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("decoding", source.spec.plan().num_reverse_steps)
-    image, _ = editor.reconstruct(inversion, request.guidance, request.tau, on_step=step)
+    image, _ = editor.reconstruct(inversion, guidance, tau, on_step=step)
     save_image(image, output)
     result = {
         "command": "reconstruct",
@@ -161,8 +174,8 @@ def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = Non
         "model": source.spec.name,
         "prompt": source.prompt,
         "seed": inversion.seed,
-        "guidance": request.guidance,
-        "tau": request.tau,
+        "guidance": guidance,
+        "tau": tau,
         "size": list(image.size),
     }
     if source.image is not None:
@@ -201,7 +214,7 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     for target in request.targets:
         check_prompt(target, "tgt")
     source = read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
-    settings = resolve_settings(source.spec, chosen, request.overrides)
+    settings = resolve_settings(source.spec, chosen, _with_generation_defaults(request, chosen, source, reporter))
     prepared = prepare_edit(
         source.spec,
         source.prompt,
@@ -237,7 +250,7 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         reporter.note(f"{prefix} for {target!r}: {w.describe()}")
 
     editor = load_editor(source.spec, request.device, request.dtype, reporter, attention=request.attention)
-    _warn_truncation(editor, [source.prompt, *targets, *filter(None, [prepared.amplify_prompt])], reporter)
+    warn_truncation(editor, [source.prompt, *targets, *filter(None, [prepared.amplify_prompt])], reporter)
     inversion = invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("editing", source.spec.plan().num_reverse_steps)
     decode_source = request.side_by_side and source.image is None
@@ -276,6 +289,21 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         save_latent(request.save_latent, result.latents, meta)
         report["latent"] = str(request.save_latent)
     return report
+
+
+def _with_generation_defaults(request: EditRequest, chosen, source, reporter: Reporter) -> dict:
+    """Generated noise is edited with its generation's guidance and tau unless a flag or a preset
+    says otherwise: then the targets are guided as the generated image was (classic Prompt-to-
+    Prompt), and a target equal to the prompt is the generated image again."""
+    overrides = dict(request.overrides)
+    inherited = {k: v for k, v in source.generated.items() if overrides.get(k) is None} if chosen is None else {}
+    if inherited:
+        shown = " and ".join(f"{k} {v:g}" for k, v in inherited.items())
+        reporter.note(
+            f"note: editing with the generation's {shown} (recorded in {request.source.name}); "
+            "--guidance, --tau or --preset override"
+        )
+    return {**overrides, **inherited}
 
 
 # -- batch -----------------------------------------------------------------------------------------
@@ -366,12 +394,7 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
     if note:
         reporter.note(note)
     shard = manifests.parse_shard(request.shard) or manifests.distributed_shard()
-    device = request.device
-    if shard is not None and device == "auto" and os.environ.get("LOCAL_RANK") is not None:
-        import torch
-
-        if torch.cuda.is_available():  # one GPU per rank under torchrun / accelerate launch
-            device = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    device = device_for_shard(request.device, shard)
     items = manifests.take_shard(items, shard)
     request.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(request.out)

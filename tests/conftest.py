@@ -137,3 +137,70 @@ def ref_invert(ref, image, prompt, seed):
     with torch.no_grad():
         z0 = ref["vae"].encode(x.permute(2, 0, 1)[None]).latent_dist.mean * 0.18215
     return reference.invert(ref["fwd"], z0, embed(ref, [prompt]), seed, [19, 259, 519, 779])
+
+
+# -- SDXL: the tiny random model with SDXL's topology, and its independent reference ----------------
+@pytest.fixture(scope="session")
+def xl_spec(tmp_path_factory):
+    from icdedit.specs import load_spec
+    from icdedit.tiny import build_tiny_model
+
+    return load_spec(build_tiny_model(tmp_path_factory.mktemp("tiny-xl"), family="sdxl"))
+
+
+@pytest.fixture(scope="session")
+def xl_editor(xl_spec):
+    from icdedit.editor import Editor
+    from icdedit.loader import load_model
+
+    return Editor(load_model(xl_spec, device="cpu", dtype="fp32"))
+
+
+@pytest.fixture(scope="session")
+def xl_editor64(xl_spec):
+    from icdedit.editor import Editor
+    from icdedit.loader import load_model
+
+    return Editor(load_model(xl_spec, device="cpu", dtype="fp64"))
+
+
+@pytest.fixture(scope="session")
+def xl_ref(xl_spec):
+    """The reference's own models: forward and reverse UNets merged separately, both encoders."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from . import reference
+
+    base = xl_spec.base
+    config = UNet2DConditionModel.load_config(base, subfolder="unet")
+    return {
+        "fwd": reference.merged_unet(xl_spec.teacher, xl_spec.forward_lora, config),
+        "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config),
+        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae").eval(),
+        "toks": [CLIPTokenizer.from_pretrained(base, subfolder=s) for s in ("tokenizer", "tokenizer_2")],
+        "encs": [
+            CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
+            CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2").eval(),
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def xl_ref64(xl_spec, xl_ref):
+    """The reference in float64 (tests/tolerance.py): the LoRAs merged in float64."""
+    import copy
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from . import reference
+
+    config = UNet2DConditionModel.load_config(xl_spec.base, subfolder="unet")
+    return {
+        "fwd": reference.merged_unet(xl_spec.teacher, xl_spec.forward_lora, config, dtype=torch.float64),
+        "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config, dtype=torch.float64),
+        "vae": copy.deepcopy(xl_ref["vae"]).double(),
+        "toks": xl_ref["toks"],
+        "encs": [copy.deepcopy(encoder).double() for encoder in xl_ref["encs"]],
+    }

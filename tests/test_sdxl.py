@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextModelWithProjection
 
-from icdedit.editor import Editor, Inversion
+from icdedit.editor import Inversion
 from icdedit.errors import SettingsError
 from icdedit.loader import load_model
 from icdedit.preparation import prepare_edit
 from icdedit.presets import load_preset
-from icdedit.specs import load_spec
 
 from . import reference
 from .conftest import in_float64, make_photo
@@ -28,59 +27,6 @@ from .test_p2p import _probe, official_controller
 from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics, rounding_tolerance
 
 SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
-
-
-@pytest.fixture(scope="session")
-def xl_spec(tmp_path_factory):
-    from icdedit.tiny import build_tiny_model
-
-    return load_spec(build_tiny_model(tmp_path_factory.mktemp("tiny-xl"), family="sdxl"))
-
-
-@pytest.fixture(scope="session")
-def xl_editor(xl_spec):
-    return Editor(load_model(xl_spec, device="cpu", dtype="fp32"))
-
-
-@pytest.fixture(scope="session")
-def xl_editor64(xl_spec):
-    return Editor(load_model(xl_spec, device="cpu", dtype="fp64"))
-
-
-@pytest.fixture(scope="session")
-def xl_ref64(xl_spec, xl_ref):
-    """The reference in float64 (tests/tolerance.py): the LoRAs merged in float64."""
-    import copy
-
-    from diffusers import UNet2DConditionModel
-
-    config = UNet2DConditionModel.load_config(xl_spec.base, subfolder="unet")
-    return {
-        "fwd": reference.merged_unet(xl_spec.teacher, xl_spec.forward_lora, config, dtype=torch.float64),
-        "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config, dtype=torch.float64),
-        "vae": copy.deepcopy(xl_ref["vae"]).double(),
-        "toks": xl_ref["toks"],
-        "encs": [copy.deepcopy(encoder).double() for encoder in xl_ref["encs"]],
-    }
-
-
-@pytest.fixture(scope="session")
-def xl_ref(xl_spec):
-    """The reference's own models: forward and reverse UNets merged separately, both encoders."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    base = xl_spec.base
-    config = UNet2DConditionModel.load_config(base, subfolder="unet")
-    return {
-        "fwd": reference.merged_unet(xl_spec.teacher, xl_spec.forward_lora, config),
-        "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config),
-        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae").eval(),
-        "toks": [CLIPTokenizer.from_pretrained(base, subfolder=s) for s in ("tokenizer", "tokenizer_2")],
-        "encs": [
-            CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
-            CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2").eval(),
-        ],
-    }
 
 
 @torch.no_grad()
@@ -113,23 +59,31 @@ def ref_jump(unet, x, t, s, tokens, pooled, w, size):
     return x0 if s == 0 else acp[s].sqrt() * x0 + (1 - acp[s]).sqrt() * eps
 
 
+def official_pipeline(pipeline_class, ref, spec, unet):
+    """A diffusers SDXL pipeline over the reference's models, as `load_models_xl` builds the
+    official one (a DDIM scheduler from the base)."""
+    from diffusers import DDIMScheduler
+
+    return pipeline_class(
+        vae=ref["vae"],
+        text_encoder=ref["encs"][0],
+        text_encoder_2=ref["encs"][1],
+        tokenizer=ref["toks"][0],
+        tokenizer_2=ref["toks"][1],
+        unet=unet,
+        scheduler=DDIMScheduler.from_pretrained(spec.base, subfolder="scheduler"),
+    )
+
+
 @torch.no_grad()
 def official_start(ref, spec, image, seed):
     """The official SDXL inversion's start, by the very diffusers call the official code makes
     (utils/generation_sdxl.py: inverse_sample_deterministic -> the img2img pipeline's
     `prepare_latents(images, timesteps[0], batch_size, 1, dtype, device,
     generator=torch.Generator().manual_seed(seed))`), float32 on the CPU."""
-    from diffusers import DDIMScheduler, StableDiffusionXLImg2ImgPipeline
+    from diffusers import StableDiffusionXLImg2ImgPipeline
 
-    pipe = StableDiffusionXLImg2ImgPipeline(
-        vae=ref["vae"],
-        text_encoder=ref["encs"][0],
-        text_encoder_2=ref["encs"][1],
-        tokenizer=ref["toks"][0],
-        tokenizer_2=ref["toks"][1],
-        unet=ref["fwd"],
-        scheduler=DDIMScheduler.from_pretrained(spec.base, subfolder="scheduler"),
-    )
+    pipe = official_pipeline(StableDiffusionXLImg2ImgPipeline, ref, spec, ref["fwd"])
     pixels = pipe.image_processor.preprocess(image)
     start = torch.tensor(spec.forward_timesteps[0])
     return pipe.prepare_latents(

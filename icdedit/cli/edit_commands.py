@@ -92,9 +92,19 @@ def reconstruct(
     model: ModelOpt = None,
     seed: SeedOpt = 0,
     guidance: Annotated[
-        float, typer.Option("--guidance", "-g", help="Guidance scale while decoding (0: the editing source branch).")
-    ] = 0.0,
-    tau: Annotated[float, typer.Option("--tau", help="Dynamic guidance: on for t/1000 <= tau.")] = 0.8,
+        Optional[float],
+        typer.Option(
+            "--guidance",
+            "-g",
+            help="Guidance scale while decoding. Default: 0 (the editing source branch); a generated noise file's own.",
+        ),
+    ] = None,
+    tau: Annotated[
+        Optional[float],
+        typer.Option(
+            "--tau", help="Dynamic guidance: on for t/1000 <= tau. Default: 0.8; a generated noise file's own."
+        ),
+    ] = None,
     size: SizeOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -378,7 +388,12 @@ def batch(
     )
     with progress_bar(ctx, not as_json, items=True) as progress:
         summary, report = workflow.run_batch(request, reporter(ctx, progress))
-    result = {"command": "batch", "report": str(report), **summary.as_dict()}
+    print_batch_summary("batch", summary, report, as_json)
+
+
+def print_batch_summary(command: str, summary, report: Path, as_json: bool) -> None:
+    """A run over many items: a table (or --json), each failure, the report; exit 1 on failures."""
+    result = {"command": command, "report": str(report), **summary.as_dict()}
     if as_json:
         stdout.print(json.dumps(result), markup=False)
     else:

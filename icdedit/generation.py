@@ -1,0 +1,426 @@
+"""`icdedit generate`: text to image with the reverse model, for one prompt or a prompt file.
+
+Numerics as the official generation scripts (docs/numerics.md section 8), except that every
+image has its own seed: `--num N` gives seeds S, S+1, ..., each image's seed is in its file
+and in the report, and any one image can be made again alone. `--save-noise` writes the start
+noise as `icdedit invert` writes an inversion, so `icdedit edit noise.safetensors --tgt ...`
+edits the generated image from its own noise (no inversion error).
+
+A prompt file runs like `batch`: one model load, `results.jsonl` rewritten after each item
+and resumed from, failures recorded, shards, exit codes 0 / 1 / 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .batch import Report, Summary, free_device_memory, record_failure
+from .editor import Editor, Generation
+from .errors import IcdEditError, OutputError, UsageError
+from .files import check_output, remove_stale_temp_files, slug
+from .images import check_size, image_format, save_image
+from .latents import save_latent
+from .manifests import (
+    EXTRA_CELLS,
+    MANIFEST_SUFFIXES,
+    ManifestError,
+    distributed_shard,
+    parse_shard,
+    read_manifest,
+    take_shard,
+)
+from .naming import default_output
+from .presets import check_number, check_seed
+from .reporting import Reporter
+from .schedule import GENERATION_GUIDANCE, GENERATION_TAU
+from .sources import latent_metadata
+from .specs import ModelSpec, resolve_model
+from .text import check_prompt, truncation_warning
+from .workflow import device_for_shard, load_editor, warn_truncation
+
+PROMPT_COLUMNS = ("caption", "prompt")  # the official prompt lists' column, and the plain name
+FILE_HINT = "a .txt file with one prompt a line, or a .csv/.tsv/.jsonl with a caption or prompt column"
+
+
+class PromptFileError(IcdEditError):
+    """A prompt file that cannot be used as a whole: nothing is run, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(message, FILE_HINT)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How every image of one run is generated (checked, sizes resolved for the model)."""
+
+    model: str
+    width: int
+    height: int
+    guidance: float
+    tau: float
+
+    def as_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "size": [self.width, self.height],
+            "guidance": self.guidance,
+            "tau": self.tau,
+        }
+
+    def image_text(self, prompt: str, seed: int) -> dict[str, str]:
+        """What an image file records (PNG text, JPEG comment): enough to make it again."""
+        made = {"command": "generate", "prompt": prompt, "seed": seed, **self.as_dict(), "icdedit": __version__}
+        return {"icdedit": json.dumps(made)}
+
+
+def resolve_settings(
+    spec: ModelSpec,
+    guidance: float | None,
+    tau: float | None,
+    width: int | None,
+    height: int | None,
+    reporter: Reporter,
+) -> GenerationSettings:
+    guidance = GENERATION_GUIDANCE if guidance is None else check_number("guidance", guidance, "--guidance")
+    tau = GENERATION_TAU if tau is None else check_number("tau", tau, "--tau")
+    width = check_size(width, "--width") or spec.resolution
+    height = check_size(height, "--height") or spec.resolution
+    trained = spec.resolution**2
+    if not trained / 2 <= width * height <= 2 * trained:
+        reporter.note(
+            f"note: {spec.name} was trained at about {spec.resolution}x{spec.resolution} pixels; "
+            f"{width}x{height} is far from that and may come out worse"
+        )
+    return GenerationSettings(spec.name, width, height, guidance, tau)
+
+
+def _check_counts(num: int, batch_size: int, seed: int) -> None:
+    if num < 1:
+        raise UsageError(f"--num {num} must be at least 1", "e.g. --num 4")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size} must be at least 1", "e.g. --batch-size 4")
+    check_seed(seed)
+
+
+def _chunks(values: list, size: int) -> list[list]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def generate_in_batches(
+    editor: Editor,
+    prompts: list[str],
+    seeds: list[int],
+    settings: GenerationSettings,
+    batch_size: int,
+    on_step=None,
+) -> list[Generation]:
+    """`batch_size` images per UNet batch. With 1 (the default) each image is exactly the one
+    its seed gives alone; larger batches equal it to float32 rounding (kernels vary with batch)."""
+    size = (settings.width, settings.height)
+    made: list[Generation] = []
+    for chunk in _chunks(list(zip(prompts, seeds)), batch_size):
+        chunk_prompts, chunk_seeds = [p for p, _ in chunk], [s for _, s in chunk]
+        made += editor.generate(chunk_prompts, chunk_seeds, size, settings.guidance, settings.tau, on_step)
+    return made
+
+
+# -- one prompt ------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class GenerationRun:
+    """What every generate run takes, one prompt or a file."""
+
+    model: str | None = None
+    seed: int = 0
+    num: int = 1
+    guidance: float | None = None  # default: the official 7
+    tau: float | None = None  # default: 1 (constant guidance)
+    width: int | None = None  # default: the model's resolution
+    height: int | None = None
+    batch_size: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    attention: str = "auto"
+    overwrite: bool = False
+    cuda_graphs: bool = False
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class GenerateRequest(GenerationRun):
+    prompt: str
+    output: Path | None = None
+    save_latent: Path | None = None
+    save_noise: Path | None = None
+
+
+def numbered(path: Path, count: int) -> list[Path]:
+    """`path` for one file; path-1, path-2, ... (before the suffix) for several."""
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(count)]
+
+
+def _outputs(request: GenerateRequest) -> tuple[list[Path], list[Path]]:
+    """(images, noise files): -o / --save-noise as given for one image, numbered for several;
+    default image names come from the prompt and never overwrite."""
+    if request.output is not None:
+        images = numbered(request.output, request.num)
+    else:
+        images = [
+            default_output(p, request.overwrite) for p in numbered(Path(f"{slug(request.prompt)}.png"), request.num)
+        ]
+    noises = numbered(request.save_noise, request.num) if request.save_noise is not None else []
+    outputs = images + noises + ([request.save_latent] if request.save_latent is not None else [])
+    if len(set(map(str, outputs))) != len(outputs):
+        raise OutputError(
+            "two outputs would have the same name", "give -o, --save-noise and --save-latent distinct names"
+        )
+    for path in images:
+        image_format(path)
+    for option, path in (("--save-noise", request.save_noise), ("--save-latent", request.save_latent)):
+        if path is not None and path.suffix.lower() != ".safetensors":
+            raise OutputError(f"{option} {path} must end in .safetensors", f"e.g. {option} fox.safetensors")
+    for path in outputs:
+        check_output(path, request.overwrite)
+    return images, noises
+
+
+def run_generate(request: GenerateRequest, reporter: Reporter | None = None) -> dict:
+    reporter = reporter or Reporter()
+    check_prompt(request.prompt)
+    _check_counts(request.num, request.batch_size, request.seed)
+    seeds = [request.seed + i for i in range(request.num)]
+    check_seed(seeds[-1], f"--seed {request.seed} with --num {request.num} reaches")
+    spec = resolve_model(request.model)
+    settings = resolve_settings(spec, request.guidance, request.tau, request.width, request.height, reporter)
+    images, noises = _outputs(request)
+    editor = load_editor(
+        spec, request.device, request.dtype, reporter, request.cuda_graphs, request.compile, request.attention
+    )
+    warn_truncation(editor, [request.prompt], reporter)
+    step = reporter.stage("generating", spec.plan().num_reverse_steps * len(_chunks(seeds, request.batch_size)))
+    made = generate_in_batches(editor, [request.prompt] * len(seeds), seeds, settings, request.batch_size, step)
+    for generation, path in zip(made, images):
+        save_image(generation.image, path, settings.image_text(request.prompt, generation.noise.seed))
+    for generation, path in zip(made, noises):
+        save_latent(path, generation.noise.latent, latent_metadata(spec, generation.noise, None, generated=True))
+    report = {
+        "command": "generate",
+        "outputs": [str(p) for p in images],
+        "prompt": request.prompt,
+        "seeds": seeds,
+        **settings.as_dict(),
+        "images": [
+            {"output": str(path), "seed": seed, **({"noise": str(noises[i])} if noises else {})}
+            for i, (path, seed) in enumerate(zip(images, seeds))
+        ],
+    }
+    if request.save_latent is not None:
+        import torch
+
+        meta = {**spec.identity(), "prompt": request.prompt, "seeds": ",".join(map(str, seeds)), "rows": "images"}
+        save_latent(request.save_latent, torch.cat([g.latent for g in made]), meta)
+        report["latent"] = str(request.save_latent)
+    if noises:
+        report["noise"] = [str(p) for p in noises]
+    return report
+
+
+# -- a prompt file ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GenerationItem:
+    number: int  # 1-based, in the order of the file's prompts (and copies, with --num)
+    prompt: str
+    seed: int
+    output: Path
+    settings: GenerationSettings
+    problem: str | None = None  # why it cannot run: recorded as failed
+
+    def describe(self) -> dict:
+        return {"prompt": self.prompt, "seed": self.seed, "settings": self.settings.as_dict()}
+
+    @property
+    def key(self) -> str:
+        data = json.dumps([self.prompt, self.seed, self.settings.as_dict(), str(self.output)])
+        return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def read_prompts(path: Path) -> list[tuple[str, object, str | None]]:
+    """(prompt, seed cell or None, the row's problem or None) per row: a text file (one prompt a
+    line, blank lines skipped), or a manifest (CSV, TSV, JSONL, YAML, read as `batch` reads
+    one) with a `caption` or `prompt` column and optionally `seed`: the official
+    generation_coco.csv and generation_parti-prompts.csv as they are."""
+    if path.suffix.lower() not in MANIFEST_SUFFIXES:
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except FileNotFoundError:
+            raise PromptFileError(f"prompt file not found: {path}") from None
+        except OSError as exc:
+            raise PromptFileError(f"{path}: cannot read ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise PromptFileError(f"{path}: not UTF-8 text") from None
+        return [(line.strip(), None, None) for line in text.splitlines() if line.strip()]
+    if not path.is_file():
+        raise PromptFileError(f"prompt file not found: {path}")
+    try:
+        rows = read_manifest(path)
+    except ManifestError as exc:  # unreadable, empty, not valid CSV / JSONL / YAML
+        raise PromptFileError("; ".join(exc.problems)) from None
+    columns = [k for k in dict.fromkeys(k for row in rows for k in row) if k != EXTRA_CELLS]
+    column = next((c for c in PROMPT_COLUMNS if c in columns), None)
+    if column is None:
+        raise PromptFileError(f"{path}: no caption or prompt column (columns: {', '.join(map(repr, columns))})")
+    return [(str(row.get(column) or "").strip(), row.get("seed"), _row_problem(row)) for row in rows]
+
+
+def _row_problem(row: dict) -> str | None:
+    extra = row.get(EXTRA_CELLS)
+    if extra is None:
+        return None
+    return extra if isinstance(extra, str) else f"more cells than the header names: {extra!r}"
+
+
+@dataclass(frozen=True)
+class GenerateFileRequest(GenerationRun):
+    prompts: Path
+    out: Path = Path("generated")
+    shard: str | None = None
+
+
+def _row_seed(cell, base: int) -> tuple[int, str | None]:
+    """A row's seed: its seed cell, else `base`; (seed, problem)."""
+    if cell is None or (isinstance(cell, str) and not cell.strip()):
+        return base, None
+    try:
+        return check_seed(int(str(cell).strip()), "seed"), None
+    except (ValueError, IcdEditError):
+        return base, f"seed {cell!r} is not a whole number from 0 to 2^63 - 1"
+
+
+def build_items(
+    rows: list[tuple[str, object, str | None]], request: GenerateFileRequest, settings: GenerationSettings
+) -> list[GenerationItem]:
+    """One item per prompt and copy: item n (1-based) has seed S + n - 1, or its row's seed cell
+    plus the copy's index; outputs numbered in that order."""
+    digits = max(5, len(str(len(rows) * request.num)))
+    items = []
+    for row, (prompt, seed_cell, row_problem) in enumerate(rows):
+        for copy in range(request.num):
+            number = row * request.num + copy + 1
+            seed, problem = _row_seed(seed_cell, request.seed + number - 1 - copy)
+            problem = row_problem or problem or (None if prompt else "the prompt is empty")
+            output = request.out / f"{number:0{digits}d}-{slug(prompt) if prompt else 'empty'}.png"
+            items.append(GenerationItem(number, prompt, seed + copy, output, settings, problem))
+    return items
+
+
+def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = None) -> tuple[Summary, Path]:
+    reporter = reporter or Reporter()
+    _check_counts(request.num, request.batch_size, request.seed)
+    shard = parse_shard(request.shard) or distributed_shard()
+    rows = read_prompts(request.prompts)
+    if not rows:
+        raise PromptFileError(f"{request.prompts}: no prompts in the file")
+    spec = resolve_model(request.model)
+    settings = resolve_settings(spec, request.guidance, request.tau, request.width, request.height, reporter)
+    items = take_shard(build_items(rows, request, settings), shard)
+    request.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(request.out)
+    name = "results.jsonl" if shard is None else f"results-shard-{shard[0]}-of-{shard[1]}.jsonl"
+    report = Report(request.out / name)
+    editors: list[Editor] = []
+
+    def get_editor() -> Editor:  # loaded on first need: a run with nothing to do loads nothing
+        if not editors:
+            editors.append(
+                load_editor(
+                    spec,
+                    device_for_shard(request.device, shard),
+                    request.dtype,
+                    reporter,
+                    request.cuda_graphs,
+                    request.compile,
+                    request.attention,
+                )
+            )
+        return editors[0]
+
+    advance = reporter.stage("generating", len(items))
+
+    def on_item(item: GenerationItem, outcome: str) -> None:
+        advance()
+        if outcome == "failed":
+            reporter.note(f"item {item.number} failed: {report.records[item.number]['error']}")
+
+    summary = run_items(items, report, get_editor, request.batch_size, request.overwrite, on_item)
+    truncated = sum(1 for n in summary.done if report.records[n].get("warning"))
+    if truncated:
+        reporter.note(
+            f"warning: {truncated} prompt(s) were longer than the text encoder takes and were truncated "
+            f"(each is noted in {report.path.name})"
+        )
+    return summary, report.path
+
+
+def run_items(items, report: Report, get_editor, batch_size: int, overwrite: bool, on_item) -> Summary:
+    """Generate every item not already done, `batch_size` per UNet batch; record each outcome as
+    soon as it is known. A batch that fails for memory is retried one by one."""
+    summary = Summary()
+    todo = []
+    for item in items:
+        if not overwrite and report.is_done(item):
+            summary.skipped.append(item.number)
+            on_item(item, "skipped")
+        elif item.problem is not None:
+            on_item(item, record_failure(item, report, summary, item.problem, time.perf_counter()))
+        else:
+            todo.append(item)
+    try:
+        for group in _chunks(todo, batch_size):
+            for item, outcome in _run_group(group, report, get_editor(), summary):
+                on_item(item, outcome)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    return summary
+
+
+def _run_group(group: list[GenerationItem], report: Report, editor: Editor, summary: Summary):
+    started = time.perf_counter()
+    settings = group[0].settings
+    try:
+        made = generate_in_batches(editor, [i.prompt for i in group], [i.seed for i in group], settings, len(group))
+    except (IcdEditError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
+            raise
+        free_device_memory()
+        if len(group) > 1:
+            return [pair for item in group for pair in _run_group([item], report, editor, summary)]
+        reason = str(exc) if isinstance(exc, IcdEditError) else f"out of memory: {str(exc).splitlines()[0]}"
+        return [(group[0], record_failure(group[0], report, summary, reason, started))]
+    seconds = (time.perf_counter() - started) / len(group)
+    return [
+        (item, _finish(item, generation, report, summary, seconds, truncation_warning(editor.tokenizer, item.prompt)))
+        for item, generation in zip(group, made)
+    ]
+
+
+def _finish(
+    item: GenerationItem, generation: Generation, report: Report, summary: Summary, seconds: float, warning: str | None
+) -> str:
+    try:
+        save_image(generation.image, item.output, item.settings.image_text(item.prompt, item.seed))
+    except (OSError, OutputError) as exc:
+        reason = exc.message if isinstance(exc, OutputError) else f"cannot write {item.output}: {exc.strerror or exc}"
+        return record_failure(item, report, summary, reason, time.perf_counter() - seconds)
+    summary.done.append(item.number)
+    summary.seconds.append(seconds)
+    extra = {"warning": warning} if warning else {}
+    report.record(item, "done", seconds=round(seconds, 3), **extra)
+    return "done"
