@@ -178,3 +178,33 @@ def side_by_side(images: list[Image.Image], gap: int = 8) -> Image.Image:
         canvas.paste(image, (x, 0))
         x += image.width + gap
     return canvas
+
+
+def contact_sheet(
+    images: list[Image.Image], columns: list[str], rows: list[str], tile: int = 384, pad: int = 6
+) -> Image.Image:
+    """Images in a labelled grid, row-major: `columns` label the columns (top), `rows` the rows
+    (left). Tiles are scaled to fit `tile` pixels on their long side."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=14)
+    thumbs = [image.copy() for image in images]
+    for thumb in thumbs:
+        thumb.thumbnail((tile, tile), Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    cell_w = max([t.width for t in thumbs] + [int(draw.textlength(text, font=font)) + pad for text in columns])
+    cell_h = max(t.height for t in thumbs)
+    label_w = max([int(draw.textlength(text, font=font)) for text in rows] + [0]) + 2 * pad
+    label_h = 14 + 2 * pad
+    sheet = Image.new(
+        "RGB", (label_w + len(columns) * (cell_w + pad), label_h + len(rows) * (cell_h + pad)), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(sheet)
+    for c, text in enumerate(columns):
+        draw.text((label_w + c * (cell_w + pad), pad), text, fill=(0, 0, 0), font=font)
+    for r, text in enumerate(rows):
+        draw.text((pad, label_h + r * (cell_h + pad) + cell_h // 2), text, fill=(0, 0, 0), font=font)
+    for i, thumb in enumerate(thumbs):
+        r, c = divmod(i, len(columns))
+        sheet.paste(thumb, (label_w + c * (cell_w + pad), label_h + r * (cell_h + pad)))
+    return sheet

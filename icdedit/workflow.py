@@ -6,7 +6,9 @@ loaded, so a bad invocation fails in milliseconds; every output is written atomi
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from .compiling import check_toolchain
 from .editor import EditJob, Editor
 from .errors import IcdEditError, OutputError, UsageError
 from .families import controls_attention
-from .files import check_output, remove_stale_temp_files
-from .images import check_size, image_format, load_image, save_image, side_by_side
+from .files import check_output, remove_stale_temp_files, slug
+from .grid import Grid, check_grid_method, parse_grid
+from .images import check_size, contact_sheet, image_format, load_image, save_image, side_by_side
 from .latents import save_latent
 from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
 from .metrics import psnr, ssim
@@ -204,6 +207,7 @@ class EditRequest:
     output: Path | None = None
     overwrite: bool = False
     attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
+    grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: run_edit_grid
 
 
 def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
@@ -291,12 +295,18 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     return report
 
 
-def _with_generation_defaults(request: EditRequest, chosen, source, reporter: Reporter) -> dict:
-    """Generated noise is edited with its generation's guidance and tau unless a flag or a preset
-    says otherwise: then the targets are guided as the generated image was (classic Prompt-to-
-    Prompt), and a target equal to the prompt is the generated image again."""
-    overrides = dict(request.overrides)
-    inherited = {k: v for k, v in source.generated.items() if overrides.get(k) is None} if chosen is None else {}
+def _with_generation_defaults(
+    request: EditRequest, chosen, source, reporter: Reporter, also_given: Iterable[str] = ()
+) -> dict:
+    """Generated noise is edited with its generation's guidance and tau unless a flag, a grid
+    axis (`also_given`) or a preset says otherwise: then the targets are guided as the generated
+    image was (classic Prompt-to-Prompt), and a target equal to the prompt is the generated image."""
+    overrides, given = dict(request.overrides), set(also_given)
+    inherited = (
+        {k: v for k, v in source.generated.items() if overrides.get(k) is None and k not in given}
+        if chosen is None
+        else {}
+    )
     if inherited:
         shown = " and ".join(f"{k} {v:g}" for k, v in inherited.items())
         reporter.note(
@@ -304,6 +314,87 @@ def _with_generation_defaults(request: EditRequest, chosen, source, reporter: Re
             "--guidance, --tau or --preset override"
         )
     return {**overrides, **inherited}
+
+
+# -- edit --grid ------------------------------------------------------------------------------------
+def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dict:
+    """Every combination of the grid's settings decoded from one inversion, as rows of one UNet
+    batch (one by one if that does not fit in memory); each cell's image, and a contact sheet
+    with the first axis as columns and the other axes' combinations as rows."""
+    reporter = reporter or Reporter()
+    check_seed(request.seed)
+    check_size(request.size)
+    if len(request.targets) != 1:
+        raise UsageError("--grid takes one --tgt", "run one grid per target prompt")
+    for option, value in (("--save-latent", request.save_latent), ("--side-by-side", request.side_by_side)):
+        if value:
+            raise UsageError(f"{option} cannot be used with --grid", "a grid writes each cell and a contact sheet")
+    target = check_prompt(request.targets[0], "tgt")
+    grid = parse_grid(request.grid, explicit(request.overrides))
+    chosen = load_preset(request.preset) if request.preset else None
+    source = read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
+    overrides = _with_generation_defaults(request, chosen, source, reporter, grid.keys)
+    cells = grid.cells()
+    labels = ("command line", "--grid")
+    settings = [resolve_settings(source.spec, chosen, overrides, cell, labels=labels) for cell in cells]
+    check_grid_method(grid, settings[0].method)
+    prepared = [
+        prepare_edit(
+            source.spec,
+            source.prompt,
+            [target],
+            cell_settings,
+            amplify=request.amplify,
+            blend=request.blend,
+            no_blend=request.no_blend,
+            given=explicit(request.overrides) + list(cell),
+        )
+        for cell, cell_settings in zip(cells, settings)
+    ]
+    base = request.output or Path(f"{request.source.stem}-{slug(target)}.png")
+    outputs = [base.with_name(f"{base.stem}-{Grid.name_part(cell)}{base.suffix}") for cell in cells]
+    sheet = base.with_name(f"{base.stem}-grid-{'-'.join(grid.keys)}{base.suffix}")
+    for path in [*outputs, sheet]:
+        image_format(path)
+        check_output(path, request.overwrite, inputs=(request.source,))
+    for w in prepared[0].words:  # the same words in every cell (an amplify axis scales them)
+        reporter.note(f"{'derived' if w.derived else 'using'} for {target!r}: {w.describe()}")
+
+    editor = load_editor(source.spec, request.device, request.dtype, reporter, attention=request.attention)
+    warn_truncation(editor, [source.prompt, target, *filter(None, [prepared[0].amplify_prompt])], reporter)
+    inversion = invert_source(editor, source, request.seed, request.size, reporter)
+    step = reporter.stage(f"editing {len(cells)} cells", source.spec.plan().num_reverse_steps)
+    results = _edit_cells(editor, [EditJob.prepared(inversion, edit) for edit in prepared], step)
+    for result, edit, path in zip(results, prepared, outputs):
+        save_image(result.targets[0], path, {"icdedit": json.dumps({"settings": edit.settings.as_dict()})})
+    first, rest = grid.axes[0], Grid(grid.axes[1:])
+    row_cells = rest.cells() if rest.axes else [{}]
+    by_cell = [r.targets[0] for r in results]  # the first axis varies slowest
+    images = [by_cell[c * len(row_cells) + r] for r in range(len(row_cells)) for c in range(len(first[1]))]
+    columns = [f"{first[0]}={value:g}" for value in first[1]]
+    save_image(contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells]), sheet)
+    return {
+        "command": "edit",
+        "outputs": [str(p) for p in outputs],
+        "model": source.spec.name,
+        "src": source.prompt,
+        "targets": [target],
+        "seed": inversion.seed,
+        "grid": [{"output": str(path), "settings": edit.settings.as_dict()} for path, edit in zip(outputs, prepared)],
+        "sheet": str(sheet),
+        "size": list(results[0].targets[0].size),
+    }
+
+
+def _edit_cells(editor: Editor, jobs: list[EditJob], on_step) -> list:
+    """All jobs as one batch; one by one when that does not fit in memory (same results)."""
+    try:
+        return editor.edit_many(jobs, on_step=on_step)
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower() or len(jobs) == 1:
+            raise
+        batch.free_device_memory()
+        return [editor.edit_many([job], on_step=on_step)[0] for job in jobs]
 
 
 # -- batch -----------------------------------------------------------------------------------------

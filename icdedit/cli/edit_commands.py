@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .. import workflow
 from ..errors import SettingsError, UsageError
+from ..grid import GRID_KEYS
 from ..p2p.plan import parse_amplify_item
 from .app import app, emit, handles_errors, progress_bar, reporter, stdout
 from .options import (
@@ -160,7 +161,10 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
         "unguided high-noise steps. --method p2p edits SDXL with Prompt-to-Prompt instead, "
         "--method p2p+switch with both:\n\n"
         "  icdedit edit bird.jpg -m sdxl-4step-v2 --src 'a bird on a branch' --tgt 'a robotic bird on a branch' "
-        "--method p2p"
+        "--method p2p\n\n"
+        "Try settings from one inversion with --grid (a contact sheet and one image per cell):\n\n"
+        "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' "
+        "--grid cross_replace=0.2,0.4,0.6 --grid self_replace=0.4,0.6,0.8"
     ),
     no_args_is_help=True,
 )
@@ -211,6 +215,18 @@ def edit(
     attention: AttentionOpt = "auto",
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
+    grid: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--grid",
+            metavar="KEY=V1,V2,...",
+            help=(
+                f"Try settings: every combination of the values (repeat for more keys: {', '.join(GRID_KEYS)}), "
+                "decoded from one inversion as rows of one batch. Writes each cell (names carry the settings) and a "
+                "labelled contact sheet (-o's stem + '-grid-KEYS'), first key as columns."
+            ),
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
@@ -241,11 +257,13 @@ def edit(
         attention=attention,
         output=output,
         overwrite=overwrite,
+        grid=tuple(grid or ()),
     )
+    run = workflow.run_edit_grid if request.grid else workflow.run_edit
     with progress_bar(ctx, not as_json) as progress:
-        result = workflow.run_edit(request, reporter(ctx, progress))
+        result = run(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
-    lines = [str(p) for p in result["outputs"]]
+    lines = [str(p) for p in result["outputs"]] + ([f"sheet: {result['sheet']}"] if "sheet" in result else [])
     lines += [str(result[k]) for k in ("side_by_side", "latent") if result.get(k)]
     emit(result, as_json, lines)
 

@@ -1,0 +1,86 @@
+"""Settings grids (`edit --grid`): every combination of a few edit settings, each decoded from
+the same inversion as one cell, so that settings can be tried for the price of the decoding.
+
+Pure data and checks, before any model loads; `workflow.run_edit_grid` runs a grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import SettingsError, UsageError
+from .families import controls_attention
+from .presets import RANGES, check_number
+
+GRID_KEYS = tuple(RANGES)  # guidance, tau, cross_replace, self_replace, amplify, blend_threshold
+ATTENTION_ONLY = ("cross_replace", "self_replace", "amplify", "blend_threshold")  # read by P2P alone
+MAX_CELLS = 64
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The axes in the order given: (setting, values); cells vary the last axis fastest."""
+
+    axes: tuple[tuple[str, tuple[float, ...]], ...]
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for key, _ in self.axes]
+
+    def cells(self) -> list[dict[str, float]]:
+        return [dict(zip(self.keys, values)) for values in itertools.product(*(v for _, v in self.axes))]
+
+    @staticmethod
+    def label(cell: dict[str, float]) -> str:
+        return ", ".join(f"{key}={value:g}" for key, value in cell.items())
+
+    @staticmethod
+    def name_part(cell: dict[str, float]) -> str:
+        """A file-name part carrying the cell's settings: 'cross_replace0.2-self_replace0.4'."""
+        return "-".join(f"{key}{value:g}" for key, value in cell.items())
+
+
+def parse_grid(items: Iterable[str], flags: Iterable[str] = ()) -> Grid | None:
+    """`--grid KEY=V1,V2,...` (repeatable) -> a Grid, or None without any. `flags`: the settings
+    given as plain flags too, which a grid axis may not repeat."""
+    axes: dict[str, tuple[float, ...]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in GRID_KEYS:
+            raise UsageError(f"--grid {item!r} is not KEY=V1,V2,...", f"KEY is one of {', '.join(GRID_KEYS)}")
+        if key in axes:
+            raise UsageError(f"--grid {key} is given twice", "give each setting's values in one --grid")
+        if key in set(flags):
+            raise UsageError(f"--{key.replace('_', '-')} and --grid {key} are both given", "keep one of them")
+        values = []
+        for part in text.split(","):
+            try:
+                number = float(part)
+            except ValueError:
+                raise UsageError(
+                    f"--grid {key}: {part.strip()!r} is not a number", f"e.g. --grid {key}=0.2,0.4"
+                ) from None
+            values.append(check_number(key, number, f"--grid {key}"))
+        axes[key] = tuple(dict.fromkeys(values))  # a repeated value is one cell
+    if not axes:
+        return None
+    grid = Grid(tuple(axes.items()))
+    if len(grid.cells()) > MAX_CELLS:
+        raise UsageError(f"--grid makes {len(grid.cells())} cells, more than {MAX_CELLS}", "try fewer values")
+    return grid
+
+
+def check_grid_method(grid: Grid, method: str) -> None:
+    """A grid axis that the edit method does not read would make identical cells."""
+    if controls_attention(method):
+        return
+    unread = [key for key in grid.keys if key in ATTENTION_ONLY]
+    if unread:
+        raise SettingsError(
+            f"--grid {', '.join(unread)}: the {method!r} method uses no attention control, so every cell would be "
+            "the same",
+            "add --method p2p (or p2p+switch), or grid guidance and tau",
+        )
