@@ -167,12 +167,15 @@ def _run_group(group, report: Report, editor, summary: Summary, side: bool, size
 
 
 def _edit_together(editor, group, size):
+    """One inversion per distinct (photo, source prompt, seed): a grid's cells of one photo share it."""
     from .editor import EditJob
 
-    inversions = editor.invert_many(
-        [image for _, image in group], [i.src for i, _ in group], [i.seed for i, _ in group], size
-    )
-    return editor.edit_many([EditJob.prepared(inv, item.prepared) for (item, _), inv in zip(group, inversions)])
+    keys = [(str(item.image), item.src, item.seed) for item, _ in group]
+    firsts = {key: image for key, (_, image) in reversed(list(zip(keys, group)))}
+    unique = list(firsts)
+    inversions = editor.invert_many([firsts[k] for k in unique], [k[1] for k in unique], [k[2] for k in unique], size)
+    by_key = dict(zip(unique, inversions))
+    return editor.edit_many([EditJob.prepared(by_key[key], item.prepared) for (item, _), key in zip(group, keys)])
 
 
 def _run_alone(item: BatchItem, image, report: Report, editor, summary: Summary, side: bool, size: int | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import download
+from .eval_models import EVAL_MODELS, download_eval_model
 from .reporting import Reporter
 from .specs import resolve_model
 
@@ -33,9 +34,33 @@ def models_report() -> list[dict]:
                 ],
                 "download_bytes": download.missing_download_bytes(spec),
                 "download_command": download.download_command(spec),
+                "kind": "editing",
             }
         )
-    return report
+    return report + [_eval_entry(model) for model in EVAL_MODELS.values()]
+
+
+def _eval_entry(model) -> dict:
+    """An evaluation model (`icdedit eval`) in the same shape: one part, its weights."""
+    size = sum(p.stat().st_size for p in model.folder.rglob("*") if p.is_file()) if model.present else None
+    return {
+        "model": model.name,
+        "description": model.description,
+        "ready": model.present,
+        "parts": [
+            {
+                "part": "weights",
+                "present": model.present,
+                "size_bytes": size if model.present else model.approx_bytes,
+                "location": str(model.folder),
+                "source": model.hub_id or model.url,
+            }
+        ],
+        "download_bytes": 0 if model.present else model.approx_bytes,
+        "download_command": f"icdedit download {model.name}",
+        "kind": "evaluation",
+        "metrics": list(model.metrics),
+    }
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,9 @@ class DownloadRequest:
 
 def run_download(request: DownloadRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
+    if request.model in EVAL_MODELS:
+        folder = download_eval_model(EVAL_MODELS[request.model], progress=reporter.bytes_progress())
+        return {"command": "download", "model": request.model, "placed": [str(folder)]}
     spec = resolve_model(request.model)
     if spec.random_weights:
         return {"command": "download", "model": spec.name, "placed": [], "note": "built locally, nothing to download"}

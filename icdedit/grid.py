@@ -84,3 +84,76 @@ def check_grid_method(grid: Grid, method: str) -> None:
             "the same",
             "add --method p2p (or p2p+switch), or grid guidance and tau",
         )
+
+
+# -- scoring cells (`--score`, `--pick`) -----------------------------------------------------------
+LOWER_IS_BETTER = ("structure", "lpips", "mse")  # distances; every other metric: higher is better
+
+
+def _value(scores: dict[str, float], metric: str) -> float | None:
+    """A metric's score by its name, the whole-image form included (a grid has no mask)."""
+    for name in (metric, f"{metric}_whole"):
+        if name in scores:
+            return scores[name]
+    return None
+
+
+@dataclass(frozen=True)
+class PickRule:
+    """`--pick METRIC[,OTHER<BOUND][,OTHER>BOUND]...`: the best cell by METRIC (its own direction:
+    lowest for distances, highest otherwise) among the cells within every bound."""
+
+    metric: str
+    bounds: tuple[tuple[str, str, float], ...] = ()
+
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric, *(name for name, _, _ in self.bounds)]
+
+    def key(self, scores: dict[str, float]) -> float:
+        """Sort key, best first; a cell without a finite score sorts last."""
+        value = _value(scores, self.metric)
+        if value is None or value != value:
+            return float("inf")
+        return value if self.metric in LOWER_IS_BETTER else -value
+
+    def allows(self, scores: dict[str, float]) -> bool:
+        for name, op, bound in self.bounds:
+            value = _value(scores, name)
+            if value is None or not (value < bound if op == "<" else value > bound):
+                return False
+        return True
+
+    def describe(self) -> str:
+        direction = "lowest" if self.metric in LOWER_IS_BETTER else "highest"
+        limits = "".join(f", {name} {op} {bound:g}" for name, op, bound in self.bounds)
+        return f"{direction} {self.metric}{limits}"
+
+
+def parse_pick(text: str, metrics: Iterable[str]) -> PickRule:
+    known = set(metrics)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or parts[0] not in known:
+        raise UsageError(
+            f"--pick {text!r} does not start with a metric",
+            f"e.g. --pick clip_whole,structure<0.05; metrics: {', '.join(sorted(known))}",
+        )
+    bounds = []
+    for part in parts[1:]:
+        op = "<" if "<" in part else ">" if ">" in part else None
+        name, _, number = part.partition(op) if op else (part, "", "")
+        try:
+            bound = float(number)
+        except ValueError:
+            bound = None
+        if op is None or name.strip() not in known or bound is None:
+            raise UsageError(f"--pick: {part!r} is not METRIC<NUMBER or METRIC>NUMBER", "e.g. structure<0.05")
+        bounds.append((name.strip(), op, bound))
+    return PickRule(parts[0], tuple(bounds))
+
+
+def rank(scores: list[dict[str, float]], rule: PickRule) -> tuple[list[int], int | None]:
+    """Cell indices best first, and the picked cell (the best within the bounds, or None)."""
+    order = sorted(range(len(scores)), key=lambda i: rule.key(scores[i]))
+    allowed = [i for i in order if rule.allows(scores[i]) and rule.key(scores[i]) != float("inf")]
+    return order, (allowed[0] if allowed else None)

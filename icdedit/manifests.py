@@ -27,6 +27,7 @@ import yaml
 from .errors import IcdEditError, UsageError
 from .families import controls_attention
 from .files import slug
+from .grid import Grid, check_grid_method
 from .images import image_format
 from .p2p.plan import parse_amplify_item
 from .preparation import PreparedEdit, check_method_options, prepare_edit, resolve_settings
@@ -303,6 +304,32 @@ def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: Bat
             items[i] = replace(item, problem=f"output {item.output.name} is also row {seen[item.output]}'s")
         seen.setdefault(item.output, item.number)
     return items
+
+
+def expand_grid(items: list[BatchItem], grid: Grid, spec: ModelSpec, out_dir: Path) -> list[BatchItem]:
+    """Each item once per grid cell (`batch --grid`): numbered item by item (item n's cells are
+    (n - 1) x C + 1 ... n x C), its output in a folder named by the cell's settings, its settings
+    the row's with the cell's values on top, prepared again (an amplify axis changes the words)."""
+    cells = grid.cells()
+    expanded = []
+    for item in items:
+        try:
+            relative = item.output.relative_to(out_dir)
+        except ValueError:  # an absolute output cell: its name, in the cell's folder
+            relative = Path(item.output.name)
+        for k, cell in enumerate(cells):
+            number = (item.number - 1) * len(cells) + k + 1
+            cell_item = replace(item, number=number, output=out_dir / Grid.name_part(cell) / relative)
+            if item.problem is None:
+                try:
+                    check_grid_method(grid, item.settings.method)
+                    settings = item.settings.with_overrides("--grid", **cell)
+                    cell_item = replace(cell_item, settings=settings)
+                    cell_item = replace(cell_item, prepared=_prepared(cell_item, spec))
+                except IcdEditError as exc:
+                    cell_item = replace(cell_item, problem=str(exc))
+            expanded.append(cell_item)
+    return expanded
 
 
 def _build_item(

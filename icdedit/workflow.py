@@ -20,7 +20,7 @@ from .editor import EditJob, Editor
 from .errors import IcdEditError, OutputError, UsageError
 from .families import controls_attention
 from .files import check_output, remove_stale_temp_files, slug
-from .grid import Grid, check_grid_method, parse_grid
+from .grid import Grid, PickRule, check_grid_method, parse_grid, parse_pick, rank
 from .images import check_size, contact_sheet, image_format, load_image, save_image, side_by_side
 from .latents import save_latent
 from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
@@ -208,6 +208,8 @@ class EditRequest:
     overwrite: bool = False
     attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
     grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: run_edit_grid
+    score: tuple[str, ...] = ()  # with a grid: score each cell with these `eval` metrics
+    pick: str | None = None  # with a grid: write the best cell under this rule as the output
 
 
 def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
@@ -351,10 +353,11 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
         )
         for cell, cell_settings in zip(cells, settings)
     ]
+    metrics, rule = _grid_scoring(request, source)
     base = request.output or Path(f"{request.source.stem}-{slug(target)}.png")
     outputs = [base.with_name(f"{base.stem}-{Grid.name_part(cell)}{base.suffix}") for cell in cells]
     sheet = base.with_name(f"{base.stem}-grid-{'-'.join(grid.keys)}{base.suffix}")
-    for path in [*outputs, sheet]:
+    for path in [*outputs, sheet, *([base] if rule else [])]:
         image_format(path)
         check_output(path, request.overwrite, inputs=(request.source,))
     for w in prepared[0].words:  # the same words in every cell (an amplify axis scales them)
@@ -373,7 +376,7 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
     images = [by_cell[c * len(row_cells) + r] for r in range(len(row_cells)) for c in range(len(first[1]))]
     columns = [f"{first[0]}={value:g}" for value in first[1]]
     save_image(contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells]), sheet)
-    return {
+    report = {
         "command": "edit",
         "outputs": [str(p) for p in outputs],
         "model": source.spec.name,
@@ -384,6 +387,51 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
         "sheet": str(sheet),
         "size": list(results[0].targets[0].size),
     }
+    if metrics:
+        report.update(
+            _score_cells(source, target, by_cell, metrics, rule, report["grid"], base, request.device, reporter)
+        )
+    return report
+
+
+def _grid_scoring(request: EditRequest, source) -> tuple[list[str], PickRule | None]:
+    """The metrics to score the cells with (--score, and whatever --pick names) and the rule."""
+    from .evaluation import METRICS, check_metrics
+
+    if not request.score and request.pick is None:
+        return [], None
+    if source.image is None:
+        raise UsageError("--score and --pick compare each cell with the photo", "edit the photo, not a latent file")
+    rule = parse_pick(request.pick, METRICS) if request.pick is not None else None
+    names = list(dict.fromkeys([*request.score, *(rule.metrics if rule else [])]))
+    if "clip_edited" in names:
+        raise UsageError("clip_edited needs a mask, which a grid has not", "use clip_whole")
+    return check_metrics(names), rule
+
+
+def _score_cells(source, target, images, metrics, rule, cells, base, device, reporter) -> dict:
+    """Each cell's scores (whole-image forms: a grid has no mask), the cells ranked (by the pick
+    rule's metric, else the first one asked for), and the picked cell written as `base`."""
+    from .evaluation import Scorer
+
+    scorer = Scorer(metrics, resolve_device(device))
+    step = reporter.stage("scoring cells", len(images))
+    scores = []
+    for image in images:
+        scores.append(scorer.score(source.image, image, target, None))
+        step()
+    ranking_rule = rule or PickRule(metrics[0])
+    order, picked = rank(scores, ranking_rule)
+    for cell, cell_scores in zip(cells, scores):
+        cell["scores"] = {k: (v if v == v and abs(v) != float("inf") else None) for k, v in cell_scores.items()}
+    extra = {"ranking": [cells[i]["output"] for i in order], "ranked_by": ranking_rule.describe()}
+    if rule is not None:
+        if picked is None:
+            reporter.note(f"note: no cell meets --pick ({rule.describe()}); nothing written as {base}")
+        else:
+            save_image(images[picked], base)
+            extra.update(picked=str(base), picked_cell=cells[picked]["output"])
+    return extra
 
 
 def _edit_cells(editor: Editor, jobs: list[EditJob], on_step) -> list:
@@ -415,6 +463,7 @@ class BatchRequest:
     batch_size: int = 1
     defaults: dict = field(default_factory=dict)
     attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
+    grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: every item once per cell
 
 
 def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[list[manifests.BatchItem], str | None]:
@@ -481,9 +530,14 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
     settings = resolve_settings(spec, request.defaults.get("preset"), flags)
     amplify, blend = request.defaults.get("amplify"), request.defaults.get("blend")
     check_method_options(spec, settings.method, explicit(flags), amplify, blend)  # the flags' own problem
+    grid = parse_grid(request.grid, explicit(flags))
     items, note = batch_items(request, spec)
     if note:
         reporter.note(note)
+    batch_size = request.batch_size
+    if grid is not None:  # a photo's cells decode together, from one inversion
+        items = manifests.expand_grid(items, grid, spec, request.out)
+        batch_size = max(batch_size, len(grid.cells()))
     shard = manifests.parse_shard(request.shard) or manifests.distributed_shard()
     device = device_for_shard(request.device, shard)
     items = manifests.take_shard(items, shard)
@@ -514,7 +568,7 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         report,
         get_editor,
         overwrite=request.overwrite,
-        batch_size=request.batch_size,
+        batch_size=batch_size,
         side_by_side_images=request.side_by_side,
         size=request.size,
         on_item=on_item,

@@ -53,7 +53,19 @@ def assert_clean_error(result, *fragments, folder=None, before=None, code=1):
 
 # -- help --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "command", [[], ["invert"], ["reconstruct"], ["edit"], ["presets"], ["batch"], ["models"], ["download"]]
+    "command",
+    [
+        [],
+        ["invert"],
+        ["reconstruct"],
+        ["edit"],
+        ["presets"],
+        ["batch"],
+        ["models"],
+        ["download"],
+        ["generate"],
+        ["eval"],
+    ],
 )
 def test_help_shows_an_example(command):
     result = run(*command, "--help")

@@ -283,7 +283,11 @@ def test_models_command_shows_present_partial_and_absent(home):
     (home / "iCD-SD15-forward_19_339_699.safetensors").write_bytes(b"0" * 10)
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
-    report = {m["model"]: m for m in json.loads(result.stdout)}
+    listing = json.loads(result.stdout)
+    report = {m["model"]: m for m in listing if m["kind"] == "editing"}
+    evaluation = {m["model"]: m for m in listing if m["kind"] == "evaluation"}
+    assert set(evaluation) == {"dino-vitb8", "clip-vit-large-patch14", "dinov2-base", "lpips-squeeze"}
+    assert evaluation["lpips-squeeze"]["download_command"] == "icdedit download lpips-squeeze"
     assert set(report) == {
         "sd15-4step-v1",
         "sd15-4step-v2",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,130 @@ def test_grid_settings_start_from_the_preset_and_flags(tiny_spec):
     settings = resolve_settings(tiny_spec, "strong", {"tau": 0.7}, {"guidance": 9.0})
     preset = resolve_settings(tiny_spec, "strong")
     assert settings == replace(preset, tau=0.7, guidance=9.0)
+
+
+# -- scoring and picking cells ---------------------------------------------------------------------
+def test_pick_rules_rank_by_their_metrics_direction_within_bounds():
+    from icdedit.grid import parse_pick, rank
+
+    metrics = ["psnr", "structure", "clip_whole"]
+    scores = [
+        {"psnr_whole": 20.0, "structure": 0.01, "clip_whole": 21.0},
+        {"psnr_whole": 25.0, "structure": 0.09, "clip_whole": 24.0},
+        {"psnr_whole": 22.0, "structure": 0.04, "clip_whole": 23.0},
+        {"psnr_whole": float("nan"), "structure": 0.02, "clip_whole": 30.0},
+    ]
+    order, picked = rank(scores, parse_pick("clip_whole,structure<0.05", metrics))
+    assert order == [3, 1, 2, 0] and picked == 3
+    order, picked = rank(scores, parse_pick("clip_whole,structure<0.05,psnr>21", metrics))
+    assert picked == 2  # cell 3's psnr is NaN: not within the bound
+    order, picked = rank(scores, parse_pick("structure", metrics))
+    assert order == [0, 3, 2, 1] and picked == 0  # a distance: lowest first
+    assert rank(scores, parse_pick("psnr", metrics))[0][-1] == 3  # NaN sorts last
+    assert rank(scores, parse_pick("clip_whole,structure<0.001", metrics))[1] is None
+    for bad in ("", "sharpness", "psnr,structure<<1", "psnr,structure=0.1", "psnr,vibes<1"):
+        with pytest.raises(UsageError):
+            parse_pick(bad, metrics)
+
+
+def test_score_and_pick_through_the_cli(tmp_path, monkeypatch, tiny_model, photo_path):
+    monkeypatch.chdir(tmp_path)
+    result = run(
+        "edit", photo_path, "-m", tiny_model, "-s", SRC, "-t", TGT, "-o", "t.png",
+        "--grid", "cross_replace=0.2,0.6", "--grid", "guidance=9,19",
+        "--score", "psnr,ssim", "--pick", "ssim", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    ssim = {cell["output"]: cell["scores"]["ssim_whole"] for cell in report["grid"]}
+    assert set(report["grid"][0]["scores"]) == {"psnr_whole", "ssim_whole"}
+    assert report["ranking"] == sorted(ssim, key=ssim.get, reverse=True)
+    assert report["picked"] == "t.png" and report["picked_cell"] == report["ranking"][0]
+    assert np.array_equal(np.asarray(Image.open("t.png")), np.asarray(Image.open(report["picked_cell"])))
+    # the scores are eval's: the same numbers for the same pair
+    from icdedit.evaluation import region_scores
+
+    photo = Image.open(photo_path).convert("RGB")
+    expected = region_scores(photo, Image.open(report["picked_cell"]).convert("RGB"), None, ["ssim"])["ssim"]
+    assert ssim[report["picked_cell"]] == pytest.approx(expected, rel=1e-6)
+    table = run(
+        "edit", photo_path, "-m", tiny_model, "-s", SRC, "-t", TGT, "-o", "u.png",
+        "--grid", "tau=0.5,0.8", "--score", "psnr", "--pick", "psnr,ssim>2",
+    )  # fmt: skip
+    assert table.exit_code == 0 and "ranked by highest psnr, ssim > 2" in table.stdout
+    assert "no cell meets --pick" in table.stderr and not (tmp_path / "u.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment", "code"),
+    [
+        (["--score", "psnr"], "--score and --pick are for --grid", 2),
+        (["--grid", "tau=0.5,0.8", "--score", "structure"], "icdedit download dino-vitb8", 1),
+        (["--grid", "tau=0.5,0.8", "--score", "clip_edited"], "clip_edited needs a mask", 2),
+        (["--grid", "tau=0.5,0.8", "--pick", "psnr,ssim~1"], "is not METRIC<NUMBER", 2),
+    ],
+)
+def test_bad_score_and_pick_are_one_line(tmp_path, monkeypatch, tiny_model, photo_path, extra, fragment, code):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ICDEDIT_HOME", str(tmp_path / "home"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run("edit", photo_path, "-m", tiny_model, "-s", SRC, "-t", TGT, *extra)
+    assert_clean_error(result, fragment, code=code, folder=tmp_path, before=before)
+
+
+# -- batch --grid -----------------------------------------------------------------------------------
+def test_batch_grid_edits_every_item_per_cell_from_one_inversion(tmp_path, monkeypatch, tiny_model):
+    from icdedit.editor import Editor
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    for name, seed in (("a", 1), ("b", 2)):
+        make_photo(96, 64, seed=seed).save(tmp_path / "photos" / f"{name}.png")
+    inverted = []
+    original = Editor.invert_many
+
+    def counting(self, images, *args, **kwargs):
+        inverted.extend(images)
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Editor, "invert_many", counting)
+    args = ["batch", "photos", "-m", tiny_model, "--src", SRC, "--tgt", TGT, "--out", "out"]
+    result = run(*args, "--grid", "cross_replace=0.2,0.6", "--grid", "self_replace=0.4,0.8", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["done"] == list(range(1, 9))
+    assert len(inverted) == 2  # one inversion per photo, shared by its four cells
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert records[1]["output"] == "out/cross_replace0.2-self_replace0.8/0001-a-a-photo-of-a-tiger.png"
+    assert (records[1]["settings"]["cross_replace"], records[1]["settings"]["self_replace"]) == (0.2, 0.8)
+    assert records[4]["image"].endswith("b.png") and records[4]["settings"]["cross_replace"] == 0.2
+    single = run(
+        "edit", "photos/a.png", "-m", tiny_model, "-s", SRC, "-t", TGT, "-o", "single.png",
+        "--cross-replace", "0.2", "--self-replace", "0.8",
+    )  # fmt: skip
+    assert single.exit_code == 0
+    cell = np.asarray(Image.open(records[1]["output"])).astype(int)
+    assert np.abs(cell - np.asarray(Image.open("single.png")).astype(int)).max() <= 1  # float32 rounding of a batch
+    again = run(*args, "--grid", "cross_replace=0.2,0.6", "--grid", "self_replace=0.4,0.8", "--json")
+    assert json.loads(again.stdout)["skipped"] == list(range(1, 9))
+    # eval summarises each cell's settings apart
+    scored = run("eval", "out", "--metrics", "psnr,ssim", "--json")
+    assert scored.exit_code == 0, scored.output
+    by_settings = json.loads(scored.stdout)["by_settings"]
+    assert list(by_settings) == [
+        "cross_replace=0.2, self_replace=0.4",
+        "cross_replace=0.2, self_replace=0.8",
+        "cross_replace=0.6, self_replace=0.4",
+        "cross_replace=0.6, self_replace=0.8",
+    ]
+    assert all(group["psnr_whole"]["count"] == 2 for group in by_settings.values())
+
+
+def test_batch_grid_fails_rows_whose_method_ignores_an_axis(tmp_path, monkeypatch, tiny_model):
+    monkeypatch.chdir(tmp_path)
+    make_photo(64, 64).save("a.png")
+    Path("m.csv").write_text(f"image,src,tgt,method\na.png,{SRC},{TGT},p2p\na.png,{SRC},{TGT},switch\n")
+    result = run("batch", "m.csv", "-m", tiny_model, "--out", "out", "--grid", "amplify=2,4", "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["done"] == [1, 2] and set(summary["failed"]) == {"3", "4"}
+    assert "'switch' method uses no attention control" in summary["failed"]["3"]

@@ -30,7 +30,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     table = Table(box=None, pad_edge=False)
     for column in ("model", "part", "on disk", "size", "path"):
         table.add_column(column, overflow="fold", no_wrap=column != "path")
-    for entry in report:
+    for entry in (e for e in report if e["kind"] == "editing"):
         for i, part in enumerate(entry["parts"]):
             table.add_row(
                 entry["model"] if i == 0 else "",
@@ -41,7 +41,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             )
     stdout.print(table)
     for entry in report:
-        if not entry["ready"]:
+        if not entry["ready"] and entry["kind"] == "editing":
             stdout.print(
                 f"{entry['model']}: about {_size(entry['download_bytes'])} to download: {entry['download_command']}",
                 markup=False,
@@ -49,6 +49,10 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     stdout.print(
         "tiny, tiny-xl: built locally on first use (--model tiny / tiny-xl), nothing to download", markup=False
     )
+    stdout.print("evaluation models (icdedit eval; psnr, mse and ssim need none):", markup=False)
+    for entry in (e for e in report if e["kind"] == "evaluation"):
+        state = "on disk" if entry["ready"] else f"~{_size(entry['download_bytes'])}: {entry['download_command']}"
+        stdout.print(f"  {entry['model']} ({', '.join(entry['metrics'])}): {state}", markup=False)
 
 
 @app.command(

@@ -127,6 +127,18 @@ def reconstruct(
     emit(result, as_json, lines)
 
 
+def _ranking_lines(result: dict) -> list[str]:
+    """The scored grid cells, best first, one line each, and the picked one."""
+    by_output = {cell["output"]: cell for cell in result["grid"]}
+    lines = [f"ranked by {result['ranked_by']}:"]
+    for place, output in enumerate(result["ranking"], start=1):
+        scores = "  ".join(f"{k} {'-' if v is None else f'{v:.4g}'}" for k, v in by_output[output]["scores"].items())
+        lines.append(f"  {place}. {output}  {scores}")
+    if result.get("picked"):
+        lines.append(f"picked: {result['picked_cell']} -> {result['picked']}")
+    return lines
+
+
 def _parse_blend(value: tuple[str, str] | None) -> list[tuple[str, str]] | None:
     """('pug dog', 'bear') -> every source word paired with every target word."""
     if not value:
@@ -227,9 +239,29 @@ def edit(
             ),
         ),
     ] = None,
+    score: Annotated[
+        Optional[str],
+        typer.Option(
+            "--score",
+            metavar="METRICS",
+            help="With --grid: score every cell against the photo with `icdedit eval`'s metrics (comma-separated) "
+            "and print the cells ranked.",
+        ),
+    ] = None,
+    pick: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pick",
+            metavar="METRIC[,OTHER<BOUND]...",
+            help="With --grid: write the best cell as -o: the highest METRIC (lowest for structure, lpips, mse) "
+            "among the cells within every bound, e.g. --pick clip_whole,structure<0.05.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
+    if (score or pick) and not grid:
+        raise UsageError("--score and --pick are for --grid", "add --grid KEY=V1,V2,...")
     request = workflow.EditRequest(
         source=source,
         targets=list(tgt),
@@ -258,12 +290,16 @@ def edit(
         output=output,
         overwrite=overwrite,
         grid=tuple(grid or ()),
+        score=tuple(n.strip() for n in (score or "").split(",") if n.strip()),
+        pick=pick,
     )
     run = workflow.run_edit_grid if request.grid else workflow.run_edit
     with progress_bar(ctx, not as_json) as progress:
         result = run(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
     lines = [str(p) for p in result["outputs"]] + ([f"sheet: {result['sheet']}"] if "sheet" in result else [])
+    if "ranking" in result and not as_json:
+        lines += _ranking_lines(result)
     lines += [str(result[k]) for k in ("side_by_side", "latent") if result.get(k)]
     emit(result, as_json, lines)
 
@@ -368,6 +404,18 @@ def batch(
             ),
         ),
     ] = 1,
+    grid: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--grid",
+            metavar="KEY=V1,V2,...",
+            help=(
+                "Edit every item once per combination of the values (as `edit --grid`), each cell's outputs in a "
+                "folder named by its settings; a photo's cells are decoded together from one inversion. Score "
+                "them with `icdedit eval`."
+            ),
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     request = workflow.BatchRequest(
@@ -385,6 +433,7 @@ def batch(
         cuda_graphs=cuda_graphs,
         compile=compile,
         batch_size=batch_size,
+        grid=tuple(grid or ()),
         defaults=dict(
             src=src,
             tgt=tgt,

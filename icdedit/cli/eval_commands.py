@@ -1,0 +1,73 @@
+"""`icdedit eval`: thin over `icdedit.evaluation`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .. import evaluation
+from .app import app, emit, handles_errors, progress_bar, reporter, stdout
+from .options import DeviceOpt, JsonOpt, OverwriteOpt
+
+
+@app.command(
+    name="eval",
+    help=(
+        "Score edits with PIE-Bench's metrics (structure, psnr, lpips, mse, ssim, clip_whole, clip_edited) "
+        "and the iCD paper's (dinov2, clip_image), as PnPInversion's evaluation computes them.\n\n"
+        "Examples:\n\n"
+        "  icdedit eval edited/ --pie-bench mapping_file.json      # a batch output folder, PIE-Bench masks\n\n"
+        "  icdedit eval pairs.csv --metrics psnr,ssim,mse          # columns source, edit, tgt [, mask]\n\n"
+        "With masks the region metrics are computed on the unedited region (both images times 1 - mask); "
+        "without, on the whole image, named psnr_whole etc. Models come through `icdedit download` "
+        "(see `icdedit models`); psnr, mse and ssim need none. Exit code 1 when an item could not be scored."
+    ),
+    no_args_is_help=True,
+)
+@handles_errors
+def eval_(
+    ctx: typer.Context,
+    inputs: Annotated[
+        Path, typer.Argument(metavar="EDITS", help="A `batch` output folder (its results.jsonl), or a pairs .csv.")
+    ],
+    pie_bench: Annotated[
+        Optional[Path], typer.Option("--pie-bench", help="PIE-Bench's mapping_file.json: masks by photo file stem.")
+    ] = None,
+    metrics: Annotated[
+        Optional[str],
+        typer.Option(
+            "--metrics",
+            help=f"Comma-separated, from {', '.join(evaluation.METRICS)}. Default: all whose models are on disk.",
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="The per-item CSV (default: metrics.csv in the folder)."),
+    ] = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    names = tuple(n.strip() for n in metrics.split(",") if n.strip()) if metrics else None
+    request = evaluation.EvalRequest(inputs, pie_bench, names, output, device, overwrite)
+    with progress_bar(ctx, not as_json, items=True) as progress:
+        result = evaluation.run_eval(request, reporter(ctx, progress))
+    if as_json:
+        emit(result, True, [])
+    else:
+        groups = result.get("by_settings") or {"": result["summary"]}
+        table = Table(*(["settings"] if len(groups) > 1 else []), "metric", "mean", "items", box=None)
+        for label, summary in groups.items():
+            for i, (name, entry) in enumerate(summary.items()):
+                mean = "nan" if entry["mean"] is None or math.isnan(entry["mean"]) else f"{entry['mean']:.6g}"
+                table.add_row(*([label if i == 0 else ""] if len(groups) > 1 else []), name, mean, str(entry["count"]))
+        stdout.print(table)
+        for number in result["failed"]:
+            stdout.print(f"not scored: item {number}", markup=False)
+        stdout.print(f"per item: {result['csv']}", markup=False)
+    if result["failed"]:
+        raise typer.Exit(1)

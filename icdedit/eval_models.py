@@ -1,0 +1,123 @@
+"""The evaluation models (`icdedit eval`): what each is, where it lives, fetching it.
+
+Each lives in its own folder under the weights folder, `$ICDEDIT_HOME/eval/<name>/`, so that
+nothing is looked up on the hub at run time: a hub model as `save_pretrained` lays it out
+(`icdedit download <name>` fetches only the files it needs), LPIPS's SqueezeNet backbone as
+torchvision's checkpoint file in `checkpoints/` (read with weights_only=True; torchvision is not needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .download import DownloadError, fetch, offline
+from .errors import ModelError
+from .paths import weights_home
+
+HUB_FILES = ("*.json", "*.txt")  # configs, tokenizer and processor files; weights chosen below
+WEIGHT_FILES = ("*.safetensors", "pytorch_model.bin")  # safetensors where the repository has them
+
+
+@dataclass(frozen=True)
+class EvalModel:
+    name: str
+    description: str
+    metrics: tuple[str, ...]
+    approx_bytes: int
+    hub_id: str | None = None  # a Hugging Face hub repository
+    url: str | None = None  # or one checkpoint file (torchvision's naming: sha256 prefix in the name)
+
+    @property
+    def folder(self) -> Path:
+        return weights_home() / "eval" / self.name
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return self.folder / "checkpoints" / Path(self.url).name if self.url else None
+
+    @property
+    def present(self) -> bool:
+        if self.checkpoint is not None:
+            return self.checkpoint.is_file()
+        weights = [*self.folder.glob("*.safetensors"), self.folder / "pytorch_model.bin"]
+        return (self.folder / "config.json").is_file() and any(w.is_file() for w in weights)
+
+    def require(self) -> Path:
+        """Its folder, or a one-line error naming the command that fetches it."""
+        if not self.present:
+            raise ModelError(
+                f"evaluation model {self.name!r} (for {', '.join(self.metrics)}) is not in {self.folder}",
+                f"run `icdedit download {self.name}` (needs network), or leave those metrics out with --metrics",
+            )
+        return self.folder
+
+
+EVAL_MODELS = {
+    model.name: model
+    for model in (
+        EvalModel(
+            "dino-vitb8",
+            "DINO ViT-B/8 (PIE-Bench's structure distance)",
+            ("structure",),
+            350_000_000,
+            hub_id="facebook/dino-vitb8",
+        ),
+        EvalModel(
+            "clip-vit-large-patch14",
+            "CLIP ViT-L/14 (PIE-Bench's CLIP scores, the iCD paper's CLIP image similarity)",
+            ("clip_whole", "clip_edited", "clip_image"),
+            1_710_000_000,
+            hub_id="openai/clip-vit-large-patch14",
+        ),
+        EvalModel(
+            "dinov2-base",
+            "DINOv2 ViT-B/14 (the iCD paper's DINOv2 similarity)",
+            ("dinov2",),
+            350_000_000,
+            hub_id="facebook/dinov2-base",
+        ),
+        EvalModel(
+            "lpips-squeeze",
+            "SqueezeNet 1.1 (torchvision's weights), LPIPS's backbone; LPIPS's own layers ship with torchmetrics",
+            ("lpips",),
+            4_966_400,
+            url="https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+        ),
+    )
+}
+
+
+def model_for(metric: str) -> EvalModel | None:
+    return next((m for m in EVAL_MODELS.values() if metric in m.metrics), None)
+
+
+def download_eval_model(model: EvalModel, progress=None) -> Path:
+    if model.present:
+        return model.folder
+    if offline():
+        raise DownloadError(
+            f"HF_HUB_OFFLINE is set: cannot fetch evaluation model {model.name!r}",
+            f"run `icdedit download {model.name}` on a machine with network and copy {model.folder} here",
+        )
+    if model.url:
+        checkpoint = fetch(model.url, model.checkpoint, progress=progress)
+        prefix = checkpoint.stem.rsplit("-", 1)[-1]
+        if not hashlib.sha256(checkpoint.read_bytes()).hexdigest().startswith(prefix):
+            checkpoint.unlink()
+            raise DownloadError(f"{model.url}: the file's sha256 does not start with {prefix}", "run the command again")
+        return model.folder
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    try:
+        files = list_repo_files(model.hub_id)
+        weights = WEIGHT_FILES[0] if any(f.endswith(".safetensors") for f in files) else WEIGHT_FILES[1]
+        snapshot_download(model.hub_id, allow_patterns=[*HUB_FILES, weights], local_dir=model.folder)
+    except Exception as exc:  # noqa: BLE001 - the hub client raises many kinds; all mean "not fetched"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DownloadError(
+            f"evaluation model {model.hub_id!r} could not be fetched from the hub ({first[:200]})",
+            "check the network (HF_ENDPOINT, HF_TOKEN) and run the same command again",
+        ) from None
+    return model.folder
