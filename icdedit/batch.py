@@ -4,9 +4,11 @@ An item that fails (a problem found while the manifest was read, a missing or co
 out of memory, an output that cannot be written) is recorded as failed with its reason, and
 the batch goes on (exit code 1 at the end). The input side is `manifests.py`.
 
-`results.jsonl` holds one line per item, rewritten atomically after each item, so a run that
-is stopped at any moment leaves a consistent report and no half-written file; the next run
-skips what is recorded as done and still on disk.
+`results.jsonl` gets one line appended per finished item (a later line for the same item wins)
+and is compacted, atomically, to one line per item when the run ends. A run stopped at any
+moment leaves at worst one cut-off last line, which the next run ignores (it redoes that item);
+the next run skips what is recorded as done and still on disk. Appending keeps a 30,000-image
+run linear: rewriting the whole report after every item would be quadratic.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from .errors import IcdEditError, OutputError
 from .files import write_atomically
 from .images import load_image, save_image, side_by_side
 from .manifests import BatchItem
+from .masks import fit_mask, read_mask
 
 
 # -- the report -----------------------------------------------------------------------------------
 class Report:
-    """results.jsonl: one line per item, rewritten atomically whenever an item finishes.
+    """results.jsonl: a line appended whenever an item finishes, compacted when the run ends.
 
     An item is anything with a `number`, a `key` (its work, so that a changed item is redone),
     an `output` and `describe()` (the fields its line records): batch edits and generations."""
@@ -57,10 +60,29 @@ class Report:
             **fields,
         }
         self.records[item.number] = record
-        self.save()
+        line = json.dumps(record, default=str) + "\n"
+        try:
+            if self.path.is_file() and self.path.stat().st_size and not self._ends_with_newline():
+                line = "\n" + line  # after a cut-off last line (a killed run), start a fresh one
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {self.path}: {exc.strerror or exc}", "free some space or check the folder"
+            ) from None
         return record
 
-    def save(self) -> None:
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as handle:
+            handle.seek(-1, 2)
+            return handle.read(1) == b"\n"
+
+    def compact(self, keep: set[int] | None = None) -> None:
+        """One line per item, in item order, written atomically; with `keep`, only those items
+        (a rerun with another grid or file: records of items it no longer has are dropped)."""
+        if keep is not None:
+            self.records = {k: v for k, v in self.records.items() if k in keep}
         lines = "".join(json.dumps(self.records[k], default=str) + "\n" for k in sorted(self.records))
         write_atomically(self.path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
 
@@ -110,12 +132,14 @@ def run_items(
                 on_item(item, "skipped")
             continue
         todo.append(item)
-    pending: list[tuple[BatchItem, object]] = []
+    pending: list[tuple[BatchItem, object, object]] = []
     pending_size = None
+    inversions = InversionCache()  # a grid's cells of one photo share its inversion, across groups too
 
     def flush() -> None:
         if pending:
-            for item, outcome in _run_group(pending, report, get_editor(), summary, side_by_side_images, size):
+            run = _run_group(pending, report, get_editor(), summary, side_by_side_images, size, inversions)
+            for item, outcome in run:
                 if on_item:
                     on_item(item, outcome)
             pending.clear()
@@ -124,10 +148,11 @@ def run_items(
         for item in todo:
             started = time.perf_counter()
             problem = item.problem
-            image = None
+            image = mask = None
             if problem is None:
                 try:
                     image = load_image(item.image)
+                    mask = read_mask(item.mask) if item.mask is not None else None
                 except IcdEditError as exc:
                     problem = str(exc)
             if problem is not None:
@@ -138,21 +163,44 @@ def run_items(
             processed = get_editor().processing_size(image.size, size)
             if pending and (processed != pending_size or len(pending) >= batch_size):
                 flush()
-            pending.append((item, image))
+            pending.append((item, image, mask))
             pending_size = processed
         flush()
     except KeyboardInterrupt:
         summary.interrupted = True
+    finally:
+        report.compact(keep={item.number for item in items})
     return summary
 
 
-def _run_group(group, report: Report, editor, summary: Summary, side: bool, size: int | None):
+class InversionCache:
+    """The last few inversions, keyed by (photo, source prompt, seed, processing size)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.entries: dict[tuple, object] = {}
+
+    @staticmethod
+    def key(item: BatchItem, size: int | None) -> tuple:
+        return (str(item.image), item.src, item.seed, size)
+
+    def get(self, key: tuple):
+        return self.entries.get(key)
+
+    def put(self, key: tuple, inversion) -> None:
+        self.entries.pop(key, None)
+        self.entries[key] = inversion
+        while len(self.entries) > self.size:
+            self.entries.pop(next(iter(self.entries)))
+
+
+def _run_group(group, report: Report, editor, summary: Summary, side: bool, size: int | None, inversions):
     """Edit photos of one processing size together; on any failure, each one alone, so that
     every item gets its own outcome (and a batch that does not fit in memory still runs)."""
     if len(group) > 1:
         started = time.perf_counter()
         try:
-            results = _edit_together(editor, group, size)
+            results = _edit_together(editor, group, size, inversions)
         except (IcdEditError, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
                 raise
@@ -161,30 +209,44 @@ def _run_group(group, report: Report, editor, summary: Summary, side: bool, size
             seconds = (time.perf_counter() - started) / len(group)
             return [
                 (item, _finish(item, image, result, report, summary, side, seconds))
-                for (item, image), result in zip(group, results)
+                for (item, image, _), result in zip(group, results)
             ]
-    return [(item, _run_alone(item, image, report, editor, summary, side, size)) for item, image in group]
+    return [
+        (item, _run_alone(item, image, mask, report, editor, summary, side, size, inversions))
+        for item, image, mask in group
+    ]
 
 
-def _edit_together(editor, group, size):
+def _edit_together(editor, group, size, inversions: InversionCache):
     """One inversion per distinct (photo, source prompt, seed): a grid's cells of one photo share it."""
+    keys = [InversionCache.key(item, size) for item, _, _ in group]
+    firsts = {key: image for key, (_, image, _) in reversed(list(zip(keys, group))) if inversions.get(key) is None}
+    unique = list(firsts)
+    if unique:
+        made = editor.invert_many([firsts[k] for k in unique], [k[1] for k in unique], [k[2] for k in unique], size)
+        for key, inversion in zip(unique, made):
+            inversions.put(key, inversion)
+    return editor.edit_many([_job(item, inversions.get(key), mask) for (item, _, mask), key in zip(group, keys)])
+
+
+def _job(item: BatchItem, inversion, mask):
     from .editor import EditJob
 
-    keys = [(str(item.image), item.src, item.seed) for item, _ in group]
-    firsts = {key: image for key, (_, image) in reversed(list(zip(keys, group)))}
-    unique = list(firsts)
-    inversions = editor.invert_many([firsts[k] for k in unique], [k[1] for k in unique], [k[2] for k in unique], size)
-    by_key = dict(zip(unique, inversions))
-    return editor.edit_many([EditJob.prepared(by_key[key], item.prepared) for (item, _), key in zip(group, keys)])
+    fitted = None if mask is None else fit_mask(mask, inversion.processed_size)
+    return EditJob.prepared(inversion, item.prepared, fitted)
 
 
-def _run_alone(item: BatchItem, image, report: Report, editor, summary: Summary, side: bool, size: int | None) -> str:
+def _run_alone(
+    item: BatchItem, image, mask, report: Report, editor, summary: Summary, side: bool, size: int | None, inversions
+) -> str:
     started = time.perf_counter()
     try:
-        from .editor import EditJob
-
-        inversion = editor.invert(image, item.src, item.seed, size)
-        result = editor.edit_many([EditJob.prepared(inversion, item.prepared)])[0]
+        key = InversionCache.key(item, size)
+        inversion = inversions.get(key)
+        if inversion is None:
+            inversion = editor.invert(image, item.src, item.seed, size)
+            inversions.put(key, inversion)
+        result = editor.edit_many([_job(item, inversion, mask)])[0]
     except IcdEditError as exc:
         return record_failure(item, report, summary, str(exc), started)
     except RuntimeError as exc:  # out of memory and other device failures: record, go on

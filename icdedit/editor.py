@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import wraps
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -30,10 +31,11 @@ from .images import (
     to_model_input,
 )
 from .loader import ModelBundle, load_model
+from .masks import blend_rows, composite, fit_mask, latent_mask
 from .p2p.control import AttentionController, GroupedController, attention_control
 from .p2p.plan import ControlPlan, EditWords, build_control_plan
 from .precision import at_least_float32
-from .preparation import PreparedEdit, prepare_edit, resolve_settings
+from .preparation import PreparedEdit, generated_noise_defaults, prepare_edit, resolve_settings
 from .presets import EditSettings
 from .schedule import GENERATION_GUIDANCE, GENERATION_TAU, dynamic_guidance, guidance_embedding
 from .specs import resolve_model
@@ -58,6 +60,11 @@ class Inversion:
     source_guidance: float = 0.0
     source_tau: float = 1.0
 
+    @property
+    def generated(self) -> bool:
+        """Noise from `Editor.generate` (with guidance): edited as generated noise by default."""
+        return self.source_guidance > 0
+
 
 @dataclass(frozen=True)
 class EditJob:
@@ -72,11 +79,12 @@ class EditJob:
     no_blend: bool = False
     edit: PreparedEdit | None = None  # from preparation.prepare_edit (Editor._prepare when None)
     control: ControlPlan | None = None  # Prompt-to-Prompt's plan, built by Editor._prepare
+    mask: torch.Tensor | None = None  # (H, W) in [0, 1] at the processing size: where it may change (masks.py)
 
     @classmethod
-    def prepared(cls, inversion: Inversion, edit: PreparedEdit) -> EditJob:
+    def prepared(cls, inversion: Inversion, edit: PreparedEdit, mask: torch.Tensor | None = None) -> EditJob:
         """A job from an edit prepared before the model was loaded (nothing is derived again)."""
-        return cls(inversion, list(edit.targets), edit.settings, edit.source, edit=edit)
+        return cls(inversion, list(edit.targets), edit.settings, edit.source, edit=edit, mask=mask)
 
     @property
     def words(self) -> list[EditWords]:
@@ -84,8 +92,8 @@ class EditJob:
 
     def decodes_source(self, with_source: bool) -> bool:
         """Whether its source row is decoded: when asked, and always under attention control,
-        which builds the targets' attention from it."""
-        return with_source or self.control is not None
+        which builds the targets' attention from it, or a mask, which keeps the targets to it."""
+        return with_source or self.control is not None or self.mask is not None
 
 
 @dataclass(frozen=True)
@@ -378,9 +386,18 @@ class Editor:
             return engine.decode(eps, z_T.to(self.device), self.bundle.plan, self.bundle.schedule)
 
     def reconstruct(
-        self, inversion: Inversion, guidance: float = 0.0, tau: float = 0.8, on_step: OnStep | None = None
+        self,
+        inversion: Inversion,
+        guidance: float | None = None,
+        tau: float | None = None,
+        on_step: OnStep | None = None,
     ) -> tuple[Image.Image, torch.Tensor]:
-        """Decode an inversion with its own prompt and dynamic guidance; image at the input's size."""
+        """Decode an inversion with its own prompt and dynamic guidance; image at the input's size.
+        Default: guidance 0, tau 0.8 (the editing source branch); generated noise: its own."""
+        if guidance is None:
+            guidance = inversion.source_guidance if inversion.generated else 0.0
+        if tau is None:
+            tau = inversion.source_tau if inversion.generated else 0.8
         z = self.decode_prompts(inversion.latent, [inversion.prompt], guidance, tau, on_step)
         return resize(self.decode_latents(z)[0], inversion.original_size), z.cpu()
 
@@ -433,17 +450,23 @@ class Editor:
         amplify: Sequence[tuple[str, float]] | None = None,
         blend: Sequence[tuple[str, str]] | None = None,
         no_blend: bool = False,
+        mask: Image.Image | np.ndarray | torch.Tensor | None = None,
         decode_source: bool = False,
         on_step: OnStep | None = None,
     ) -> EditResult:
         """Edit an inversion: one image per target prompt, at the input's size.
+
+        `mask` (white / 1 = may change, any size: stretched to the photo) keeps every target
+        equal to the source row outside it, exactly, in latent space at every step and in the
+        decoded image (`masks.py`); with local blend, the edit stays inside both.
 
         `amplify` and `blend` (and `no_blend`) override the words derived from the prompts
         (see `p2p.plan.derive_edit_words`). The source row is only decoded to pixels when
         `decode_source` asks for it: it is a reconstruction, and the VAE decoder is the
         costliest network of the whole edit on the CPU.
         """
-        job = EditJob(inversion, list(targets), settings, source, amplify, blend, no_blend)
+        fitted = None if mask is None else fit_mask(mask, inversion.processed_size)
+        job = EditJob(inversion, list(targets), settings, source, amplify, blend, no_blend, mask=fitted)
         return self.edit_many([job], decode_source=decode_source, on_step=on_step)[0]
 
     @torch.no_grad()
@@ -461,16 +484,20 @@ class Editor:
         source row in `EditResult.latents` even where the edit method does not need it."""
         jobs = [self._prepare(job) for job in jobs]
         latents = self._decode_jobs(jobs, on_step, with_source=decode_source or source_latent)
-        rows = [z if decode_source else z[-len(job.targets) :] for job, z in zip(jobs, latents)]
+        # a masked job's source row is decoded too: outside the mask the edit is its pixels
+        rows = [z if decode_source or job.mask is not None else z[-len(job.targets) :] for job, z in zip(jobs, latents)]
         images = self.decode_latents(torch.cat(rows))
         results, start = [], 0
         for job, z, own in zip(jobs, latents, rows):
-            decoded = [resize(i, job.inversion.original_size) for i in images[start : start + len(own)]]
+            decoded = images[start : start + len(own)]
             start += len(own)
+            if job.mask is not None:
+                decoded = [decoded[0], *(composite(decoded[0], image, job.mask) for image in decoded[1:])]
+            decoded = [resize(i, job.inversion.original_size) for i in decoded]
             if decode_source:
                 results.append(EditResult(decoded[1:], z.cpu(), job.words, source=decoded[0]))
             else:
-                results.append(EditResult(decoded, z.cpu(), job.words))
+                results.append(EditResult(decoded[-len(job.targets) :], z.cpu(), job.words))
         return results
 
     @torch.no_grad()
@@ -500,11 +527,18 @@ class Editor:
         already, and build its control plan when its method controls attention (no model needed)."""
         edit = job.edit
         if edit is None:
+            settings = job.settings
+            if settings is None:  # as the CLI: generated noise is edited under its own guidance
+                inv = job.inversion
+                defaults = (
+                    generated_noise_defaults(self.spec, inv.source_guidance, inv.source_tau) if inv.generated else {}
+                )
+                settings = resolve_settings(self.spec, None, defaults)
             edit = prepare_edit(
                 self.spec,
                 job.source or job.inversion.prompt,
                 job.targets,
-                job.settings or resolve_settings(self.spec),
+                settings,
                 amplify=job.amplify,
                 blend=job.blend,
                 no_blend=job.no_blend,
@@ -578,15 +612,38 @@ class Editor:
         eps = self.denoiser(conditioning, lambda t: [w_of(t) for *_, w_of in rows], controller=controller)
         per_job = [len(job.targets) + job.decodes_source(with_source) for job in jobs]
         z_T = torch.cat([j.inversion.latent.to(self.device).expand(n, -1, -1, -1) for j, n in zip(jobs, per_job)])
+        after_step = self._after_step(jobs, per_job, controller, tuple(z_T.shape[2:]))
         plan, schedule = self.bundle.plan, self.bundle.schedule
         with self.bundle.adapters.use("reverse"):
             if controller is None:
-                z = engine.decode(counting_steps(eps, on_step), z_T, plan, schedule)
+                z = engine.decode(counting_steps(eps, on_step), z_T, plan, schedule, after_step=after_step)
             else:
                 eps = counting_steps(telling_steps(eps, controller), on_step)
                 with attention_control(self.bundle.unet, controller):
-                    z = engine.decode(eps, z_T, plan, schedule, after_step=controller.after_step)
+                    z = engine.decode(eps, z_T, plan, schedule, after_step=after_step)
         return list(torch.split(z, per_job))
+
+    @staticmethod
+    def _after_step(jobs, per_job, controller, latent_size):
+        """After every reverse step: local blend (the controller's), then each job's mask, which
+        keeps its targets to its source row outside the mask (so a mask bounds the blend)."""
+        starts = [sum(per_job[:i]) for i in range(len(jobs))]
+        masked = [
+            (start, n, latent_mask(j.mask, latent_size))
+            for j, start, n in zip(jobs, starts, per_job)
+            if j.mask is not None
+        ]
+        if not masked:
+            return controller.after_step if controller is not None else None
+
+        def after_step(step: int, z: torch.Tensor) -> torch.Tensor:
+            if controller is not None:
+                z = controller.after_step(step, z)
+            for start, n, mask in masked:
+                z = blend_rows(z, start, n, mask)
+            return z
+
+        return after_step
 
     def _controller(
         self, plans: list[ControlPlan | None], latent_size: tuple[int, int]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import IcdEditError, InputError, UsageError
+from .errors import IcdEditError, InputError, ModelError, UsageError
 from .eval_models import EVAL_MODELS, model_for
 from .images import load_image
 
@@ -61,26 +61,40 @@ def decode_rle(encoded: Sequence[int], shape: tuple[int, int] = PIE_SIZE) -> np.
     return mask
 
 
-def items_from_batch(folder: Path) -> list[tuple[Path, Path, str, dict]]:
-    """(photo, edit, target prompt, settings) of every done item of a `batch` output folder."""
+def items_from_batch(folder: Path) -> list[tuple[int, Path, Path, str, dict]]:
+    """(item number, photo, edit, target prompt, settings) of every done item of a `batch` output
+    folder, the last line of each item (a killed run may have left earlier ones). Paths recorded
+    relative to where `batch` ran are found from here, or from beside the folder."""
     if not folder.is_dir():
         raise EvalInputError(f"{folder} is not a folder", "give a `batch` output folder or a pairs .csv")
     reports = sorted(folder.glob("results*.jsonl"))
     if not reports:
         raise EvalInputError(f"{folder} has no results.jsonl", "is it a `batch` output folder? (or give a pairs .csv)")
-    found = []
+    found: dict[tuple[str, int], tuple] = {}
     for report in reports:
         for line in report.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+                number = int(record["item"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
-            if record.get("status") == "done" and {"image", "output", "tgt"} <= record.keys():
-                settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
-                found.append((Path(record["image"]), Path(record["output"]), str(record["tgt"]), settings))
+            if record.get("status") != "done" or not {"image", "output", "tgt"} <= record.keys():
+                found.pop((report.name, number), None)
+                continue
+            settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+            paths = [_locate(Path(record[k]), folder) for k in ("image", "output")]
+            found[(report.name, number)] = (number, *paths, str(record["tgt"]), settings)
     if not found:
         raise EvalInputError(f"{folder}: no done items in {', '.join(r.name for r in reports)}", "run the batch first")
-    return found
+    return [found[k] for k in sorted(found, key=lambda k: (k[1], k[0]))]
+
+
+def _locate(path: Path, folder: Path) -> Path:
+    """A recorded path as it is, else from the folder's parent (where `batch --out <folder>` ran)."""
+    if path.is_absolute() or path.exists():
+        return path
+    beside = folder.parent / path
+    return beside if beside.exists() else path
 
 
 PAIR_COLUMNS = {"source": ("source", "image", "photo"), "edit": ("edit", "output"), "target": ("tgt", "target")}
@@ -191,7 +205,7 @@ class Structure:
     def __init__(self, folder: Path, device: torch.device):
         from transformers import ViTModel
 
-        self.model = ViTModel.from_pretrained(folder, add_pooling_layer=False).to(device).eval()
+        self.model = load_checked(ViTModel, folder, add_pooling_layer=False).to(device).eval()
         self.device = device
         keys = [m for n, m in self.model.named_modules() if n.endswith(("attention.k_proj", "attention.key"))]
         self._keys: list[torch.Tensor] = []
@@ -221,6 +235,19 @@ class Structure:
         return float(torch.nn.functional.mse_loss(self.self_similarity(edit), self.self_similarity(source)))
 
 
+def load_checked(model_class, folder: Path, **kwargs):
+    """from_pretrained, refusing a checkpoint whose weights did not all load (transformers only
+    warns and leaves them random, which would make every score meaningless)."""
+    model, info = model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
+    missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+    if missing or info.get("mismatched_keys"):
+        raise ModelError(
+            f"evaluation model in {folder} did not load: {len(missing)} weight(s) missing, e.g. {missing[:3]}",
+            "delete the folder and run `icdedit download` for it again",
+        )
+    return model
+
+
 def _features(output) -> torch.Tensor:
     """transformers 5 returns an output whose pooler_output holds the projected features."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
@@ -233,7 +260,7 @@ class Clip:
     def __init__(self, folder: Path, device: torch.device):
         from transformers import CLIPModel, CLIPProcessor
 
-        self.model = CLIPModel.from_pretrained(folder).to(device).eval()
+        self.model = load_checked(CLIPModel, folder).to(device).eval()
         self.processor = CLIPProcessor.from_pretrained(folder)
         self.device = device
 
@@ -260,7 +287,7 @@ class Dinov2:
     def __init__(self, folder: Path, device: torch.device):
         from transformers import AutoImageProcessor, AutoModel
 
-        self.model = AutoModel.from_pretrained(folder).to(device).eval()
+        self.model = load_checked(AutoModel, folder).to(device).eval()
         self.processor = AutoImageProcessor.from_pretrained(folder)
         self.device = device
 
@@ -453,14 +480,14 @@ def metric_columns(rows: list[dict]) -> list[str]:
     return [name for name in order if any(name in row for row in rows)]
 
 
-def _raw_items(inputs: Path) -> list[tuple[Path, Path, str, Path | None, str | None]]:
-    """(photo, edit, target, mask image or None, settings label or None) per item. A batch made
+def _raw_items(inputs: Path) -> list[tuple[int, Path, Path, str, Path | None, str | None]]:
+    """(item number, photo, edit, target, mask image or None, settings label or None) per item. A batch made
     with --grid (items whose settings differ) labels each item with the settings that vary."""
     if inputs.is_dir():
         found = items_from_batch(inputs)
         varying = sorted({k for *_, s in found for k in s if len({json.dumps(x.get(k)) for *_, x in found}) > 1})
         label = (lambda s: ", ".join(f"{k}={s.get(k)}" for k in varying)) if varying else (lambda s: None)
-        return [(source, edit, target, None, label(settings)) for source, edit, target, settings in found]
+        return [(n, source, edit, target, None, label(settings)) for n, source, edit, target, settings in found]
     from .manifests import MANIFEST_SUFFIXES
 
     if inputs.suffix.lower() not in MANIFEST_SUFFIXES:
@@ -469,7 +496,7 @@ def _raw_items(inputs: Path) -> list[tuple[Path, Path, str, Path | None, str | N
         )
     if not inputs.is_file():
         raise EvalInputError(f"pairs file not found: {inputs}")
-    return [(*pair, None) for pair in items_from_pairs(inputs)]
+    return [(n, *pair, None) for n, pair in enumerate(items_from_pairs(inputs), start=1)]
 
 
 def run_eval(request: EvalRequest, reporter=None) -> dict:
@@ -495,7 +522,7 @@ def run_eval(request: EvalRequest, reporter=None) -> dict:
     scorer = Scorer(names, resolve_device(request.device))
     step = reporter.stage("scoring", len(raw))
     rows = []
-    for number, (source, edit, target, mask_path, group) in enumerate(raw, start=1):
+    for number, source, edit, target, mask_path, group in raw:
         row: dict = {"item": number, "source": str(source), "edit": str(edit), "target": target}
         if group is not None:
             row["settings"] = group

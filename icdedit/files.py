@@ -33,6 +33,22 @@ def check_output(path: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> 
     return path
 
 
+def distinct_paths(paths: list[Path]) -> bool:
+    """Whether the paths name different files (relative or absolute, `a/../b` or `b` alike)."""
+    names = [os.path.normcase(os.path.abspath(p)) for p in paths]
+    return len(set(names)) == len(names)
+
+
+def make_folder(folder: Path, option: str) -> Path:
+    """Create an output folder (and its parents); a file in the way or no permission is one line."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a file of that name exists" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+        raise OutputError(f"cannot create the {option} folder {folder}: {reason}", f"choose another {option}") from None
+    return Path(folder)
+
+
 TEMP_MARK = ".part"
 
 

@@ -22,7 +22,7 @@ from . import __version__
 from .batch import Report, Summary, free_device_memory, record_failure
 from .editor import Editor, Generation
 from .errors import IcdEditError, OutputError, UsageError
-from .files import check_output, remove_stale_temp_files, slug
+from .files import check_output, distinct_paths, make_folder, remove_stale_temp_files, slug
 from .images import check_size, image_format, save_image
 from .latents import save_latent
 from .manifests import (
@@ -35,7 +35,7 @@ from .manifests import (
     take_shard,
 )
 from .naming import default_output
-from .presets import check_number, check_seed
+from .presets import SEED_MAX, check_number, check_seed
 from .reporting import Reporter
 from .schedule import GENERATION_GUIDANCE, GENERATION_TAU
 from .sources import latent_metadata
@@ -65,6 +65,7 @@ class GenerationSettings:
     height: int
     guidance: float
     tau: float
+    dtype: str = "auto"  # as asked: part of what an image is (fp16 and fp32 differ in the last digits)
 
     def as_dict(self) -> dict:
         return {
@@ -72,6 +73,7 @@ class GenerationSettings:
             "size": [self.width, self.height],
             "guidance": self.guidance,
             "tau": self.tau,
+            "dtype": self.dtype,
         }
 
     def image_text(self, prompt: str, seed: int) -> dict[str, str]:
@@ -87,6 +89,7 @@ def resolve_settings(
     width: int | None,
     height: int | None,
     reporter: Reporter,
+    dtype: str = "auto",
 ) -> GenerationSettings:
     guidance = GENERATION_GUIDANCE if guidance is None else check_number("guidance", guidance, "--guidance")
     tau = GENERATION_TAU if tau is None else check_number("tau", tau, "--tau")
@@ -98,7 +101,7 @@ def resolve_settings(
             f"note: {spec.name} was trained at about {spec.resolution}x{spec.resolution} pixels; "
             f"{width}x{height} is far from that and may come out worse"
         )
-    return GenerationSettings(spec.name, width, height, guidance, tau)
+    return GenerationSettings(spec.name, width, height, guidance, tau, dtype)
 
 
 def _check_counts(num: int, batch_size: int, seed: int) -> None:
@@ -178,9 +181,9 @@ def _outputs(request: GenerateRequest) -> tuple[list[Path], list[Path]]:
         ]
     noises = numbered(request.save_noise, request.num) if request.save_noise is not None else []
     outputs = images + noises + ([request.save_latent] if request.save_latent is not None else [])
-    if len(set(map(str, outputs))) != len(outputs):
+    if not distinct_paths(outputs):
         raise OutputError(
-            "two outputs would have the same name", "give -o, --save-noise and --save-latent distinct names"
+            "two outputs would be the same file", "give -o, --save-noise and --save-latent distinct names"
         )
     for path in images:
         image_format(path)
@@ -199,7 +202,9 @@ def run_generate(request: GenerateRequest, reporter: Reporter | None = None) -> 
     seeds = [request.seed + i for i in range(request.num)]
     check_seed(seeds[-1], f"--seed {request.seed} with --num {request.num} reaches")
     spec = resolve_model(request.model)
-    settings = resolve_settings(spec, request.guidance, request.tau, request.width, request.height, reporter)
+    settings = resolve_settings(
+        spec, request.guidance, request.tau, request.width, request.height, reporter, request.dtype
+    )
     images, noises = _outputs(request)
     editor = load_editor(
         spec, request.device, request.dtype, reporter, request.cuda_graphs, request.compile, request.attention
@@ -315,6 +320,8 @@ def build_items(
         for copy in range(request.num):
             number = row * request.num + copy + 1
             seed, problem = _row_seed(seed_cell, request.seed + number - 1 - copy)
+            if problem is None and seed + copy > SEED_MAX:
+                problem = f"seed {seed + copy} is past 2^63 - 1 (the largest a generator takes)"
             problem = row_problem or problem or (None if prompt else "the prompt is empty")
             output = request.out / f"{number:0{digits}d}-{slug(prompt) if prompt else 'empty'}.png"
             items.append(GenerationItem(number, prompt, seed + copy, output, settings, problem))
@@ -329,9 +336,11 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
     if not rows:
         raise PromptFileError(f"{request.prompts}: no prompts in the file")
     spec = resolve_model(request.model)
-    settings = resolve_settings(spec, request.guidance, request.tau, request.width, request.height, reporter)
+    settings = resolve_settings(
+        spec, request.guidance, request.tau, request.width, request.height, reporter, request.dtype
+    )
     items = take_shard(build_items(rows, request, settings), shard)
-    request.out.mkdir(parents=True, exist_ok=True)
+    make_folder(request.out, "--out")
     remove_stale_temp_files(request.out)
     name = "results.jsonl" if shard is None else f"results-shard-{shard[0]}-of-{shard[1]}.jsonl"
     report = Report(request.out / name)
@@ -388,6 +397,8 @@ def run_items(items, report: Report, get_editor, batch_size: int, overwrite: boo
                 on_item(item, outcome)
     except KeyboardInterrupt:
         summary.interrupted = True
+    finally:
+        report.compact(keep={item.number for item in items})
     return summary
 
 

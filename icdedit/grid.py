@@ -65,6 +65,12 @@ def parse_grid(items: Iterable[str], flags: Iterable[str] = ()) -> Grid | None:
                 ) from None
             values.append(check_number(key, number, f"--grid {key}"))
         axes[key] = tuple(dict.fromkeys(values))  # a repeated value is one cell
+        shown = [f"{value:g}" for value in axes[key]]
+        if len(set(shown)) != len(shown):  # file names carry values to 6 digits: they must differ there
+            raise UsageError(
+                f"--grid {key}: two values look the same in file names ({', '.join(shown)})",
+                "use values that differ in 6 significant digits",
+            )
     if not axes:
         return None
     grid = Grid(tuple(axes.items()))

@@ -134,9 +134,13 @@ def image_format(path: Path) -> str:
     return fmt
 
 
+EXIF_IMAGE_DESCRIPTION = 0x010E
+
+
 def save_image(image: Image.Image, path: Path, text: dict[str, str] | None = None) -> Path:
-    """Write atomically; `text` goes into the file where the format has a place for it (PNG text
-    chunks; a JPEG comment holding it as JSON)."""
+    """Write atomically; `text` goes into the file where the format has a place for it: PNG text
+    chunks; JPEG a comment, WebP and TIFF the EXIF/TIFF ImageDescription, each holding it as
+    JSON. (BMP has no such place.)"""
     fmt = image_format(path)
     options: dict = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     if text and fmt == "PNG":
@@ -146,6 +150,12 @@ def save_image(image: Image.Image, path: Path, text: dict[str, str] | None = Non
         options["pnginfo"] = info
     elif text and fmt == "JPEG":
         options["comment"] = json.dumps(text)
+    elif text and fmt == "WEBP":
+        exif = Image.Exif()
+        exif[EXIF_IMAGE_DESCRIPTION] = json.dumps(text)
+        options["exif"] = exif.tobytes()
+    elif text and fmt == "TIFF":
+        options["tiffinfo"] = {EXIF_IMAGE_DESCRIPTION: json.dumps(text)}
     return write_atomically(path, lambda tmp: image.save(tmp, format=fmt, **options))
 
 

@@ -45,12 +45,16 @@ def size_text(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def save_latent(path: Path, latent: torch.Tensor, metadata: dict[str, str]) -> Path:
+def save_latent(
+    path: Path, latent: torch.Tensor, metadata: dict[str, str], extra: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """`latent` (and any `extra` tensors, e.g. the edit's `mask`) with the metadata in the header."""
     from safetensors.torch import save_file
 
     header = {"format": LATENT_FORMAT, "icdedit_version": __version__, **{k: str(v) for k, v in metadata.items()}}
-    tensor = latent.detach().to("cpu", torch.float32).contiguous()
-    return write_atomically(path, lambda tmp: save_file({"latent": tensor}, str(tmp), metadata=header))
+    tensors = {"latent": latent, **(extra or {})}
+    tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in tensors.items()}
+    return write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def is_latent_file(path: Path) -> bool:

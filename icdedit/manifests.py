@@ -38,7 +38,7 @@ from .text import check_prompt
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".yaml", ".yml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 TEXT_SETTINGS = ("mode", "method", "amplify_prompt")  # settings a cell gives as text
-COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", *RANGES, *TEXT_SETTINGS}
+COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", "mask", *RANGES, *TEXT_SETTINGS}
 PIE_BENCH = {"file_name": "image", "old_caption": "src", "edited_caption": "tgt", "blended_words": "blend"}
 EXTRA_CELLS = "\0extra cells"  # where the CSV reader puts cells beyond the header's columns
 BAD_BLEND_CHOICES = ("fail", "ignore")
@@ -72,6 +72,7 @@ class BatchItem:
     problem: str | None = None  # why this row cannot be edited: recorded as failed, never run
     prepared: PreparedEdit | None = None  # the edit, ready to run (when there is no problem)
     warning: str | None = None  # recorded with the item's outcome
+    mask: Path | None = None  # a mask image: where the edit may change the photo (masks.py)
 
     def describe(self) -> dict:
         """Its line in results.jsonl (batch.Report), besides number, key, status and output."""
@@ -81,6 +82,7 @@ class BatchItem:
             "tgt": self.tgt,
             "seed": self.seed,
             "settings": self.settings.as_dict(),
+            **({"mask": str(self.mask)} if self.mask is not None else {}),
         }
 
     @property
@@ -97,6 +99,7 @@ class BatchItem:
                 self.amplify,
                 str(self.output),
                 *(["no blend"] if self.no_blend else []),  # absent otherwise: reports of older runs stay valid
+                *([f"mask {self.mask}"] if self.mask is not None else []),
             ],
             default=str,
         )
@@ -344,6 +347,8 @@ def _build_item(
     if is_blank(output):
         output = f"{number:04d}-{image_path.stem or 'item'}-{slug(str(tgt or ''))}.png"
     output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
+    mask = None if is_blank(row.get("mask")) else Path(str(row["mask"])).expanduser()
+    mask = mask if mask is None or mask.is_absolute() else image_root / mask
     item = BatchItem(
         number,
         image_path,
@@ -352,6 +357,7 @@ def _build_item(
         resolve_settings(defaults.model),
         defaults.seed,
         output_path,
+        mask=mask,
     )
     try:
         if row.get(EXTRA_CELLS) is not None:

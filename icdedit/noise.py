@@ -33,8 +33,9 @@ def inversion_draws(
 
 def generation_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """The start noise of one generated image of latent `shape` (1, 4, h, w): its seed's first
-    draw, as the official SD1.5 generation draws it for a batch that begins with this seed
-    (`init_latent`: torch.randn((1, 4, H/8, W/8), generator=torch.Generator().manual_seed(seed))).
-    The official SDXL script seeds one generator per batch and draws the batch's noise at once
-    in fp16; with one prompt per batch that is this draw, rounded (docs/numerics.md section 8)."""
+    draw, as the official SD1.5 generation draws it for its first batch when run with this seed
+    (`init_latent`: torch.randn((1, 4, H/8, W/8), generator=torch.Generator().manual_seed(seed));
+    later batches keep drawing from that generator). The official SDXL script seeds a generator
+    with each batch's index and draws the batch's noise at once in fp16; with one prompt per
+    batch that is this draw, rounded (docs/numerics.md section 8)."""
     return torch.randn(shape, generator=seeded(seed), dtype=torch.float32)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from .errors import SettingsError
-from .families import controls_attention, switches_prompts
+from .families import P2P, controls_attention, switches_prompts
 from .p2p.plan import EditWords, derive_all_edit_words
 from .presets import AMPLIFY_PROMPT_CHOICES, EditSettings, load_preset
 from .specs import ModelSpec
@@ -117,6 +117,18 @@ def resolve_amplify_prompt(choice: str, source: str) -> str | None:
     if word == AMPLIFY_PROMPT_CHOICES[1]:
         return None
     return check_prompt(choice.strip(), "amplify-prompt")
+
+
+def generated_noise_defaults(spec: ModelSpec, guidance: float, tau: float, method: str | None = None) -> dict:
+    """Settings for editing generated noise, below flags and presets: Prompt-to-Prompt (the
+    classic use: every row under the generation's guidance) unless a method is asked for, the
+    generation's guidance, and its tau unless the method switches prompts (at the generation's
+    usual tau 1 a switch would never happen, and the target would just be generated anew)."""
+    method = method or (spec.traits.edit_method if controls_attention(spec.traits.edit_method) else P2P)
+    values = {"method": method, "guidance": guidance}
+    if not switches_prompts(method):
+        values["tau"] = tau
+    return values
 
 
 def explicit(values: dict) -> list[str]:

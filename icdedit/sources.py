@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .editor import Editor, Inversion
-from .errors import InputError
+from .errors import InputError, UsageError
 from .images import load_image
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, size_text
 from .presets import check_number
@@ -41,8 +41,8 @@ def latent_metadata(
         meta["source_image"] = source.name
     if generated:
         meta.update(
-            origin=GENERATED, source_guidance=f"{inversion.source_guidance:g}", source_tau=f"{inversion.source_tau:g}"
-        )
+            origin=GENERATED, source_guidance=repr(inversion.source_guidance), source_tau=repr(inversion.source_tau)
+        )  # repr: the exact floats, so that the source row is the generated image again
     return meta
 
 
@@ -55,9 +55,9 @@ def generation_settings(latent: LatentFile, path: Path) -> dict[str, float]:
         text = latent.metadata.get(f"source_{name}", "")
         try:
             settings[name] = check_number(name, float(text), f"{path} metadata source_{name}")
-        except ValueError:
+        except (ValueError, UsageError):
             raise InputError(
-                f"{path}: metadata source_{name} = {text!r} is not a number",
+                f"{path}: metadata source_{name} = {text!r} is not a usable {name}",
                 "generate the image again with --save-noise",
             ) from None
     return settings

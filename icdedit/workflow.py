@@ -7,6 +7,7 @@ loaded, so a bad invocation fails in milliseconds; every output is written atomi
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,14 +20,15 @@ from .compiling import check_toolchain
 from .editor import EditJob, Editor
 from .errors import IcdEditError, OutputError, UsageError
 from .families import controls_attention
-from .files import check_output, remove_stale_temp_files, slug
+from .files import check_output, distinct_paths, make_folder, remove_stale_temp_files, slug
 from .grid import Grid, PickRule, check_grid_method, parse_grid, parse_pick, rank
-from .images import check_size, contact_sheet, image_format, load_image, save_image, side_by_side
+from .images import check_size, contact_sheet, image_format, load_image, plan_size, save_image, side_by_side
 from .latents import save_latent
 from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
+from .masks import aspect_note, fit_mask, latent_mask, outline, read_mask
 from .metrics import psnr, ssim
 from .naming import default_output, edit_outputs
-from .preparation import check_method_options, explicit, prepare_edit, resolve_settings
+from .preparation import check_method_options, explicit, generated_noise_defaults, prepare_edit, resolve_settings
 from .presets import check_number, check_seed, load_preset
 from .reporting import Reporter
 from .sources import invert_source, latent_metadata, read_source
@@ -208,6 +210,8 @@ class EditRequest:
     overwrite: bool = False
     attention: str = "auto"  # fused attention kernel: auto, sdpa or xformers
     grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: run_edit_grid
+    mask: Path | None = None  # where the edit may change the photo (white)
+    mask_feather: float = 0.0  # blur radius of the mask's edge, in the photo's pixels
     score: tuple[str, ...] = ()  # with a grid: score each cell with these `eval` metrics
     pick: str | None = None  # with a grid: write the best cell under this rule as the output
 
@@ -242,12 +246,13 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
             raise OutputError(f"--save-latent {request.save_latent} must end in .safetensors")
         extra.append(request.save_latent)
     all_outputs = outputs + extra
-    if len(set(map(str, all_outputs))) != len(all_outputs):
+    if not distinct_paths(all_outputs):
         raise OutputError("two outputs would have the same name", "give distinct target prompts or -o names")
     for path in all_outputs:
         if path.suffix.lower() != ".safetensors":
             image_format(path)
         check_output(path, request.overwrite, inputs=(request.source,))
+    mask = _edit_mask(request, source, reporter)
     for target in targets:
         if target == source.prompt:
             reporter.note(f"warning: source and target prompts are identical ({target!r}): this is a reconstruction")
@@ -260,7 +265,7 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     inversion = invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("editing", source.spec.plan().num_reverse_steps)
     decode_source = request.side_by_side and source.image is None
-    job = EditJob.prepared(inversion, prepared)
+    job = EditJob.prepared(inversion, prepared, mask)
     with_latent = request.save_latent is not None  # its rows: source, then targets, for every method
     result = editor.edit_many([job], decode_source=decode_source, source_latent=with_latent, on_step=step)[0]
     for image, path in zip(result.targets, outputs):
@@ -286,34 +291,61 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     }
     if request.side_by_side:
         original = source.image if source.image is not None else result.source
+        if mask is not None:
+            original = outline(original, fit_mask(mask, original.size))
         save_image(side_by_side([original, *result.targets]), extra[0])
         report["side_by_side"] = str(extra[0])
     if request.save_latent is not None:
         meta = latent_metadata(source.spec, inversion, request.source if source.image is not None else None)
         meta["targets"] = " | ".join(targets)
         meta["rows"] = "source, targets"
-        save_latent(request.save_latent, result.latents, meta)
+        tensors = None
+        if mask is not None:  # the latent-space mask the rows were kept to, and where it came from
+            meta["mask"] = f"{request.mask.name} (feather {request.mask_feather:g})"
+            tensors = {"mask": latent_mask(mask, tuple(result.latents.shape[2:]))}
+        save_latent(request.save_latent, result.latents, meta, tensors)
         report["latent"] = str(request.save_latent)
+    if mask is not None:
+        report["mask"] = str(request.mask)
     return report
+
+
+def _edit_mask(request: EditRequest, source, reporter: Reporter):
+    """The --mask at the photo's processing size (feathered in the photo's pixels), or None."""
+    if request.mask is None:
+        return None
+    if not (math.isfinite(request.mask_feather) and 0 <= request.mask_feather <= 256):
+        raise UsageError(f"--mask-feather {request.mask_feather:g} is out of range", "a radius from 0 to 256 pixels")
+    image = read_mask(request.mask)
+    if source.image is not None:
+        original = source.image.size
+        processed = plan_size(*original, request.size or source.spec.resolution, source.spec.traits.size_by_area)
+    else:
+        original, processed = source.latent.original_size, source.latent.processed_size
+    note = aspect_note(image, original, f"the mask {request.mask.name}")
+    if note:
+        reporter.note(note)
+    return fit_mask(image, processed, request.mask_feather * processed[0] / original[0])
 
 
 def _with_generation_defaults(
     request: EditRequest, chosen, source, reporter: Reporter, also_given: Iterable[str] = ()
 ) -> dict:
-    """Generated noise is edited with its generation's guidance and tau unless a flag, a grid
-    axis (`also_given`) or a preset says otherwise: then the targets are guided as the generated
-    image was (classic Prompt-to-Prompt), and a target equal to the prompt is the generated image."""
-    overrides, given = dict(request.overrides), set(also_given)
-    inherited = (
-        {k: v for k, v in source.generated.items() if overrides.get(k) is None and k not in given}
-        if chosen is None
-        else {}
-    )
+    """Generated noise is edited with Prompt-to-Prompt under its generation's guidance (and tau)
+    unless a flag, a grid axis (`also_given`) or a preset says otherwise
+    (`preparation.generated_noise_defaults`): a target equal to the prompt is the generated image."""
+    overrides = dict(request.overrides)
+    if not source.generated or chosen is not None:
+        return overrides
+    given = set(also_given) | set(explicit(overrides))
+    g = source.generated
+    defaults = generated_noise_defaults(source.spec, g["guidance"], g["tau"], overrides.get("method"))
+    inherited = {k: v for k, v in defaults.items() if k not in given}
     if inherited:
-        shown = " and ".join(f"{k} {v:g}" for k, v in inherited.items())
+        shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in inherited.items())
         reporter.note(
-            f"note: editing with the generation's {shown} (recorded in {request.source.name}); "
-            "--guidance, --tau or --preset override"
+            f"note: editing generated noise ({request.source.name}) with {shown}; --method, --guidance, --tau or "
+            "--preset override"
         )
     return {**overrides, **inherited}
 
@@ -360,6 +392,7 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
     for path in [*outputs, sheet, *([base] if rule else [])]:
         image_format(path)
         check_output(path, request.overwrite, inputs=(request.source,))
+    mask = _edit_mask(request, source, reporter)
     for w in prepared[0].words:  # the same words in every cell (an amplify axis scales them)
         reporter.note(f"{'derived' if w.derived else 'using'} for {target!r}: {w.describe()}")
 
@@ -367,7 +400,7 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
     warn_truncation(editor, [source.prompt, target, *filter(None, [prepared[0].amplify_prompt])], reporter)
     inversion = invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage(f"editing {len(cells)} cells", source.spec.plan().num_reverse_steps)
-    results = _edit_cells(editor, [EditJob.prepared(inversion, edit) for edit in prepared], step)
+    results = _edit_cells(editor, [EditJob.prepared(inversion, edit, mask) for edit in prepared], step)
     for result, edit, path in zip(results, prepared, outputs):
         save_image(result.targets[0], path, {"icdedit": json.dumps({"settings": edit.settings.as_dict()})})
     first, rest = grid.axes[0], Grid(grid.axes[1:])
@@ -406,7 +439,8 @@ def _grid_scoring(request: EditRequest, source) -> tuple[list[str], PickRule | N
     names = list(dict.fromkeys([*request.score, *(rule.metrics if rule else [])]))
     if "clip_edited" in names:
         raise UsageError("clip_edited needs a mask, which a grid has not", "use clip_whole")
-    return check_metrics(names), rule
+    check_metrics(names)
+    return names, rule  # in the order asked: without --pick the first ranks the cells
 
 
 def _score_cells(source, target, images, metrics, rule, cells, base, device, reporter) -> dict:
@@ -534,14 +568,14 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
     items, note = batch_items(request, spec)
     if note:
         reporter.note(note)
-    batch_size = request.batch_size
-    if grid is not None:  # a photo's cells decode together, from one inversion
-        items = manifests.expand_grid(items, grid, spec, request.out)
-        batch_size = max(batch_size, len(grid.cells()))
     shard = manifests.parse_shard(request.shard) or manifests.distributed_shard()
+    items = manifests.take_shard(items, shard)  # photos, before a grid: a photo's cells stay in one shard
+    batch_size = request.batch_size
+    if grid is not None:  # a photo's cells share its inversion (and, at the default batch size, one batch)
+        items = manifests.expand_grid(items, grid, spec, request.out)
+        batch_size = len(grid.cells()) if batch_size == 1 else batch_size
     device = device_for_shard(request.device, shard)
-    items = manifests.take_shard(items, shard)
-    request.out.mkdir(parents=True, exist_ok=True)
+    make_folder(request.out, "--out")
     remove_stale_temp_files(request.out)
     name = "results.jsonl" if shard is None else f"results-shard-{shard[0]}-of-{shard[1]}.jsonl"
     report = batch.Report(request.out / name)

@@ -527,3 +527,29 @@ def test_the_official_manifest_layouts_run_as_they_are(official_layouts, tiny_mo
                 and "without local blend" in record["warning"]
             )
             assert record["words"][0]["blend"] == [[], []] and Path(record["output"]).is_file()
+
+
+def test_the_report_appends_a_line_per_item_and_survives_a_cut_off_line(tmp_path):
+    """Appending keeps long runs linear; a killed run's half-written last line is ignored (that
+    item is redone) and the next line starts afresh; compacting leaves one line per item."""
+    from types import SimpleNamespace
+
+    from icdedit.batch import Report
+
+    def item(number, key="k"):
+        return SimpleNamespace(number=number, key=key, output=tmp_path / f"{number}.png", describe=lambda: {})
+
+    path = tmp_path / "results.jsonl"
+    report = Report(path)
+    report.record(item(1), "failed", error="x")
+    report.record(item(1), "done")
+    assert len(path.read_text().splitlines()) == 2  # appended, not rewritten
+    assert Report(path).records[1]["status"] == "done"  # the later line wins
+    with open(path, "a") as handle:
+        handle.write('{"item": 2, "key": "k", "sta')  # killed mid-line
+    again = Report(path)
+    assert set(again.records) == {1}
+    again.record(item(3), "done")
+    assert set(Report(path).records) == {1, 3}
+    again.compact()
+    assert [json.loads(line)["item"] for line in path.read_text().splitlines()] == [1, 3]

@@ -112,7 +112,22 @@ def test_lpips_is_the_squeeze_network_with_torchmetrics_layers(with_models):
     checkpoint = torch.load(next((with_models / "eval" / "lpips-squeeze").rglob("*.pth")), weights_only=True)
     assert torch.equal(lpips.features[3].squeeze.weight, checkpoint["features.3.squeeze.weight"])
     assert torch.equal(lpips.features[12].expand3x3.bias, checkpoint["features.12.expand3x3.bias"])
-    assert len(squeezenet_features().state_dict()) == len([k for k in checkpoint if k.startswith("features.")])
+    # torchvision's squeezenet1_1 names and shapes (torchvision/models/squeezenet.py), written out
+    torchvision_shapes = {
+        "0.weight": (64, 3, 3, 3),
+        "3.squeeze.weight": (16, 64, 1, 1),
+        "3.expand1x1.weight": (64, 16, 1, 1),
+        "4.expand3x3.weight": (64, 16, 3, 3),
+        "6.squeeze.weight": (32, 128, 1, 1),
+        "7.expand3x3.weight": (128, 32, 3, 3),
+        "9.squeeze.weight": (48, 256, 1, 1),
+        "10.expand1x1.weight": (192, 48, 1, 1),
+        "11.squeeze.weight": (64, 384, 1, 1),
+        "12.expand3x3.weight": (256, 64, 3, 3),
+    }
+    state = squeezenet_features().state_dict()
+    assert {k: tuple(state[k].shape) for k in torchvision_shapes} == torchvision_shapes
+    assert len(state) == 2 + 8 * 3 * 2  # the first conv, eight Fire modules of three convolutions, with biases
 
 
 def test_structure_reads_the_last_blocks_keys_with_pie_benchs_preprocessing(with_models):
@@ -122,7 +137,16 @@ def test_structure_reads_the_last_blocks_keys_with_pie_benchs_preprocessing(with
     assert x.shape == (1, 3, 224, 224)  # short side 224
     assert x[0, 0, 0, 0].item() == pytest.approx((128 - 0.485) / 0.229)  # 0..255 through ImageNet's normalisation
     assert structure._input(Image.new("RGB", (1024, 256))).shape == (1, 3, 120, 480)  # long side at most 480
+    # the keys are the last block's: its k_proj of its layer-normed input, computed here by hand
+    with torch.no_grad():
+        x = structure._input(make_photo(512, 512))
+        hidden = structure.model(pixel_values=x, output_hidden_states=True).hidden_states[-2]
+        last = structure.model.layers[-1] if hasattr(structure.model, "layers") else structure.model.encoder.layer[-1]
+        keys = last.attention.k_proj(last.layernorm_before(hidden))[0]
+        norms = keys.norm(dim=1)
+        by_hand = (keys @ keys.T) / torch.clamp(norms[:, None] * norms[None, :], min=1e-8)
     sim = structure.self_similarity(make_photo(512, 512))
+    assert torch.allclose(sim, by_hand, atol=1e-5)
     assert sim.shape == (785, 785)  # CLS + 28 x 28 patches of 8 pixels
     assert torch.allclose(sim.diagonal(), torch.ones(785), atol=1e-5)
     photo, other = make_photo(512, 512), make_photo(512, 512, seed=4)
@@ -143,8 +167,13 @@ def test_scorer_names_region_metrics_by_what_they_cover(with_models):
     }
     assert scorer.score(photo, photo, "x", None)["clip_image"] == pytest.approx(1.0, abs=1e-6)
     assert scorer.score(photo, photo, "x", None)["dinov2"] == pytest.approx(1.0, abs=1e-6)
-    for name in ("clip_whole", "clip_edited"):
-        assert 0 <= masked[name] <= 100
+    # CLIP scores by hand from the model's own features: 100 x max(cos, 0); edited = edit x mask
+    clip = scorer._loaded["clip-vit-large-patch14"]
+    edited_part = Image.fromarray(np.uint8(np.asarray(edit) * mask[:, :, None]))
+    for name, image in (("clip_whole", edit), ("clip_edited", edited_part)):
+        cosine = float(clip.image(image) @ clip.text("a photo of a cat"))
+        assert masked[name] == pytest.approx(100 * max(cosine, 0.0), abs=1e-4)
+    assert masked["clip_image"] == pytest.approx(float(clip.image(photo) @ clip.image(edit)), abs=1e-6)
     assert masked["psnr"] > whole["psnr_whole"]  # the edited region no longer counts
 
 

@@ -7,6 +7,7 @@ the way that code is organised."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics
 
 FOX = "a photo of a red fox in the snow"
 OWL = "a barred owl peeking out from dense tree branches"
+LION = "a photo of a lion in the grass"
 
 
 # -- the official procedures, written out ----------------------------------------------------------
@@ -100,12 +102,13 @@ def official_sdxl(ref, spec, prompt, noise, guidance, tau):
 # -- numerics --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("tau", [1.0, 0.6])
 def test_sd15_generation_equals_the_official_procedure(tiny_spec, editor, editor64, ref, ref64, tau):
-    """Two prompts of one official batch share its one noise: icdedit gives them the same seed."""
+    """The prompts of one official batch share its one noise: icdedit gives them the same seed."""
     size, seed = tiny_spec.resolution, 11
-    exact = official_sd15(ref64, tiny_spec, [FOX, OWL], seed, 7.0, tau, size)
-    error = Float32Error.measure(official_sd15(ref, tiny_spec, [FOX, OWL], seed, 7.0, tau, size), exact)
-    made = editor.generate([FOX, OWL], [seed, seed], guidance=7.0, tau=tau)
-    made64 = editor64.generate([FOX, OWL], [seed, seed], guidance=7.0, tau=tau)
+    prompts = [FOX, OWL, LION]  # three: a batch of two takes the official code's editing branch (its quirk)
+    exact = official_sd15(ref64, tiny_spec, prompts, seed, 7.0, tau, size)
+    error = Float32Error.measure(official_sd15(ref, tiny_spec, prompts, seed, 7.0, tau, size), exact)
+    made = editor.generate(prompts, [seed] * 3, guidance=7.0, tau=tau)
+    made64 = editor64.generate(prompts, [seed] * 3, guidance=7.0, tau=tau)
     assert_same_mathematics(torch.cat([g.latent for g in made64]), exact, error, "float64 generation")
     assert_near_exact(torch.cat([g.latent for g in made]), exact, error, "generation")
     # the official image: 1 / 0.18215, the VAE, (x / 2 + 0.5).clamp(0, 1) * 255 truncated; icdedit
@@ -216,7 +219,7 @@ def test_generate_then_edit_through_the_cli(tmp_path, monkeypatch, tiny_model, e
         noise = handle.get_tensor("latent")
     assert torch.equal(noise, torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4)))
     assert meta["format"] == "icdedit-latent" and meta["prompt"] == FOX and meta["seed"] == "4"
-    assert (meta["origin"], meta["source_guidance"], meta["source_tau"]) == ("generate", "7", "1")
+    assert (meta["origin"], meta["source_guidance"], meta["source_tau"]) == ("generate", "7.0", "1.0")
 
     (exact,) = editor64.generate([FOX], [4])
     error = Float32Error.measure(editor.generate([FOX], [4])[0].latent, exact.latent)
@@ -225,7 +228,7 @@ def test_generate_then_edit_through_the_cli(tmp_path, monkeypatch, tiny_model, e
 
     same = run("edit", "fox.safetensors", "--tgt", FOX, "-o", "same.png", "--save-latent", "same.safetensors")
     assert same.exit_code == 0, same.output
-    assert "editing with the generation's guidance 7 and tau 1" in same.stderr
+    assert "with method p2p, guidance 7, tau 1;" in same.stderr
     rows = _latent("same.safetensors")
     assert_near_exact(rows[:1], exact.latent, error, "source row")
     assert_near_exact(rows[1:], exact.latent, error, "target row: the same prompt and guidance")
@@ -243,7 +246,7 @@ def test_generate_then_edit_through_the_cli(tmp_path, monkeypatch, tiny_model, e
         "--save-latent",
         "wolf.safetensors",
     )
-    assert wolf.exit_code == 0 and "editing with the generation's tau 1" in wolf.stderr
+    assert wolf.exit_code == 0 and "with method p2p, tau 1;" in wolf.stderr
     rows = _latent("wolf.safetensors")
     assert_near_exact(rows[:1], exact.latent, error, "source row under another target guidance")
     assert (rows[1:] - exact.latent).abs().max() > 100 * error.tolerance(exact.latent)
@@ -288,6 +291,22 @@ def test_num_writes_numbered_images_each_equal_to_its_seed_alone(tmp_path, monke
     assert default.exit_code == 0 and default.stdout.split()[0] == "a-photo-of-a-red-fox-in-the-snow-1.png"
     again = run("generate", FOX, "-m", tiny_model, "-o", "fox-1.png")
     assert_clean_error(again, "fox-1.png already exists")
+
+
+def test_sdxl_generated_noise_is_edited_with_prompt_to_prompt(xl_editor, xl_editor64):
+    """SDXL photos default to the prompt switch, which at the generation's tau 1 would never
+    switch: generated noise is edited with Prompt-to-Prompt instead, its source row the image."""
+    (made,) = xl_editor.generate([OWL], [3])
+    (exact,) = xl_editor64.generate([OWL], [3])
+    error = Float32Error.measure(made.latent, exact.latent)
+    target = "a barred owl peeking out from dense pine branches"
+    result = xl_editor.edit(made.noise, [target], decode_source=True)
+    assert result.words and result.words[0].mode == "replace"  # Prompt-to-Prompt's words
+    assert_near_exact(result.latents[:1], exact.latent, error, "source row")
+    (plain,) = xl_editor64.generate([target], [3])  # the target generated anew from the same noise
+    assert (result.latents[1:].double() - plain.latent).abs().max() > 100 * error.tolerance(plain.latent)
+    (regenerated,) = xl_editor.edit(made.noise, [OWL]).latents[1:].unsqueeze(0)
+    assert_near_exact(regenerated, exact.latent, error, "the prompt itself as target")
 
 
 def test_sdxl_generates_at_any_size_through_the_cli(tmp_path, monkeypatch, xl_spec):
@@ -351,7 +370,7 @@ def test_a_prompt_file_runs_like_batch_resumes_and_shards(tmp_path, monkeypatch,
     assert [r["prompt"] for r in records] == ["A city in 4-dimensional space-time"] * 2 + [
         "Pneumonoultramicroscopicsilicovolcanoconiosis"
     ] * 2
-    assert records[0]["settings"] == {"model": "tiny", "size": [64, 64], "guidance": 7.0, "tau": 1.0}
+    assert records[0]["settings"] == {"model": "tiny", "size": [64, 64], "guidance": 7.0, "tau": 1.0, "dtype": "auto"}
     assert records[2]["output"] == "out/00003-pneumonoultramicroscopicsilicovolcanocon.png"
     # any image can be made again alone from its recorded seed
     alone = run("generate", records[2]["prompt"], "-m", tiny_model, "--seed", "12", "-o", "alone.png")
@@ -411,6 +430,21 @@ def test_a_bad_row_fails_alone_and_long_prompts_are_noted(tmp_path, monkeypatch,
     records = {json.loads(line)["item"]: json.loads(line) for line in open("out/results.jsonl")}
     assert records[1]["seed"] == 5 and records[4]["seed"] == 3  # a seed cell, else --seed + item - 1
     assert "truncated" in records[4]["warning"] and "1 prompt(s) were longer" in result.stderr
+    # the last seeds a generator takes: item 2's seed would be 2^63, so it fails alone
+    Path("two.txt").write_text("a cat\na dog\n")
+    top = run("generate", "--prompts", "two.txt", "-m", tiny_model, "--out", "top", "--seed", str(2**63 - 1), "--json")
+    assert top.exit_code == 1 and "past 2^63 - 1" in json.loads(top.stdout)["failed"]["2"]
+
+
+def test_images_carry_their_seed_in_every_format_with_a_place_for_it(tmp_path, monkeypatch, tiny_model):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.jpg", "a.webp", "a.tiff"):
+        assert run("generate", FOX, "-m", tiny_model, "--seed", "11", "-o", name).exit_code == 0
+    image = Image.open("a.jpg")
+    assert json.loads(json.loads(image.info["comment"])["icdedit"])["seed"] == 11
+    for name in ("a.webp", "a.tiff"):
+        description = Image.open(name).getexif()[0x010E]
+        assert json.loads(json.loads(description)["icdedit"])["seed"] == 11
 
 
 @pytest.mark.parametrize(
@@ -430,6 +464,8 @@ def test_a_bad_row_fails_alone_and_long_prompts_are_noted(tmp_path, monkeypatch,
         (["generate", "--prompts", "broken.yaml"], ["not valid YAML"], 2),
         (["generate", "--prompts", "nocaption.csv"], ["no caption or prompt column", "'a', 'b'"], 2),
         (["generate", "--prompts", "missing.txt"], ["prompt file not found"], 2),
+        (["generate", "--prompts", "p.txt", "--out", "p.txt"], ["cannot create the --out folder"], 1),
+        (["generate", FOX, "--save-noise", "n.safetensors", "--save-latent", "./x/../n.safetensors"], ["same file"], 1),
     ],
 )
 def test_bad_generate_input_is_one_clear_line(tmp_path, monkeypatch, tiny_model, args, fragments, code):

@@ -46,6 +46,7 @@ def test_parse_grid_keeps_the_order_and_makes_every_combination():
         (["tau=0.5", "tau=0.7"], (), "given twice"),
         (["guidance=7,19"], ("guidance",), "--guidance and --grid guidance"),
         (["guidance=1,2,3,4,5", "tau=0.1,0.2,0.3,0.4", "amplify=1,2,3,4"], (), "more than 64"),
+        (["tau=0.1234561,0.1234562"], (), "look the same in file names"),
     ],
 )
 def test_bad_grids_are_usage_errors(items, flags, fragment):
@@ -80,6 +81,16 @@ def test_each_cell_equals_the_single_edit_with_its_settings(tiny_spec, editor, e
         assert (a[1] - b[1]).abs().max() > 100 * error.tolerance(a)
 
 
+def _find(sheet: np.ndarray, tile: np.ndarray) -> tuple[int, int]:
+    """Where `tile` sits in `sheet`, exactly (top, left)."""
+    height, width = tile.shape[:2]
+    for top in range(sheet.shape[0] - height + 1):
+        for left in np.flatnonzero((sheet[top, : sheet.shape[1] - width + 1] == tile[0, 0]).all(axis=1)):
+            if np.array_equal(sheet[top : top + height, left : left + width], tile):
+                return top, int(left)
+    raise AssertionError("the cell is not in the contact sheet")
+
+
 def test_grid_through_the_cli_writes_cells_a_sheet_and_json(tmp_path, monkeypatch, tiny_model, photo_path):
     monkeypatch.chdir(tmp_path)
     result = run(
@@ -92,8 +103,16 @@ def test_grid_through_the_cli_writes_cells_a_sheet_and_json(tmp_path, monkeypatc
     first = report["grid"][1]
     assert first["output"] == "g-cross_replace0.2-self_replace0.6.png"
     assert (first["settings"]["cross_replace"], first["settings"]["self_replace"]) == (0.2, 0.6)
-    sheet = Image.open(report["sheet"])
-    assert sheet.width > 2 * 96 and sheet.height > 3 * 64  # two columns, three rows of 96 x 64 cells
+    sheet = np.asarray(Image.open(report["sheet"]).convert("RGB"))
+    # the layout: cross_replace across (columns), self_replace down (rows); each tile is its cell
+    places = {}
+    for cell in report["grid"]:
+        at = _find(sheet, np.asarray(Image.open(cell["output"]).convert("RGB")))
+        places[(cell["settings"]["cross_replace"], cell["settings"]["self_replace"])] = at
+    for self_replace in (0.4, 0.6, 0.8):
+        (top_a, left_a), (top_b, left_b) = places[(0.2, self_replace)], places[(0.6, self_replace)]
+        assert top_a == top_b and left_a < left_b  # one row, columns by cross_replace
+    assert places[(0.2, 0.4)][0] < places[(0.2, 0.6)][0] < places[(0.2, 0.8)][0]  # rows by self_replace
     # a cell is the single edit with its settings (to float32 rounding of the batch: +-1 level)
     single = run(
         "edit", photo_path, "-m", tiny_model, "-s", SRC, "-t", TGT, "-o", "single.png",
@@ -187,6 +206,13 @@ def test_score_and_pick_through_the_cli(tmp_path, monkeypatch, tiny_model, photo
     photo = Image.open(photo_path).convert("RGB")
     expected = region_scores(photo, Image.open(report["picked_cell"]).convert("RGB"), None, ["ssim"])["ssim"]
     assert ssim[report["picked_cell"]] == pytest.approx(expected, rel=1e-6)
+    by_psnr = run(
+        "edit", photo_path, "-m", tiny_model, "-s", SRC, "-t", TGT, "-o", "v.png",
+        "--grid", "cross_replace=0.2,0.6", "--grid", "guidance=9,19", "--score", "psnr,ssim", "--json",
+    )  # fmt: skip
+    ranked = json.loads(by_psnr.stdout)  # without --pick: by the first metric named, psnr
+    psnr = {cell["output"]: cell["scores"]["psnr_whole"] for cell in ranked["grid"]}
+    assert ranked["ranked_by"] == "highest psnr" and ranked["ranking"] == sorted(psnr, key=psnr.get, reverse=True)
     table = run(
         "edit", photo_path, "-m", tiny_model, "-s", SRC, "-t", TGT, "-o", "u.png",
         "--grid", "tau=0.5,0.8", "--score", "psnr", "--pick", "psnr,ssim>2",
@@ -257,6 +283,14 @@ def test_batch_grid_edits_every_item_per_cell_from_one_inversion(tmp_path, monke
         "cross_replace=0.6, self_replace=0.8",
     ]
     assert all(group["psnr_whole"]["count"] == 2 for group in by_settings.values())
+    # from another folder, with the batch's relative paths; and after a smaller grid, only its cells
+    smaller = run(*args, "--grid", "cross_replace=0.2", "--json")
+    assert json.loads(smaller.stdout)["done"] == [1, 2]  # renumbered cells: done again
+    monkeypatch.chdir(tmp_path / "photos")
+    rescored = run("eval", tmp_path / "out", "--metrics", "psnr", "-o", tmp_path / "m2.csv", "--json")
+    assert rescored.exit_code == 0, rescored.output
+    report = json.loads(rescored.stdout)
+    assert [item["item"] for item in report["items"]] == [1, 2] and "by_settings" not in report
 
 
 def test_batch_grid_fails_rows_whose_method_ignores_an_axis(tmp_path, monkeypatch, tiny_model):

@@ -13,6 +13,7 @@ the user can fix are one line and exit code 1; usage errors exit 2; a traceback 
 from . import edit_commands  # noqa: F401, I001
 from . import generate_commands  # noqa: F401
 from . import eval_commands  # noqa: F401
+from . import ui_commands  # noqa: F401
 from . import catalog_commands  # noqa: F401
 from .app import app, main
 

@@ -239,6 +239,21 @@ def edit(
             ),
         ),
     ] = None,
+    mask: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--mask",
+            help=(
+                "An image, white where the edit may change the photo (any size and mode; stretched to the photo). "
+                "Outside it every target equals the source row exactly, in latent space at every step and in the "
+                "image; with local blend the edit stays inside both (the mask bounds the blend). Works with every "
+                "method, SDXL's prompt switch included."
+            ),
+        ),
+    ] = None,
+    mask_feather: Annotated[
+        float, typer.Option("--mask-feather", help="Blur the mask's edge by this radius, in the photo's pixels.")
+    ] = 0.0,
     score: Annotated[
         Optional[str],
         typer.Option(
@@ -290,6 +305,8 @@ def edit(
         output=output,
         overwrite=overwrite,
         grid=tuple(grid or ()),
+        mask=mask,
+        mask_feather=mask_feather,
         score=tuple(n.strip() for n in (score or "").split(",") if n.strip()),
         pick=pick,
     )

@@ -1,0 +1,55 @@
+"""`icdedit ui`: a local web page over `icdedit.ui`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import workflow
+from ..errors import IcdEditError
+from ..specs import resolve_model
+from .app import app, handles_errors, progress_bar, reporter, stderr
+from .options import AttentionOpt, DeviceOpt, DtypeOpt, ModelOpt
+
+
+@app.command(
+    help=(
+        "Serve a local web page for live editing: upload a photo, type prompts, move the sliders, paint a mask. "
+        "The model loads once and each photo's inversion is cached, so a new target or setting costs only the "
+        "reverse steps. The page shows the `icdedit edit` command that gives the same image.\n\n"
+        "Example:\n\n  icdedit ui --model tiny        # then open http://127.0.0.1:7860\n\n"
+        "Needs the ui extra: pip install 'icdedit[ui]'."
+    )
+)
+@handles_errors
+def ui(
+    ctx: typer.Context,
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
+    max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="Largest upload accepted, in MB.")] = 25,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attention: AttentionOpt = "auto",
+) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise IcdEditError("icdedit ui needs Gradio, which is not installed", "pip install 'icdedit[ui]'") from None
+    from ..ui import LOCAL_HOSTS, UiSession, serve
+
+    if host not in LOCAL_HOSTS:
+        stderr.print(
+            f"warning: --host {host} makes the page reachable from other machines; anyone who can reach it can run "
+            "edits on this machine",
+            markup=False,
+        )
+    spec = resolve_model(model)
+    with progress_bar(ctx, True) as progress:
+        editor = workflow.load_editor(spec, device, dtype, reporter(ctx, progress), attention=attention)
+    session = UiSession(editor, model=model)
+    stderr.print(f"icdedit ui: {spec.name} on http://{host}:{port} (Ctrl+C stops it)", markup=False)
+    serve(session, host, port, max_upload_mb)
