@@ -220,13 +220,15 @@ def _run_group(group, report: Report, editor, summary: Summary, side: bool, size
 def _edit_together(editor, group, size, inversions: InversionCache):
     """One inversion per distinct (photo, source prompt, seed): a grid's cells of one photo share it."""
     keys = [InversionCache.key(item, size) for item, _, _ in group]
-    firsts = {key: image for key, (_, image, _) in reversed(list(zip(keys, group))) if inversions.get(key) is None}
+    found = {key: inversions.get(key) for key in keys}  # the group's own: the cache may evict while filling
+    firsts = {key: image for key, (_, image, _) in reversed(list(zip(keys, group))) if found[key] is None}
     unique = list(firsts)
     if unique:
         made = editor.invert_many([firsts[k] for k in unique], [k[1] for k in unique], [k[2] for k in unique], size)
         for key, inversion in zip(unique, made):
+            found[key] = inversion
             inversions.put(key, inversion)
-    return editor.edit_many([_job(item, inversions.get(key), mask) for (item, _, mask), key in zip(group, keys)])
+    return editor.edit_many([_job(item, found[key], mask) for (item, _, mask), key in zip(group, keys)])
 
 
 def _job(item: BatchItem, inversion, mask):

@@ -489,11 +489,11 @@ class Editor:
         images = self.decode_latents(torch.cat(rows))
         results, start = [], 0
         for job, z, own in zip(jobs, latents, rows):
-            decoded = images[start : start + len(own)]
+            decoded = [resize(i, job.inversion.original_size) for i in images[start : start + len(own)]]
             start += len(own)
-            if job.mask is not None:
-                decoded = [decoded[0], *(composite(decoded[0], image, job.mask) for image in decoded[1:])]
-            decoded = [resize(i, job.inversion.original_size) for i in decoded]
+            if job.mask is not None:  # at the photo's size: what the user gets is exact outside the mask
+                mask = fit_mask(job.mask, job.inversion.original_size)
+                decoded = [decoded[0], *(composite(decoded[0], image, mask) for image in decoded[1:])]
             if decode_source:
                 results.append(EditResult(decoded[1:], z.cpu(), job.words, source=decoded[0]))
             else:

@@ -82,19 +82,23 @@ def items_from_batch(folder: Path) -> list[tuple[int, Path, Path, str, dict]]:
                 found.pop((report.name, number), None)
                 continue
             settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
-            paths = [_locate(Path(record[k]), folder) for k in ("image", "output")]
+            base = _base(Path(record["output"]), folder)
+            paths = [Path(record[k]) if base is None else base / record[k] for k in ("image", "output")]
             found[(report.name, number)] = (number, *paths, str(record["tgt"]), settings)
     if not found:
         raise EvalInputError(f"{folder}: no done items in {', '.join(r.name for r in reports)}", "run the batch first")
     return [found[k] for k in sorted(found, key=lambda k: (k[1], k[0]))]
 
 
-def _locate(path: Path, folder: Path) -> Path:
-    """A recorded path as it is, else from the folder's parent (where `batch --out <folder>` ran)."""
-    if path.is_absolute() or path.exists():
-        return path
-    beside = folder.parent / path
-    return beside if beside.exists() else path
+def _base(output: Path, folder: Path) -> Path | None:
+    """Where `batch` ran, for its relative paths: here, or the folder's nearest ancestor under which
+    the recorded output exists (`--out runs/a` run from X records runs/a/...: X). None: as recorded."""
+    if output.is_absolute() or output.exists():
+        return None
+    for ancestor in folder.resolve().parents:
+        if (ancestor / output).exists():
+            return ancestor
+    return None
 
 
 PAIR_COLUMNS = {"source": ("source", "image", "photo"), "edit": ("edit", "output"), "target": ("tgt", "target")}

@@ -4,8 +4,9 @@ A mask image (white = may change; any size and mode, read as grey levels) is fit
 photo's processing size, optionally feathered, and used twice (docs/numerics.md section 9):
 - in latent space, after every reverse step: each target row is the source row wherever the
   mask is zero over a latent cell's whole 8 x 8 block, exactly (`blend_rows`);
-- in pixel space, after the VAE: the edit is the source row's image wherever the pixel mask
-  is zero, exactly (`composite`), since the decoder mixes neighbouring latent cells.
+- in pixel space, after the VAE and the resize to the photo's size: the edit is the source
+  row's image wherever the mask (stretched back to the photo's size) is zero, exactly
+  (`composite`), since the decoder and the resize mix neighbouring pixels.
 With local blend (Prompt-to-Prompt) the mask bounds the blend: it is applied after it, so a
 row changes only where both allow.
 """

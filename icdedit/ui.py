@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 import tempfile
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from .images import load_image, save_image
 from .latents import save_latent
 from .masks import fit_mask, read_mask
 from .preparation import explicit, prepare_edit, resolve_settings
-from .presets import builtin_presets
+from .presets import builtin_presets, check_seed
 from .sources import latent_metadata
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -69,9 +70,18 @@ def _digest(image: Image.Image) -> str:
 class UiSession:
     """One loaded model, a cache of inversions, and a folder for the page's files."""
 
-    def __init__(self, editor: Editor, folder: Path | None = None, cache_size: int = 8, model: str | None = None):
+    def __init__(
+        self,
+        editor: Editor,
+        folder: Path | None = None,
+        cache_size: int = 8,
+        model: str | None = None,
+        run_options: dict[str, str] | None = None,
+    ):
         self.editor = editor
         self.model = model  # as given to --model, for the command line it shows
+        self.run_options = run_options or {}  # --device / --dtype / --attention as the server runs
+        self._lock = threading.Lock()  # one edit at a time on the one model, whatever the page queues
         self.folder = Path(folder or tempfile.mkdtemp(prefix="icdedit-ui-"))
         self.folder.mkdir(parents=True, exist_ok=True)
         self._cache: OrderedDict[tuple, Inversion] = OrderedDict()
@@ -108,6 +118,11 @@ class UiSession:
         return values
 
     def edit(self, page: PageEdit) -> PageResult:
+        with self._lock:
+            return self._edit(page)
+
+    def _edit(self, page: PageEdit) -> PageResult:
+        check_seed(page.seed, "seed")
         targets = [t.strip() for t in page.targets if t.strip()]
         if not targets:
             raise InputError("give a target prompt", "what should the photo show instead?")
@@ -128,8 +143,9 @@ class UiSession:
         result = self.editor.edit_many([EditJob.prepared(inversion, prepared, mask)])[0]
         image_file = self.folder / f"edit-{_digest(result.targets[0])}.png"
         save_image(result.targets[0], image_file)
-        latent_file = self.folder / f"{photo_file.stem}-seed{page.seed}.safetensors"
-        if not latent_file.is_file():
+        prompt_digest = hashlib.sha256(page.src.encode()).hexdigest()[:8]
+        latent_file = self.folder / f"{photo_file.stem}-{prompt_digest}-seed{page.seed}.safetensors"
+        if inverted or not latent_file.is_file():
             save_latent(latent_file, inversion.latent, latent_metadata(self.spec, inversion, photo_file))
         command = self.command(page, photo_file, targets, values, words, mask_file)
         return PageResult(result.targets, load_image(photo_file), command, image_file, latent_file, inverted)
@@ -162,6 +178,9 @@ class UiSession:
         if mask_file is not None:
             parts += ["--mask", str(mask_file)]
         parts += ["--seed", str(page.seed)]
+        for option, value in self.run_options.items():
+            if value and value != "auto":
+                parts += [f"--{option}", value]
         return shlex.join(parts)
 
 
@@ -207,7 +226,8 @@ def build_app(session: UiSession):
         except IcdEditError as exc:
             raise gr.Error(str(exc)) from None
         except RuntimeError as exc:  # out of memory and the like: say so, keep serving
-            raise gr.Error(f"the edit failed: {str(exc).splitlines()[0]}") from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise gr.Error(f"the edit failed: {first}") from None
         status = "inverted the photo, then edited" if result.inverted else "reused the photo's inversion"
         return (
             (result.original, result.images[0]),
@@ -248,10 +268,25 @@ def build_app(session: UiSession):
                 files = gr.File(label="Download the edit and the photo's latent", file_count="multiple")
         inputs = [photo, src, tgt, preset, guidance, tau, cross, self_, amplify, seed]
         outputs = [before_after, gallery, command, files, status]
-        button.click(run, inputs, outputs, trigger_mode="always_last")
-        tgt.submit(run, inputs, outputs, trigger_mode="always_last")
+        edit = {"trigger_mode": "always_last", "concurrency_id": "edit"}  # one queue: one edit at a time
+        button.click(run, inputs, outputs, **edit)
+        tgt.submit(run, inputs, outputs, **edit)
         for slider in (guidance, tau, cross, self_, amplify):
-            slider.release(run, inputs, outputs, trigger_mode="always_last")
+            slider.release(run, inputs, outputs, **edit)
+
+        def preset_values(name):
+            """A preset sets the sliders (and shows Prompt-to-Prompt's where its method uses them)."""
+            chosen = resolve_settings(session.spec, name or None)
+            shown = controls_attention(chosen.method)
+            return (
+                chosen.guidance,
+                chosen.tau,
+                gr.update(value=chosen.cross_replace, visible=shown),
+                gr.update(value=chosen.self_replace, visible=shown),
+                gr.update(value=chosen.amplify, visible=shown),
+            )
+
+        preset.change(preset_values, [preset], [guidance, tau, cross, self_, amplify])
     return app
 
 

@@ -438,7 +438,7 @@ def _grid_scoring(request: EditRequest, source) -> tuple[list[str], PickRule | N
     rule = parse_pick(request.pick, METRICS) if request.pick is not None else None
     names = list(dict.fromkeys([*request.score, *(rule.metrics if rule else [])]))
     if "clip_edited" in names:
-        raise UsageError("clip_edited needs a mask, which a grid has not", "use clip_whole")
+        raise UsageError("clip_edited needs PIE-Bench's edit region, which a grid has not", "use clip_whole")
     check_metrics(names)
     return names, rule  # in the order asked: without --pick the first ranks the cells
 

@@ -553,3 +553,22 @@ def test_the_report_appends_a_line_per_item_and_survives_a_cut_off_line(tmp_path
     assert set(Report(path).records) == {1, 3}
     again.compact()
     assert [json.loads(line)["item"] for line in path.read_text().splitlines()] == [1, 3]
+
+
+def test_a_batch_of_more_photos_than_the_inversion_cache_holds(tmp_path, monkeypatch, tiny_model):
+    """Ten distinct photos in one UNet batch: each keeps its own inversion (the cache of recent
+    inversions holds eight)."""
+    from icdedit.batch import InversionCache
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    for i in range(10):
+        make_photo(64, 64, seed=i).save(tmp_path / "photos" / f"p{i}.png")
+    assert InversionCache().size < 10
+    result = runner.invoke(
+        app,
+        ["batch", "photos", "-m", str(tiny_model), "--src", "a cat", "--tgt", "a dog", "--out", "out",
+         "--batch-size", "10", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["done"] == list(range(1, 11))

@@ -237,6 +237,18 @@ def test_eval_scores_a_batch_folder_with_pie_bench_masks(edited, with_models):
     assert table.exit_code == 0 and "psnr" in table.stdout and "structure" not in table.stdout
 
 
+def test_eval_finds_a_nested_out_folders_files_from_anywhere(tmp_path, monkeypatch, tiny_model):
+    monkeypatch.chdir(tmp_path)
+    make_photo(64, 64).save("a.png")
+    args = ["batch", "a.png", "-m", tiny_model, "--src", "a cat", "--tgt", "a dog", "--out", "runs/a"]
+    assert run(*args).exit_code == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = run("eval", tmp_path / "runs" / "a", "--metrics", "psnr", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["summary"]["psnr_whole"]["count"] == 1
+
+
 def test_eval_without_masks_names_whole_image_metrics(edited, with_models):
     result = run("eval", edited, "--metrics", "psnr,mse,clip_whole,clip_edited", "--json")
     assert result.exit_code == 0, result.output

@@ -226,7 +226,7 @@ def test_score_and_pick_through_the_cli(tmp_path, monkeypatch, tiny_model, photo
     [
         (["--score", "psnr"], "--score and --pick are for --grid", 2),
         (["--grid", "tau=0.5,0.8", "--score", "structure"], "icdedit download dino-vitb8", 1),
-        (["--grid", "tau=0.5,0.8", "--score", "clip_edited"], "clip_edited needs a mask", 2),
+        (["--grid", "tau=0.5,0.8", "--score", "clip_edited"], "clip_edited needs", 2),
         (["--grid", "tau=0.5,0.8", "--pick", "psnr,ssim~1"], "is not METRIC<NUMBER", 2),
     ],
 )

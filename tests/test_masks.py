@@ -189,3 +189,19 @@ def test_batch_takes_a_mask_column(tmp_path, monkeypatch, tiny_model):
     single = run("edit", "a.png", "-m", tiny_model, "-s", SRC, "-t", TGT, "--mask", "mask.png", "-o", "s.png")
     assert single.exit_code == 0
     assert np.array_equal(np.asarray(Image.open(record["output"])), np.asarray(Image.open("s.png")))
+
+
+def test_a_resized_photo_is_exact_outside_the_mask_at_its_own_size(editor):
+    """A 96 x 64 photo is processed at 64 x 64: the composite is made after the resize back, so
+    the image the user gets is the source row's wherever the mask (at the photo's size) is zero."""
+    photo = make_photo(96, 64, seed=7)
+    inversion = editor.invert(photo, SRC, seed=2)
+    assert inversion.processed_size != inversion.original_size
+    drawn = _ellipse((96, 64), (30, 10, 80, 50))
+    result = editor.edit(inversion, [TGT], mask=drawn, decode_source=True)
+    outside = fit_mask(fit_mask(drawn, inversion.processed_size), (96, 64)).numpy() == 0
+    assert outside.sum() > 1000
+    edited, source = np.asarray(result.targets[0]), np.asarray(result.source)
+    assert edited.shape == (64, 96, 3)
+    assert np.array_equal(edited[outside], source[outside])
+    assert not np.array_equal(edited[~outside], source[~outside])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from icdedit.errors import InputError
+from icdedit.errors import InputError, UsageError
 from icdedit.ui import PageEdit, UiSession, mask_from_editor
 
 from .conftest import make_photo
@@ -68,11 +68,22 @@ def test_the_page_edit_is_the_cli_edit_of_the_command_it_shows(session, tmp_path
 
 def test_page_errors_are_messages(session):
     photo = make_photo(64, 64)
+    with pytest.raises(UsageError, match="seed -1"):
+        session.edit(PageEdit(photo, SRC, (TGT,), seed=-1))
     with pytest.raises(InputError, match="target prompt"):
         session.edit(PageEdit(photo, SRC, ("  ",)))
     with pytest.raises(InputError, match="empty"):
         session.edit(PageEdit(photo, "", (TGT,)))
     assert session.edit(PageEdit(photo, SRC, (TGT,))).images  # and the session goes on
+
+
+def test_the_command_carries_the_servers_run_options_and_the_latent_its_prompt(editor, tmp_path):
+    session = UiSession(editor, tmp_path / "ui", run_options={"device": "cpu", "dtype": "fp32", "attention": "auto"})
+    photo = make_photo(64, 64)
+    first = session.edit(PageEdit(photo, SRC, (TGT,)))
+    assert "--device cpu --dtype fp32" in first.command and "--attention" not in first.command
+    other = session.edit(PageEdit(photo, "a photo of a kitten", (TGT,)))
+    assert other.latent_file != first.latent_file  # another source prompt, another inversion file
 
 
 def test_sdxl_pages_leave_out_prompt_to_prompt_settings(xl_editor, tmp_path):

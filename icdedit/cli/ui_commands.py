@@ -50,6 +50,6 @@ def ui(
     spec = resolve_model(model)
     with progress_bar(ctx, True) as progress:
         editor = workflow.load_editor(spec, device, dtype, reporter(ctx, progress), attention=attention)
-    session = UiSession(editor, model=model)
+    session = UiSession(editor, model=model, run_options={"device": device, "dtype": dtype, "attention": attention})
     stderr.print(f"icdedit ui: {spec.name} on http://{host}:{port} (Ctrl+C stops it)", markup=False)
     serve(session, host, port, max_upload_mb)
