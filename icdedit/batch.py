@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import IcdEditError, OutputError
+from .errors import IcdEditError, OutputError, first_line
 from .files import write_atomically
 from .images import load_image, save_image, side_by_side
 from .manifests import BatchItem
@@ -36,8 +36,10 @@ class Report:
     def __init__(self, path: Path):
         self.path = path
         self.records: dict[int, dict] = {}
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        self._cut_off = bool(text) and not text.endswith("\n")  # a killed run's half-written last line
+        if text:
+            for line in text.splitlines():
                 try:
                     record = json.loads(line)
                     self.records[int(record["item"])] = record
@@ -61,9 +63,9 @@ class Report:
         }
         self.records[item.number] = record
         line = json.dumps(record, default=str) + "\n"
+        if self._cut_off:  # start a fresh line after it
+            line, self._cut_off = "\n" + line, False
         try:
-            if self.path.is_file() and self.path.stat().st_size and not self._ends_with_newline():
-                line = "\n" + line  # after a cut-off last line (a killed run), start a fresh one
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(line)
                 handle.flush()
@@ -73,11 +75,6 @@ class Report:
             ) from None
         return record
 
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as handle:
-            handle.seek(-1, 2)
-            return handle.read(1) == b"\n"
-
     def compact(self, keep: set[int] | None = None) -> None:
         """One line per item, in item order, written atomically; with `keep`, only those items
         (a rerun with another grid or file: records of items it no longer has are dropped)."""
@@ -85,6 +82,7 @@ class Report:
             self.records = {k: v for k, v in self.records.items() if k in keep}
         lines = "".join(json.dumps(self.records[k], default=str) + "\n" for k in sorted(self.records))
         write_atomically(self.path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+        self._cut_off = False
 
 
 @dataclass
@@ -255,7 +253,7 @@ def _run_alone(
         if "out of memory" not in str(exc).lower():
             raise
         free_device_memory()
-        return record_failure(item, report, summary, f"out of memory: {str(exc).splitlines()[0]}", started)
+        return record_failure(item, report, summary, f"out of memory: {first_line(exc)}", started)
     return _finish(item, image, result, report, summary, side, time.perf_counter() - started)
 
 

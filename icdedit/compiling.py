@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.attention_processor import Attention
 
-from .errors import SettingsError
+from .errors import SettingsError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def check_toolchain(device: torch.device, options: CompileOptions = CompileOptio
         probe = torch.compile(lambda x: torch.nn.functional.silu(x) * 2, backend=options.backend, dynamic=False)
         probe(torch.ones(8, device=device))
     except Exception as exc:  # the backends raise many types; all mean the same here
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise SettingsError(
             f"--compile: torch.compile does not work on {device} here ({reason[:200]})",
             "install what the message names (a C++ compiler on the CPU, Triton on a GPU), or run without --compile",

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .families import DEFAULT_FAMILY, FAMILIES
 from .paths import weights_home
 from .specs import ModelSpec
@@ -344,8 +344,7 @@ def download_base(spec: ModelSpec, dtype: str = "fp32") -> Path:
             snapshot_download(spec.base, allow_patterns=[*spec.traits.base_files, *spec.traits.base_weights[variant]])
         )
     except Exception as exc:  # noqa: BLE001 - the hub client raises many kinds; all mean "not fetched"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DownloadError(
-            f"base model {spec.base!r} could not be fetched from the hub ({first[:200]})",
+            f"base model {spec.base!r} could not be fetched from the hub ({first_line(exc)[:200]})",
             "check the network (HF_ENDPOINT, HF_TOKEN), or set base to a local folder",
         ) from None

@@ -7,6 +7,13 @@ and is allowed to show its traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when the message is empty),
+    for one-line errors that quote what a library raised."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class IcdEditError(Exception):
     """A failure the user can fix. `hint` says how; `exit_code` is what the CLI exits with."""
 

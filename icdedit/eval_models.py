@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .download import DownloadError, fetch, offline
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .paths import weights_home
 
 HUB_FILES = ("*.json", "*.txt")  # configs, tokenizer and processor files; weights chosen below
@@ -115,9 +115,8 @@ def download_eval_model(model: EvalModel, progress=None) -> Path:
         weights = WEIGHT_FILES[0] if any(f.endswith(".safetensors") for f in files) else WEIGHT_FILES[1]
         snapshot_download(model.hub_id, allow_patterns=[*HUB_FILES, weights], local_dir=model.folder)
     except Exception as exc:  # noqa: BLE001 - the hub client raises many kinds; all mean "not fetched"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DownloadError(
-            f"evaluation model {model.hub_id!r} could not be fetched from the hub ({first[:200]})",
+            f"evaluation model {model.hub_id!r} could not be fetched from the hub ({first_line(exc)[:200]})",
             "check the network (HF_ENDPOINT, HF_TOKEN) and run the same command again",
         ) from None
     return model.folder

@@ -42,7 +42,6 @@ class EvalItem:
     edit: Path  # the edited image
     target: str  # the target prompt
     mask: np.ndarray | None = None  # (H, W), 1 = the edited region
-    problem: str | None = None  # why it cannot be scored
 
 
 # -- inputs ----------------------------------------------------------------------------------------

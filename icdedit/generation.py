@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .batch import Report, Summary, free_device_memory, record_failure
 from .editor import Editor, Generation
-from .errors import IcdEditError, OutputError, UsageError
+from .errors import IcdEditError, OutputError, UsageError, first_line
 from .files import check_output, distinct_paths, make_folder, remove_stale_temp_files, slug
 from .images import check_size, image_format, save_image
 from .latents import save_latent
@@ -413,7 +413,7 @@ def _run_group(group: list[GenerationItem], report: Report, editor: Editor, summ
         free_device_memory()
         if len(group) > 1:
             return [pair for item in group for pair in _run_group([item], report, editor, summary)]
-        reason = str(exc) if isinstance(exc, IcdEditError) else f"out of memory: {str(exc).splitlines()[0]}"
+        reason = str(exc) if isinstance(exc, IcdEditError) else f"out of memory: {first_line(exc)}"
         return [(group[0], record_failure(group[0], report, summary, reason, started))]
     seconds = (time.perf_counter() - started) / len(group)
     return [

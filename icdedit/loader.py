@@ -16,7 +16,7 @@ import torch
 
 from .attention import KERNELS, AttentionFn, choose_attention
 from .download import download_command, hub_cache_dir, offline
-from .errors import ModelError, SettingsError, UsageError
+from .errors import ModelError, SettingsError, UsageError, first_line
 from .lora import (
     AdapterSwitch,
     HybridSwitch,
@@ -134,7 +134,7 @@ def _load_base_part(loader, spec: ModelSpec, subfolder: str):
             # `icdedit download` fetches only the fp16 weights for fp16 runs
             return loader(spec.base, subfolder=subfolder, variant="fp16", **_base_kwargs(spec))
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         hint = (
             f"check the folder {spec.base}"
             if spec.base_is_local

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .editor import EditJob, Editor, Inversion
-from .errors import IcdEditError, InputError
+from .errors import IcdEditError, InputError, first_line
 from .families import controls_attention
 from .images import load_image, save_image
 from .latents import save_latent
@@ -226,8 +226,7 @@ def build_app(session: UiSession):
         except IcdEditError as exc:
             raise gr.Error(str(exc)) from None
         except RuntimeError as exc:  # out of memory and the like: say so, keep serving
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise gr.Error(f"the edit failed: {first}") from None
+            raise gr.Error(f"the edit failed: {first_line(exc)}") from None
         status = "inverted the photo, then edited" if result.inverted else "reused the photo's inversion"
         return (
             (result.original, result.images[0]),
