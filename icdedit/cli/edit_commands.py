@@ -176,7 +176,9 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
         "--method p2p\n\n"
         "Try settings from one inversion with --grid (a contact sheet and one image per cell):\n\n"
         "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' "
-        "--grid cross_replace=0.2,0.4,0.6 --grid self_replace=0.4,0.6,0.8"
+        "--grid cross_replace=0.2,0.4,0.6 --grid self_replace=0.4,0.6,0.8\n\n"
+        "Keep the edit inside a region (white in the mask image):\n\n"
+        "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' --mask cat-mask.png --mask-feather 4"
     ),
     no_args_is_help=True,
 )
