@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from benchmarks.run import SOURCE, bench_editor, build_components, peak_memory_mb
+from benchmarks.run import SOURCE, bench_editor, peak_memory_mb
+from tests.full_size import random_components
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     editor = bench_editor(
-        build_components(args.arch, device, 0, 64), args.size, device, dtype, adapter_strategy=args.strategy
+        random_components(args.arch, device, 0, 64), args.size, device, dtype, adapter_strategy=args.strategy
     )
     z0 = torch.randn(1, 4, args.size // 8, args.size // 8, generator=torch.Generator().manual_seed(0)).to(device)
     editor.invert_latent(z0, SOURCE, 0)  # warm-up

@@ -15,7 +15,8 @@ import json
 
 import torch
 
-from benchmarks.run import ARCHS, SOURCE, bench_editor, build_components, synthetic_photo
+from benchmarks.run import SOURCE, bench_editor, synthetic_photo
+from tests.full_size import ARCHS, random_components
 
 
 def main() -> None:
@@ -35,11 +36,11 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     graphed = bench_editor(
-        build_components(args.arch, device, 0, 64), args.size, device, dtype, cuda_graphs=True, compile=args.compile
+        random_components(args.arch, device, 0, 64), args.size, device, dtype, cuda_graphs=True, compile=args.compile
     )
     # compiling changes the modules in place: the eager reference then needs its own copy (same seed)
     eager = (
-        bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype)
+        bench_editor(random_components(args.arch, device, 0, 64), args.size, device, dtype)
         if args.compile
         else Editor(graphed.bundle)
     )

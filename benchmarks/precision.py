@@ -16,14 +16,15 @@ import math
 import numpy as np
 import torch
 
-from benchmarks.run import ARCHS, SOURCE, TARGET, bench_editor, build_components, synthetic_photo
+from benchmarks.run import SOURCE, TARGET, bench_editor, synthetic_photo
+from tests.full_size import ARCHS, random_components
 
 
 def edit_once(args, dtype: torch.dtype):
     from icdedit.presets import load_preset
 
     device = torch.device(args.device)
-    editor = bench_editor(build_components(args.arch, device, 0, 64), args.size, device, dtype)
+    editor = bench_editor(random_components(args.arch, device, 0, 64), args.size, device, dtype)
     with torch.no_grad():
         z_T = editor.invert_latent(editor.start_latent(synthetic_photo(args.size), 0), SOURCE, 0)
         z, _ = editor.edit_latents(z_T, SOURCE, [TARGET], load_preset(editor.spec.default_preset))

@@ -18,14 +18,15 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+from icdedit.compiling import CompileOptions
+from tests.full_size import ARCHS, random_bundle, random_components, random_spec
+
 SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
 STAGES = ("text", "vae_encode", "forward", "reverse", "vae_decode")
 VARIANTS = (
@@ -35,86 +36,12 @@ VARIANTS = (
     "icdedit-compile",
     "icdedit-graphs-compile",
     "icdedit-graphs-cl-compile",
+    "icdedit-graphs-compile-autotune",
     "icdedit-lowrank",
     "icdedit-swap",
     "baseline",
 )
 DEFAULT_VARIANTS = {"cpu": "icdedit,baseline", "cuda": "icdedit,icdedit-graphs,icdedit-lowrank,baseline"}
-
-
-# -- building the models ------------------------------------------------------------------------------
-ARCHS = ("sd15", "sdxl", "tiny", "tiny-xl")
-
-
-def family_of(arch: str) -> str:
-    return "sdxl" if arch in ("sdxl", "tiny-xl") else "sd15"
-
-
-def _config(name: str) -> dict:
-    return json.loads((CONFIGS / f"{name}.json").read_text())
-
-
-def build_components(arch: str, device: torch.device, seed: int, lora_rank: int) -> dict:
-    """Tokenizer(s), text encoder(s), VAE, teacher UNet and both LoRAs, random, on `device`, float32."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    from icdedit import tiny
-
-    folder = Path(tempfile.mkdtemp(prefix="icdedit-bench-tok-"))
-    tiny.tiny_tokenizer_files(folder)  # the real CLIP vocabulary is not needed to time the models
-    tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=77)
-    torch.manual_seed(seed)
-    parts = {"tokenizer": tokenizer}
-    with torch.device(device):
-        if arch in ("sd15", "sdxl"):
-            unet = UNet2DConditionModel(**_config(f"{arch}_unet"))
-            vae = AutoencoderKL(**_config(f"{arch}_vae"))
-            text_encoder = CLIPTextModel(CLIPTextConfig(**_config(f"{arch}_text_encoder")))
-            if arch == "sdxl":
-                config = CLIPTextConfig(**_config("sdxl_text_encoder_2"))
-                parts["text_encoder_2"] = CLIPTextModelWithProjection(config).eval()
-        elif arch in ("tiny", "tiny-xl"):
-            family = family_of(arch)
-            unet, vae = tiny._tiny_unet(512, family), tiny._tiny_vae(family)
-            text_encoder = tiny._tiny_text_encoder(len(tokenizer))
-            if family == "sdxl":
-                parts["text_encoder_2"] = tiny._tiny_text_encoder(len(tokenizer), with_projection=True).eval()
-        else:
-            raise SystemExit(f"unknown --arch {arch!r}")
-    if "text_encoder_2" in parts:
-        parts["tokenizer_2"] = tokenizer
-    generator = torch.Generator().manual_seed(seed + 1)
-    forward = {k: v.to(device) for k, v in tiny.random_peft_lora(unet, lora_rank, generator, std=0.01).items()}
-    reverse = {k: v.to(device) for k, v in tiny.random_peft_lora(unet, lora_rank, generator, std=0.01).items()}
-    return {
-        **parts,
-        "text_encoder": text_encoder.eval(),
-        "vae": vae.eval(),
-        "unet": unet.eval(),
-        "forward": forward,
-        "reverse": reverse,
-    }
-
-
-def bench_spec(size: int, family: str = "sd15"):
-    from icdedit.specs import ModelSpec
-
-    name = "bench-sdxl" if family == "sdxl" else "bench-sd15"
-    timesteps = (
-        ((19, 249, 499, 699), (249, 499, 699, 999)) if family == "sdxl" else ((19, 259, 519, 779), (259, 519, 779, 999))
-    )
-    return ModelSpec(
-        name=name,
-        base="bench",
-        teacher=Path("random"),
-        forward_lora=Path("random-forward"),
-        reverse_lora=Path("random-reverse"),
-        forward_timesteps=timesteps[0],
-        reverse_timesteps=timesteps[1],
-        resolution=size,
-        family=family,
-    )
 
 
 def bench_editor(
@@ -125,32 +52,13 @@ def bench_editor(
     *,
     adapter_strategy: str = "auto",
     cuda_graphs: bool = False,
-    compile: bool = False,
+    compile: bool | CompileOptions = False,
     memory_format: torch.memory_format | None = None,
 ):
-    """An icdedit Editor over the random components (they are consumed: `parts` is emptied)."""
+    """An icdedit Editor over the random components (consumed, see `random_bundle`)."""
     from icdedit.editor import Editor
-    from icdedit.loader import assemble_bundle
-    from icdedit.lora import parse_peft_lora
-    from icdedit.schedule import NoiseSchedule
 
-    family = "sdxl" if "text_encoder_2" in parts else "sd15"
-    bundle = assemble_bundle(
-        bench_spec(size, family),
-        tokenizer=parts["tokenizer"],
-        text_encoder=parts["text_encoder"],
-        vae=parts["vae"],
-        teacher=parts["unet"],
-        forward=parse_peft_lora(parts["forward"], 8, "forward"),
-        reverse=parse_peft_lora(parts["reverse"], 8, "reverse"),
-        schedule=NoiseSchedule.scaled_linear(),
-        device=device,
-        dtype=dtype,
-        adapter_strategy=adapter_strategy,
-        tokenizer_2=parts.get("tokenizer_2"),
-        text_encoder_2=parts.get("text_encoder_2"),
-    )
-    parts.clear()  # the bundle holds the only copy now
+    bundle = random_bundle(parts, size, device, dtype, adapter_strategy=adapter_strategy)
     if memory_format is torch.channels_last:  # before compiling: the kernels are chosen for the layout
         channels_last(bundle)
     return Editor(bundle, cuda_graphs=cuda_graphs, compile=compile)
@@ -219,7 +127,10 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
         dtype,
         adapter_strategy=strategy,
         cuda_graphs="graphs" in options,
-        compile="compile" in options,
+        # autotune: Inductor times several kernels per operation (minutes more of compiling)
+        compile=CompileOptions(mode="max-autotune-no-cudagraphs" if "autotune" in options else "default")
+        if "compile" in options
+        else False,
         # experiment: channels-last VAE too, with cuDNN autotuning (the UNet is channels-last on CUDA anyway)
         memory_format=torch.channels_last if "cl" in options else None,
     )
@@ -261,7 +172,7 @@ def run_baseline_xl(parts: dict, args, device, dtype, clock: Clock):
     parts.clear()
     pixels = to_model_input(synthetic_photo(args.size))
     counter = EvalCounter([baseline.forward["unet"], baseline.reverse["unet"]])
-    spec = bench_spec(args.size, "sdxl")
+    spec = random_spec(args.size, "sdxl")
 
     def once():
         with clock.stage("text"):
@@ -363,7 +274,7 @@ def child(args) -> dict:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     started = time.perf_counter()
-    parts = build_components(args.arch, device, args.seed, args.lora_rank)
+    parts = random_components(args.arch, device, args.seed, args.lora_rank)
     clock = Clock(device)
     if args.child == "baseline":
         once, counter = run_baseline(parts, args, device, dtype, clock)
