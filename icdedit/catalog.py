@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from . import download
 from .eval_models import EVAL_MODELS, download_eval_model
+from .preview import PREVIEW_DECODERS, download_preview_decoder
 from .reporting import Reporter
 from .specs import resolve_model
 
@@ -37,7 +38,8 @@ def models_report() -> list[dict]:
                 "kind": "editing",
             }
         )
-    return report + [_eval_entry(model) for model in EVAL_MODELS.values()]
+    report += [_eval_entry(model) for model in EVAL_MODELS.values()]
+    return report + [_preview_entry(decoder) for decoder in PREVIEW_DECODERS.values()]
 
 
 def _eval_entry(model) -> dict:
@@ -63,6 +65,29 @@ def _eval_entry(model) -> dict:
     }
 
 
+def _preview_entry(decoder) -> dict:
+    """A preview decoder (`--preview`) in the same shape."""
+    size = sum(p.stat().st_size for p in decoder.folder.rglob("*") if p.is_file()) if decoder.present else None
+    return {
+        "model": decoder.name,
+        "description": decoder.description,
+        "ready": decoder.present,
+        "parts": [
+            {
+                "part": "decoder",
+                "present": decoder.present,
+                "size_bytes": size if decoder.present else decoder.approx_bytes,
+                "location": str(decoder.folder),
+                "source": decoder.hub_id,
+            }
+        ],
+        "download_bytes": 0 if decoder.present else decoder.approx_bytes,
+        "download_command": f"icdedit download {decoder.name}",
+        "kind": "preview",
+        "family": decoder.family,
+    }
+
+
 @dataclass(frozen=True)
 class DownloadRequest:
     model: str
@@ -73,6 +98,9 @@ def run_download(request: DownloadRequest, reporter: Reporter | None = None) -> 
     reporter = reporter or Reporter()
     if request.model in EVAL_MODELS:
         folder = download_eval_model(EVAL_MODELS[request.model], progress=reporter.bytes_progress())
+        return {"command": "download", "model": request.model, "placed": [str(folder)]}
+    if request.model in PREVIEW_DECODERS:
+        folder = download_preview_decoder(PREVIEW_DECODERS[request.model])
         return {"command": "download", "model": request.model, "placed": [str(folder)]}
     spec = resolve_model(request.model)
     if spec.random_weights:

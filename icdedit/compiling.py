@@ -23,9 +23,11 @@ a UNet needs a few dozen. `compile_limits()` raises the limits only while our ne
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -41,6 +43,7 @@ ACCUMULATED_RECOMPILE_LIMIT = 4096
 # addresses, which the weight-swap adapter switch changes; `Editor(cuda_graphs=True)` graphs
 # the whole UNet instead, compiled regions included.
 MODES = ("default", "max-autotune-no-cudagraphs")
+CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,27 @@ def check_toolchain(device: torch.device, options: CompileOptions = CompileOptio
             f"--compile: torch.compile does not work on {device} here ({reason[:200]})",
             "install what the message names (a C++ compiler on the CPU, Triton on a GPU), or run without --compile",
         ) from exc
+
+
+def keep_compiled_code(folder: Path) -> Path:
+    """Have Inductor keep what it compiles (its graphs, autotuning choices and Triton kernels)
+    in `folder`, so that the next run loads it in seconds instead of compiling for minutes.
+    torch's own default is a folder under /tmp, which a reboot empties. A folder the user named
+    in TORCHINDUCTOR_CACHE_DIR is kept. Returns the folder in use. (A process-wide setting, so
+    the command line calls it, not the library.)"""
+    chosen = os.environ.get(CACHE_VARIABLE)
+    if chosen and Path(chosen) != _torch_default_cache():
+        return Path(chosen)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[CACHE_VARIABLE] = str(folder)
+    return folder
+
+
+def _torch_default_cache() -> Path | None:
+    """Where torch caches by default: importing torch._dynamo writes it into the variable itself,
+    so a value equal to it is torch's, not the user's choice."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch layout: take any value as the user's
+        return None
+    return Path(os.path.abspath(default_cache_dir()))

@@ -108,15 +108,20 @@ def download_eval_model(model: EvalModel, progress=None) -> Path:
             checkpoint.unlink()
             raise DownloadError(f"{model.url}: the file's sha256 does not start with {prefix}", "run the command again")
         return model.folder
+    return fetch_hub_folder(model.hub_id, model.folder, f"evaluation model {model.hub_id!r}")
+
+
+def fetch_hub_folder(hub_id: str, folder: Path, what: str) -> Path:
+    """A hub repository's configs and weights (safetensors where it has them) into `folder`."""
     from huggingface_hub import list_repo_files, snapshot_download
 
     try:
-        files = list_repo_files(model.hub_id)
+        files = list_repo_files(hub_id)
         weights = WEIGHT_FILES[0] if any(f.endswith(".safetensors") for f in files) else WEIGHT_FILES[1]
-        snapshot_download(model.hub_id, allow_patterns=[*HUB_FILES, weights], local_dir=model.folder)
+        snapshot_download(hub_id, allow_patterns=[*HUB_FILES, weights], local_dir=folder)
     except Exception as exc:  # noqa: BLE001 - the hub client raises many kinds; all mean "not fetched"
         raise DownloadError(
-            f"evaluation model {model.hub_id!r} could not be fetched from the hub ({first_line(exc)[:200]})",
+            f"{what} could not be fetched from the hub ({first_line(exc)[:200]})",
             "check the network (HF_ENDPOINT, HF_TOKEN) and run the same command again",
         ) from None
-    return model.folder
+    return folder

@@ -36,6 +36,7 @@ from .manifests import (
 )
 from .naming import default_output
 from .presets import SEED_MAX, check_number, check_seed
+from .preview import decoder_for
 from .reporting import Reporter
 from .schedule import GENERATION_GUIDANCE, GENERATION_TAU
 from .sources import latent_metadata
@@ -66,15 +67,11 @@ class GenerationSettings:
     guidance: float
     tau: float
     dtype: str = "auto"  # as asked: part of what an image is (fp16 and fp32 differ in the last digits)
+    decoder: str | None = None  # the preview decoder's label, when it decoded the images (preview.py)
 
     def as_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "size": [self.width, self.height],
-            "guidance": self.guidance,
-            "tau": self.tau,
-            "dtype": self.dtype,
-        }
+        made = {"model": self.model, "size": [self.width, self.height], "guidance": self.guidance, "tau": self.tau}
+        return {**made, "dtype": self.dtype, **({"decoder": self.decoder} if self.decoder else {})}
 
     def image_text(self, prompt: str, seed: int) -> dict[str, str]:
         """What an image file records (PNG text, JPEG comment): enough to make it again."""
@@ -90,6 +87,7 @@ def resolve_settings(
     height: int | None,
     reporter: Reporter,
     dtype: str = "auto",
+    preview: bool = False,
 ) -> GenerationSettings:
     guidance = GENERATION_GUIDANCE if guidance is None else check_number("guidance", guidance, "--guidance")
     tau = GENERATION_TAU if tau is None else check_number("tau", tau, "--tau")
@@ -101,7 +99,10 @@ def resolve_settings(
             f"note: {spec.name} was trained at about {spec.resolution}x{spec.resolution} pixels; "
             f"{width}x{height} is far from that and may come out worse"
         )
-    return GenerationSettings(spec.name, width, height, guidance, tau, dtype)
+    decoder = decoder_for(spec.family) if preview else None
+    if decoder is not None:
+        decoder.require()  # before anything is run
+    return GenerationSettings(spec.name, width, height, guidance, tau, dtype, decoder and decoder.label)
 
 
 def _check_counts(num: int, batch_size: int, seed: int) -> None:
@@ -153,6 +154,7 @@ class GenerationRun:
     overwrite: bool = False
     cuda_graphs: bool = False
     compile: bool = False
+    preview: bool = False  # decode with the fast, approximate preview decoder (preview.py)
 
 
 @dataclass(frozen=True)
@@ -203,11 +205,18 @@ def run_generate(request: GenerateRequest, reporter: Reporter | None = None) -> 
     check_seed(seeds[-1], f"--seed {request.seed} with --num {request.num} reaches")
     spec = resolve_model(request.model)
     settings = resolve_settings(
-        spec, request.guidance, request.tau, request.width, request.height, reporter, request.dtype
+        spec, request.guidance, request.tau, request.width, request.height, reporter, request.dtype, request.preview
     )
     images, noises = _outputs(request)
     editor = load_editor(
-        spec, request.device, request.dtype, reporter, request.cuda_graphs, request.compile, request.attention
+        spec,
+        request.device,
+        request.dtype,
+        reporter,
+        request.cuda_graphs,
+        request.compile,
+        request.attention,
+        request.preview,
     )
     warn_truncation(editor, [request.prompt], reporter)
     step = reporter.stage("generating", spec.plan().num_reverse_steps * len(_chunks(seeds, request.batch_size)))
@@ -337,7 +346,7 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
         raise PromptFileError(f"{request.prompts}: no prompts in the file")
     spec = resolve_model(request.model)
     settings = resolve_settings(
-        spec, request.guidance, request.tau, request.width, request.height, reporter, request.dtype
+        spec, request.guidance, request.tau, request.width, request.height, reporter, request.dtype, request.preview
     )
     items = take_shard(build_items(rows, request, settings), shard)
     make_folder(request.out, "--out")
@@ -357,6 +366,7 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
                     request.cuda_graphs,
                     request.compile,
                     request.attention,
+                    request.preview,
                 )
             )
         return editors[0]

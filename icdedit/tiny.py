@@ -266,3 +266,19 @@ def ensure_tiny_model(family: str = DEFAULT_FAMILY) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return yaml_path
+
+
+def build_tiny_preview_decoder(directory: str | Path, seed: int = 0) -> Path:
+    """A tiny random TAESD (diffusers' AutoencoderTiny) saved as the hub's folders are, for the
+    preview decoder's tests: `directory` is what `$ICDEDIT_HOME/preview/<name>/` holds."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    model = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
+    model.save_pretrained(directory, safe_serialization=True)
+    return Path(directory)

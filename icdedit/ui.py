@@ -178,6 +178,8 @@ class UiSession:
         if mask_file is not None:
             parts += ["--mask", str(mask_file)]
         parts += ["--seed", str(page.seed)]
+        if self.editor.preview_decoder is not None:  # the server decodes with the preview decoder
+            parts.append("--preview")
         for option, value in self.run_options.items():
             if value and value != "auto":
                 parts += [f"--{option}", value]

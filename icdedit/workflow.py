@@ -16,7 +16,7 @@ from pathlib import Path
 from . import batch, download, manifests
 from .attention import check_attention_request
 from .catalog import DownloadRequest, run_download
-from .compiling import check_toolchain
+from .compiling import check_toolchain, keep_compiled_code
 from .editor import EditJob, Editor
 from .errors import IcdEditError, OutputError, UsageError
 from .families import controls_attention
@@ -28,8 +28,10 @@ from .loader import MissingWeightsError, load_model, resolve_device, resolve_dty
 from .masks import aspect_note, fit_mask, latent_mask, outline, read_mask
 from .metrics import psnr, ssim
 from .naming import default_output, edit_outputs
+from .paths import weights_home
 from .preparation import check_method_options, explicit, generated_noise_defaults, prepare_edit, resolve_settings
 from .presets import check_number, check_seed, load_preset
+from .preview import decoder_for, load_preview_decoder
 from .reporting import Reporter
 from .sources import invert_source, latent_metadata, read_source
 from .specs import ModelSpec, resolve_model
@@ -44,15 +46,24 @@ def load_editor(
     cuda_graphs: bool = False,
     compile: bool = False,
     attention: str = "auto",
+    preview: bool = False,
 ) -> Editor:
     torch_device = resolve_device(device)
     resolve_dtype(dtype, torch_device)  # a bad --device/--dtype/--attention fails before anything else
     check_attention_request(attention)
+    decoder = decoder_for(spec.family) if preview else None
+    if decoder is not None:
+        decoder.require()  # before minutes of loading
+        reporter.note(f"note: --preview: decoded by {decoder.name}, fast but approximate: for looking, not for keeping")
     if cuda_graphs and torch_device.type != "cuda":
         reporter.note(f"note: --cuda-graphs needs a CUDA device; running eagerly on {torch_device}")
     if compile:
+        cache = keep_compiled_code(weights_home() / "compile-cache")  # before the first compile reads it
         check_toolchain(torch_device)
-        reporter.note("note: --compile: the first item of each size compiles the model (minutes), later ones reuse it")
+        reporter.note(
+            "note: --compile: the first item of each size compiles the model (minutes); later items and later runs "
+            f"reuse it (kept in {cache})"
+        )
         if torch_device.type == "cpu":
             reporter.note("note: on the CPU, compiled runs were measured slower than plain ones (docs/benchmarks.md)")
     if spec.random_weights:
@@ -60,7 +71,8 @@ def load_editor(
 
     def build() -> Editor:
         bundle = load_model(spec, device=device, dtype=dtype, attention=attention)
-        return Editor(bundle, cuda_graphs=cuda_graphs, compile=compile)
+        fast = None if decoder is None else load_preview_decoder(decoder, bundle.device, bundle.dtype)
+        return Editor(bundle, cuda_graphs=cuda_graphs, compile=compile, preview_decoder=fast)
 
     try:
         loaded = reporter.stage(f"loading {spec.name}", 1)
@@ -214,6 +226,7 @@ class EditRequest:
     mask_feather: float = 0.0  # blur radius of the mask's edge, in the photo's pixels
     score: tuple[str, ...] = ()  # with a grid: score each cell with these `eval` metrics
     pick: str | None = None  # with a grid: write the best cell under this rule as the output
+    preview: bool = False  # decode with the fast, approximate preview decoder (preview.py)
 
 
 def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
@@ -224,6 +237,7 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
     for target in request.targets:
         check_prompt(target, "tgt")
     source = read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
+    _check_preview(request, source.spec)
     settings = resolve_settings(source.spec, chosen, _with_generation_defaults(request, chosen, source, reporter))
     prepared = prepare_edit(
         source.spec,
@@ -260,7 +274,9 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         prefix = "derived" if w.derived else "using"
         reporter.note(f"{prefix} for {target!r}: {w.describe()}")
 
-    editor = load_editor(source.spec, request.device, request.dtype, reporter, attention=request.attention)
+    editor = load_editor(
+        source.spec, request.device, request.dtype, reporter, attention=request.attention, preview=request.preview
+    )
     warn_truncation(editor, [source.prompt, *targets, *filter(None, [prepared.amplify_prompt])], reporter)
     inversion = invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("editing", source.spec.plan().num_reverse_steps)
@@ -307,7 +323,17 @@ def run_edit(request: EditRequest, reporter: Reporter | None = None) -> dict:
         report["latent"] = str(request.save_latent)
     if mask is not None:
         report["mask"] = str(request.mask)
-    return report
+    return _with_decoder(report, request, source.spec)
+
+
+def _check_preview(request: EditRequest, spec: ModelSpec) -> None:
+    if request.preview:
+        decoder_for(spec.family).require()  # before anything else is said or done
+
+
+def _with_decoder(report: dict, request: EditRequest, spec: ModelSpec) -> dict:
+    """A preview's report says that its images are approximate."""
+    return {**report, "decoder": decoder_for(spec.family).label} if request.preview else report
 
 
 def _edit_mask(request: EditRequest, source, reporter: Reporter):
@@ -367,6 +393,7 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
     grid = parse_grid(request.grid, explicit(request.overrides))
     chosen = load_preset(request.preset) if request.preset else None
     source = read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
+    _check_preview(request, source.spec)
     overrides = _with_generation_defaults(request, chosen, source, reporter, grid.keys)
     cells = grid.cells()
     labels = ("command line", "--grid")
@@ -396,7 +423,9 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
     for w in prepared[0].words:  # the same words in every cell (an amplify axis scales them)
         reporter.note(f"{'derived' if w.derived else 'using'} for {target!r}: {w.describe()}")
 
-    editor = load_editor(source.spec, request.device, request.dtype, reporter, attention=request.attention)
+    editor = load_editor(
+        source.spec, request.device, request.dtype, reporter, attention=request.attention, preview=request.preview
+    )
     warn_truncation(editor, [source.prompt, target, *filter(None, [prepared[0].amplify_prompt])], reporter)
     inversion = invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage(f"editing {len(cells)} cells", source.spec.plan().num_reverse_steps)
@@ -424,7 +453,7 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
         report.update(
             _score_cells(source, target, by_cell, metrics, rule, report["grid"], base, request.device, reporter)
         )
-    return report
+    return _with_decoder(report, request, source.spec)
 
 
 def _grid_scoring(request: EditRequest, source) -> tuple[list[str], PickRule | None]:

@@ -9,6 +9,10 @@ compiler (inductor) and allows its reordered float arithmetic.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +20,13 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 
-from icdedit.compiling import CompileOptions, attention_free_regions, check_toolchain
+from icdedit.compiling import (
+    CACHE_VARIABLE,
+    CompileOptions,
+    attention_free_regions,
+    check_toolchain,
+    keep_compiled_code,
+)
 from icdedit.editor import Editor
 from icdedit.errors import SettingsError
 from icdedit.loader import load_model
@@ -112,36 +122,55 @@ def test_a_broken_toolchain_is_one_clear_error():
     assert "without --compile" in caught.value.hint
 
 
-def test_batch_compile_flag_edits_like_the_plain_run(tmp_path, tiny_model):
+def compiled_graphs(cache: Path) -> set[str]:
+    """The graphs Inductor has compiled into its cache folder (one entry per graph and shapes)."""
+    return {str(p.relative_to(cache)) for p in (cache / "fxgraph").rglob("*") if p.is_file()}
+
+
+def test_batch_compile_edits_like_the_plain_run_and_the_next_run_reuses_the_compiled_code(tmp_path, tiny_model):
+    """`batch --compile` in fresh processes, as people run it: the compiled code is kept under
+    $ICDEDIT_HOME, and a second run compiles nothing new (every graph is a cache hit)."""
     from PIL import Image
 
     from .conftest import make_photo
     from .test_cli import run
 
     make_photo(64, 64).save(tmp_path / "cat.png")
-    outputs = {}
-    for name, flags in (("plain", []), ("compiled", ["--compile"])):
-        result = run(
-            "batch",
-            str(tmp_path / "cat.png"),
-            "--src",
-            "a photo of a cat",
-            "--tgt",
-            "a photo of a dog",
-            "--out",
-            str(tmp_path / name),
-            "-m",
-            str(tiny_model),
-            "--device",
-            "cpu",
-            "--json",
-            *flags,
-        )
-        assert result.exit_code == 0, result.stderr
-        assert len(json.loads(result.stdout)["done"]) == 1
-        outputs[name] = torch.tensor(list(Image.open(next((tmp_path / name).glob("*.png"))).getdata())).float()
+    args = ["batch", tmp_path / "cat.png", "--src", "a photo of a cat", "--tgt", "a photo of a dog"]
+    args += ["-m", tiny_model, "--device", "cpu", "--json"]
+    plain = run(*args, "--out", tmp_path / "plain")
+    assert plain.exit_code == 0, plain.stderr
+    env = {k: v for k, v in os.environ.items() if k != CACHE_VARIABLE}  # torch sets it once it compiled anything
+    env["ICDEDIT_HOME"] = str(tmp_path / "home")
+    cache = tmp_path / "home" / "compile-cache"
+    graphs = []
+    for name in ("compiled", "again"):
+        command = [sys.executable, "-m", "icdedit", *map(str, args), "--out", str(tmp_path / name), "--compile"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert len(json.loads(done.stdout)["done"]) == 1 and f"kept in {cache}" in done.stderr
+        graphs.append(compiled_graphs(cache))
+    assert graphs[0] and graphs[1] == graphs[0]
+
+    def pixels(name):
+        return torch.tensor(list(Image.open(next((tmp_path / name).glob("*.png"))).getdata())).float()
+
     # 8-bit pixels: float errors far below a level, but a value at a rounding boundary moves one level
-    assert (outputs["plain"] - outputs["compiled"]).abs().max() <= 1
+    assert (pixels("plain") - pixels("compiled")).abs().max() <= 1
+    assert torch.equal(pixels("compiled"), pixels("again"))  # the same compiled code on the same inputs
+
+
+def test_a_folder_the_user_chose_for_compiled_code_is_kept(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "mine"))
+    assert keep_compiled_code(tmp_path / "ours") == tmp_path / "mine" and not (tmp_path / "ours").exists()
+    # torch writes its own default into the variable when torch._dynamo is imported: not a choice
+    monkeypatch.setenv(CACHE_VARIABLE, default_cache_dir())
+    assert keep_compiled_code(tmp_path / "ours") == tmp_path / "ours" and (tmp_path / "ours").is_dir()
+    assert os.environ[CACHE_VARIABLE] == str(tmp_path / "ours")
+    monkeypatch.delenv(CACHE_VARIABLE)
+    assert keep_compiled_code(tmp_path / "theirs") == tmp_path / "theirs"
 
 
 def test_regions_compiled_for_one_editor_are_not_reused_on_another_with_hooks(tiny_spec, editor64):

@@ -53,20 +53,25 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for entry in (e for e in report if e["kind"] == "evaluation"):
         state = "on disk" if entry["ready"] else f"~{_size(entry['download_bytes'])}: {entry['download_command']}"
         stdout.print(f"  {entry['model']} ({', '.join(entry['metrics'])}): {state}", markup=False)
+    stdout.print("preview decoders (--preview: fast, approximate images):", markup=False)
+    for entry in (e for e in report if e["kind"] == "preview"):
+        state = "on disk" if entry["ready"] else f"~{_size(entry['download_bytes'])}: {entry['download_command']}"
+        stdout.print(f"  {entry['model']} ({entry['family']}): {state}", markup=False)
 
 
 @app.command(
     help=(
         "Download what a model is missing: the base pipeline from the Hugging Face hub (only the files "
-        "icdedit reads) and the iCD teacher and LoRAs from the official release. Interrupted downloads "
-        "resume when run again.\n\nExample:\n\n  icdedit download sd15-4step-v1"
+        "icdedit reads) and the iCD teacher and LoRAs from the official release; or an evaluation model "
+        "(`icdedit eval`) or a preview decoder (`--preview`). Interrupted downloads resume when run again."
+        "\n\nExamples:\n\n  icdedit download sd15-4step-v1\n\n  icdedit download taesd"
     ),
     no_args_is_help=True,
 )
 @handles_errors
 def download(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Model name or model .yaml file.")],
+    model: Annotated[str, typer.Argument(help="A name from `icdedit models`, or a model .yaml file.")],
     dtype: Annotated[str, typer.Option("--dtype", help="fp32 or fp16: which base weights to fetch.")] = "fp32",
     as_json: JsonOpt = False,
 ) -> None:

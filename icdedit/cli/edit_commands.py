@@ -30,6 +30,7 @@ from .options import (
     ModeOpt,
     OutOpt,
     OverwriteOpt,
+    PreviewOpt,
     SeedOpt,
     SelfOpt,
     SizeOpt,
@@ -178,7 +179,9 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
         "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' "
         "--grid cross_replace=0.2,0.4,0.6 --grid self_replace=0.4,0.6,0.8\n\n"
         "Keep the edit inside a region (white in the mask image):\n\n"
-        "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' --mask cat-mask.png --mask-feather 4"
+        "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' --mask cat-mask.png --mask-feather 4\n\n"
+        "Look quickly, keep later: --preview decodes with TAESD (fast, approximate; icdedit download taesd once):\n\n"
+        "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' --grid guidance=10,15,19 --preview"
     ),
     no_args_is_help=True,
 )
@@ -274,6 +277,7 @@ def edit(
             "among the cells within every bound, e.g. --pick clip_whole,structure<0.05.",
         ),
     ] = None,
+    preview: PreviewOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
@@ -311,6 +315,7 @@ def edit(
         mask_feather=mask_feather,
         score=tuple(n.strip() for n in (score or "").split(",") if n.strip()),
         pick=pick,
+        preview=preview,
     )
     run = workflow.run_edit_grid if request.grid else workflow.run_edit
     with progress_bar(ctx, not as_json) as progress:

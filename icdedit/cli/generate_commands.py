@@ -13,7 +13,7 @@ from ..errors import UsageError
 from ..schedule import GENERATION_GUIDANCE, GENERATION_TAU
 from .app import app, emit, handles_errors, progress_bar, reporter
 from .edit_commands import print_batch_summary
-from .options import AttentionOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, per_family
+from .options import AttentionOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, PreviewOpt, per_family
 
 ALONE_ONLY = {"output": "-o", "save_latent": "--save-latent", "save_noise": "--save-noise"}
 FILE_ONLY = {"out": "--out", "shard": "--shard"}
@@ -120,6 +120,7 @@ def generate(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs (with --prompts: redo done items).")
     ] = False,
+    preview: PreviewOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
@@ -146,6 +147,7 @@ def generate(
         overwrite=overwrite,
         cuda_graphs=cuda_graphs,
         compile=compile,
+        preview=preview,
     )
     if prompts is not None:
         request = generation.GenerateFileRequest(prompts, out or Path("generated"), shard=shard, **common)

@@ -79,6 +79,16 @@ SizeOpt = Annotated[
 OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line on stdout.")]
+PreviewOpt = Annotated[
+    bool,
+    typer.Option(
+        "--preview",
+        help=(
+            "Decode with TAESD, a tiny distilled decoder: much faster than the VAE's, but approximate: for trying "
+            "prompts and settings, not for final images. Fetch it once: icdedit download taesd (taesdxl for SDXL)."
+        ),
+    ),
+]
 # edit settings (None: the preset's value), shared by `edit` and `batch`
 GuidanceOpt = Annotated[
     Optional[float],

@@ -10,7 +10,7 @@ from .. import workflow
 from ..errors import IcdEditError
 from ..specs import resolve_model
 from .app import app, handles_errors, progress_bar, reporter, stderr
-from .options import AttentionOpt, DeviceOpt, DtypeOpt, ModelOpt
+from .options import AttentionOpt, DeviceOpt, DtypeOpt, ModelOpt, PreviewOpt
 
 
 @app.command(
@@ -18,7 +18,8 @@ from .options import AttentionOpt, DeviceOpt, DtypeOpt, ModelOpt
         "Serve a local web page for live editing: upload a photo, type prompts, move the sliders, paint a mask. "
         "The model loads once and each photo's inversion is cached, so a new target or setting costs only the "
         "reverse steps. The page shows the `icdedit edit` command that gives the same image.\n\n"
-        "Example:\n\n  icdedit ui --model tiny        # then open http://127.0.0.1:7860\n\n"
+        "Examples:\n\n  icdedit ui --model tiny        # then open http://127.0.0.1:7860\n\n"
+        "  icdedit ui --preview          # faster updates, approximate images (icdedit download taesd)\n\n"
         "Needs the ui extra: pip install 'icdedit[ui]'."
     )
 )
@@ -34,6 +35,7 @@ def ui(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attention: AttentionOpt = "auto",
+    preview: PreviewOpt = False,
 ) -> None:
     try:
         import gradio  # noqa: F401
@@ -49,7 +51,9 @@ def ui(
         )
     spec = resolve_model(model)
     with progress_bar(ctx, True) as progress:
-        editor = workflow.load_editor(spec, device, dtype, reporter(ctx, progress), attention=attention)
+        editor = workflow.load_editor(
+            spec, device, dtype, reporter(ctx, progress), attention=attention, preview=preview
+        )
     session = UiSession(editor, model=model, run_options={"device": device, "dtype": dtype, "attention": attention})
     stderr.print(f"icdedit ui: {spec.name} on http://{host}:{port} (Ctrl+C stops it)", markup=False)
     serve(session, host, port, max_upload_mb)

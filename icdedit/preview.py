@@ -1,0 +1,93 @@
+"""The preview decoder (`--preview`): TAESD, a tiny distilled VAE decoder, in place of the VAE's.
+
+The VAE decoder is the costliest network of an edit on the CPU (about 2 s of 16 at 256 px) and
+about a fifth of it on a GPU. TAESD (madebyollin/taesd, taesdxl for SDXL) decodes the same
+latents 12-14x faster on the CPU (docs/benchmarks.md), to an image that is close to the VAE's but
+not equal. So it is for looking (trying prompts, tuning settings, the web page), never the
+default, and every output it made says so.
+
+It reads the latents as the UNet makes them: diffusers' AutoencoderTiny has scaling factor 1,
+the VAE's own scaling is part of what TAESD learned. Each family's decoder lives in its own
+folder under the weights folder, `$ICDEDIT_HOME/preview/<name>/`, as `save_pretrained` lays it
+out (`icdedit download taesd` fetches it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .download import DownloadError, offline
+from .errors import ModelError
+from .paths import weights_home
+
+
+@dataclass(frozen=True)
+class PreviewDecoder:
+    name: str
+    family: str
+    hub_id: str
+    approx_bytes: int
+
+    @property
+    def description(self) -> str:
+        return f"TAESD for {self.family}: fast approximate decoding (--preview)"
+
+    @property
+    def label(self) -> str:
+        """How outputs it decoded name their decoder."""
+        return f"{self.name} (approximate preview)"
+
+    @property
+    def folder(self) -> Path:
+        return weights_home() / "preview" / self.name
+
+    @property
+    def present(self) -> bool:
+        return (self.folder / "config.json").is_file() and any(self.folder.glob("*.safetensors"))
+
+    def require(self) -> Path:
+        if not self.present:
+            raise ModelError(
+                f"--preview: the preview decoder {self.name!r} is not in {self.folder}",
+                f"run `icdedit download {self.name}` (needs network, about {self.approx_bytes // 1_000_000} MB), "
+                "or leave out --preview",
+            )
+        return self.folder
+
+
+PREVIEW_DECODERS = {
+    decoder.name: decoder
+    for decoder in (
+        PreviewDecoder("taesd", "sd15", "madebyollin/taesd", 10_000_000),
+        PreviewDecoder("taesdxl", "sdxl", "madebyollin/taesdxl", 10_000_000),
+    )
+}
+
+
+def decoder_for(family: str) -> PreviewDecoder:
+    return next(d for d in PREVIEW_DECODERS.values() if d.family == family)
+
+
+def load_preview_decoder(decoder: PreviewDecoder, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The decoder half of TAESD on `device` (its encoder is never used: inversion needs the
+    VAE's exact posterior). TAESD is fp16-safe, so it runs in the model's dtype."""
+    from diffusers import AutoencoderTiny
+
+    model = AutoencoderTiny.from_pretrained(decoder.require(), use_safetensors=True)
+    return model.decoder.to(device, dtype).eval()
+
+
+def download_preview_decoder(decoder: PreviewDecoder) -> Path:
+    if decoder.present:
+        return decoder.folder
+    if offline():
+        raise DownloadError(
+            f"HF_HUB_OFFLINE is set: cannot fetch the preview decoder {decoder.name!r}",
+            f"run `icdedit download {decoder.name}` on a machine with network and copy {decoder.folder} here",
+        )
+    from .eval_models import fetch_hub_folder
+
+    return fetch_hub_folder(decoder.hub_id, decoder.folder, f"preview decoder {decoder.hub_id!r}")
