@@ -122,16 +122,20 @@ def check_toolchain(device: torch.device, options: CompileOptions = CompileOptio
         ) from exc
 
 
-def keep_compiled_code(folder: Path) -> Path:
+def keep_compiled_code(folder: Path) -> Path | None:
     """Have Inductor keep what it compiles (its graphs, autotuning choices and Triton kernels)
     in `folder`, so that the next run loads it in seconds instead of compiling for minutes.
     torch's own default is a folder under /tmp, which a reboot empties. A folder the user named
-    in TORCHINDUCTOR_CACHE_DIR is kept. Returns the folder in use. (A process-wide setting, so
-    the command line calls it, not the library.)"""
+    in TORCHINDUCTOR_CACHE_DIR is kept. Returns the folder in use, or None when `folder` cannot
+    be made (torch's default then). (A process-wide setting, so the command line calls it, not
+    the library.)"""
     chosen = os.environ.get(CACHE_VARIABLE)
     if chosen and Path(chosen) != _torch_default_cache():
         return Path(chosen)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only weights folder: compiling still works, in torch's own folder
+        return None
     os.environ[CACHE_VARIABLE] = str(folder)
     return folder
 

@@ -324,6 +324,7 @@ def build_items(
     """One item per prompt and copy: item n (1-based) has seed S + n - 1, or its row's seed cell
     plus the copy's index; outputs numbered in that order."""
     digits = max(5, len(str(len(rows) * request.num)))
+    tag = "-preview" if settings.decoder else ""  # a preview never replaces a full image in the same folder
     items = []
     for row, (prompt, seed_cell, row_problem) in enumerate(rows):
         for copy in range(request.num):
@@ -332,7 +333,7 @@ def build_items(
             if problem is None and seed + copy > SEED_MAX:
                 problem = f"seed {seed + copy} is past 2^63 - 1 (the largest a generator takes)"
             problem = row_problem or problem or (None if prompt else "the prompt is empty")
-            output = request.out / f"{number:0{digits}d}-{slug(prompt) if prompt else 'empty'}.png"
+            output = request.out / f"{number:0{digits}d}-{slug(prompt) if prompt else 'empty'}{tag}.png"
             items.append(GenerationItem(number, prompt, seed + copy, output, settings, problem))
     return items
 

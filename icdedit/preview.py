@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 
 from .download import DownloadError, offline
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .paths import weights_home
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"  # as diffusers saves AutoencoderTiny, and the hub holds it
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class PreviewDecoder:
 
     @property
     def present(self) -> bool:
-        return (self.folder / "config.json").is_file() and any(self.folder.glob("*.safetensors"))
+        return all((self.folder / name).is_file() for name in ("config.json", WEIGHTS))
 
     def require(self) -> Path:
         if not self.present:
@@ -76,7 +78,13 @@ def load_preview_decoder(decoder: PreviewDecoder, device: torch.device, dtype: t
     VAE's exact posterior). TAESD is fp16-safe, so it runs in the model's dtype."""
     from diffusers import AutoencoderTiny
 
-    model = AutoencoderTiny.from_pretrained(decoder.require(), use_safetensors=True)
+    try:
+        model = AutoencoderTiny.from_pretrained(decoder.require(), use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as exc:  # a cut-off file, a config of something else
+        raise ModelError(
+            f"--preview: the preview decoder in {decoder.folder} does not load ({first_line(exc)[:200]})",
+            f"delete that folder and run `icdedit download {decoder.name}` again",
+        ) from None
     return model.decoder.to(device, dtype).eval()
 
 

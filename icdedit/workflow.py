@@ -60,9 +60,10 @@ def load_editor(
     if compile:
         cache = keep_compiled_code(weights_home() / "compile-cache")  # before the first compile reads it
         check_toolchain(torch_device)
+        kept = f"kept in {cache}" if cache else f"{weights_home()} is not writable: kept in torch's own folder"
         reporter.note(
             "note: --compile: the first item of each size compiles the model (minutes); later items and later runs "
-            f"reuse it (kept in {cache})"
+            f"reuse it ({kept})"
         )
         if torch_device.type == "cpu":
             reporter.note("note: on the CPU, compiled runs were measured slower than plain ones (docs/benchmarks.md)")
@@ -331,9 +332,13 @@ def _check_preview(request: EditRequest, spec: ModelSpec) -> None:
         decoder_for(spec.family).require()  # before anything else is said or done
 
 
+def _decoder_entry(request: EditRequest, spec: ModelSpec) -> dict:
+    """What a preview's reports and files add: that its images are approximate."""
+    return {"decoder": decoder_for(spec.family).label} if request.preview else {}
+
+
 def _with_decoder(report: dict, request: EditRequest, spec: ModelSpec) -> dict:
-    """A preview's report says that its images are approximate."""
-    return {**report, "decoder": decoder_for(spec.family).label} if request.preview else report
+    return {**report, **_decoder_entry(request, spec)}
 
 
 def _edit_mask(request: EditRequest, source, reporter: Reporter):
@@ -413,6 +418,8 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
         for cell, cell_settings in zip(cells, settings)
     ]
     metrics, rule = _grid_scoring(request, source)
+    if metrics and request.preview:
+        reporter.note("note: --preview: the cells are scored on approximate images; make the one you keep without it")
     base = request.output or Path(f"{request.source.stem}-{slug(target)}.png")
     outputs = [base.with_name(f"{base.stem}-{Grid.name_part(cell)}{base.suffix}") for cell in cells]
     sheet = base.with_name(f"{base.stem}-grid-{'-'.join(grid.keys)}{base.suffix}")
@@ -431,7 +438,8 @@ def run_edit_grid(request: EditRequest, reporter: Reporter | None = None) -> dic
     step = reporter.stage(f"editing {len(cells)} cells", source.spec.plan().num_reverse_steps)
     results = _edit_cells(editor, [EditJob.prepared(inversion, edit, mask) for edit in prepared], step)
     for result, edit, path in zip(results, prepared, outputs):
-        save_image(result.targets[0], path, {"icdedit": json.dumps({"settings": edit.settings.as_dict()})})
+        made = {"settings": edit.settings.as_dict(), **_decoder_entry(request, source.spec)}
+        save_image(result.targets[0], path, {"icdedit": json.dumps(made)})
     first, rest = grid.axes[0], Grid(grid.axes[1:])
     row_cells = rest.cells() if rest.axes else [{}]
     by_cell = [r.targets[0] for r in results]  # the first axis varies slowest

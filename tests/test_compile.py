@@ -170,6 +170,9 @@ def test_a_folder_the_user_chose_for_compiled_code_is_kept(tmp_path, monkeypatch
     assert keep_compiled_code(tmp_path / "ours") == tmp_path / "ours" and (tmp_path / "ours").is_dir()
     assert os.environ[CACHE_VARIABLE] == str(tmp_path / "ours")
     monkeypatch.delenv(CACHE_VARIABLE)
+    (tmp_path / "a-file").write_text("")
+    assert keep_compiled_code(tmp_path / "a-file" / "cache") is None  # cannot be made: torch's default stays
+    assert CACHE_VARIABLE not in os.environ
     assert keep_compiled_code(tmp_path / "theirs") == tmp_path / "theirs"
 
 

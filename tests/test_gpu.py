@@ -73,7 +73,20 @@ def model_yaml(request, tmp_path_factory):
 @contextmanager
 def full_float32():
     """Float32 as float32: on Ampere and later, cuDNN's convolutions default to TF32 (10-bit
-    mantissas), which would make the float32 run as coarse as the runs it is the yardstick of."""
+    mantissas), which would make the float32 run as coarse as the runs it is the yardstick of.
+    torch >= 2.9 sets this through `fp32_precision` (reading the old flags after it was used can
+    raise); older ones through `allow_tf32`."""
+    if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision"):
+        settings = [torch.backends.cuda.matmul, torch.backends.cudnn.conv]
+        saved = [s.fp32_precision for s in settings]
+        for setting in settings:
+            setting.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for setting, value in zip(settings, saved):
+                setting.fp32_precision = value
+        return
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:

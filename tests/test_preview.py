@@ -93,16 +93,34 @@ def test_generate_preview_records_the_decoder_and_a_preview_run_is_not_resumed_a
     assert json.loads(Image.open(tmp_path / "g.png").text["icdedit"])["decoder"] == "taesd (approximate preview)"
     (tmp_path / "prompts.txt").write_text(f"{SOURCE}\n")
     args = ["generate", "--prompts", tmp_path / "prompts.txt", "-m", tiny_model, "--out", tmp_path / "out", "--json"]
-    assert json.loads(run(*args, "--preview").stdout)["done"] == [1]
-    assert json.loads(run(*args).stdout)["done"] == [1]  # the full decoder's image is made, not skipped
-    assert json.loads(run(*args).stdout)["skipped"] == [1]
+    assert json.loads(run(*args).stdout)["done"] == [1]
+    full = tmp_path / "out" / "00001-a-photo-of-a-cat.png"
+    stamp = full.stat().st_mtime_ns
+    assert json.loads(run(*args, "--preview").stdout)["done"] == [1]  # made, not skipped as the full one
+    preview = tmp_path / "out" / "00001-a-photo-of-a-cat-preview.png"
+    assert preview.is_file() and full.stat().st_mtime_ns == stamp  # beside the full image, not over it
+    assert json.loads(Image.open(preview).text["icdedit"])["decoder"] == "taesd (approximate preview)"
+    assert json.loads(run(*args, "--preview").stdout)["skipped"] == [1]
 
 
 def test_a_missing_preview_decoder_is_one_clear_error_before_loading(tmp_path, monkeypatch, tiny_model, photo_path):
+    from icdedit import workflow
+
     monkeypatch.setenv("ICDEDIT_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(workflow, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for command in (["edit", photo_path, "--src", SOURCE, "--tgt", TARGET], ["generate", SOURCE]):
+        result = run(*command, "-m", tiny_model, "--preview")
+        assert_clean_error(result, "preview decoder 'taesd'", "icdedit download taesd")
+
+
+def test_a_broken_preview_decoder_folder_is_one_clear_error(preview_home, tiny_model, photo_path):
+    weights = PREVIEW_DECODERS["taesd"].folder / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a cut-off download
     result = run("edit", photo_path, "--src", SOURCE, "--tgt", TARGET, "-m", tiny_model, "--preview")
-    assert_clean_error(result, "preview decoder 'taesd'", "icdedit download taesd")
-    assert "loading" not in result.stderr
+    # found when loading, like any broken weights file: after the notes, as the one error line
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "does not load" in error[0] and "icdedit download taesd" in error[0]
 
 
 def test_models_lists_the_preview_decoders_and_download_names_them(preview_home, monkeypatch):
@@ -112,6 +130,18 @@ def test_models_lists_the_preview_decoders_and_download_names_them(preview_home,
     assert "taesd (sd15): on disk" in run("models").stdout
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert_clean_error(run("download", "taesdxl"), "HF_HUB_OFFLINE is set", "preview decoder 'taesdxl'")
+
+
+def test_grid_cells_say_they_are_previews(preview_home, tiny_model, photo_path):
+    out = photo_path.with_name("g.png")
+    args = ["edit", photo_path, "--src", SOURCE, "--tgt", TARGET, "-m", tiny_model, "-o", out]
+    result = run(*args, "--grid", "guidance=10,15", "--preview", "--score", "psnr", "--json")
+    assert result.exit_code == 0, result.output
+    assert "scored on approximate images" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["decoder"] == "taesd (approximate preview)"
+    for cell in report["grid"]:
+        assert json.loads(Image.open(cell["output"]).text["icdedit"])["decoder"] == "taesd (approximate preview)"
 
 
 def test_the_pages_command_carries_preview_and_gives_its_image(preview_home, editor, tiny_model, tmp_path, monkeypatch):
