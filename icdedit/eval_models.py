@@ -111,14 +111,17 @@ def download_eval_model(model: EvalModel, progress=None) -> Path:
     return fetch_hub_folder(model.hub_id, model.folder, f"evaluation model {model.hub_id!r}")
 
 
-def fetch_hub_folder(hub_id: str, folder: Path, what: str) -> Path:
-    """A hub repository's configs and weights (safetensors where it has them) into `folder`."""
+def fetch_hub_folder(hub_id: str, folder: Path, what: str, patterns: list[str] | None = None) -> Path:
+    """A hub repository's files into `folder`: those matching `patterns`, by default its configs
+    and weights (safetensors where it has them)."""
     from huggingface_hub import list_repo_files, snapshot_download
 
     try:
-        files = list_repo_files(hub_id)
-        weights = WEIGHT_FILES[0] if any(f.endswith(".safetensors") for f in files) else WEIGHT_FILES[1]
-        snapshot_download(hub_id, allow_patterns=[*HUB_FILES, weights], local_dir=folder)
+        if patterns is None:
+            files = list_repo_files(hub_id)
+            weights = WEIGHT_FILES[0] if any(f.endswith(".safetensors") for f in files) else WEIGHT_FILES[1]
+            patterns = [*HUB_FILES, weights]
+        snapshot_download(hub_id, allow_patterns=patterns, local_dir=folder)
     except Exception as exc:  # noqa: BLE001 - the hub client raises many kinds; all mean "not fetched"
         raise DownloadError(
             f"{what} could not be fetched from the hub ({first_line(exc)[:200]})",

@@ -98,4 +98,6 @@ def download_preview_decoder(decoder: PreviewDecoder) -> Path:
         )
     from .eval_models import fetch_hub_folder
 
-    return fetch_hub_folder(decoder.hub_id, decoder.folder, f"preview decoder {decoder.hub_id!r}")
+    return fetch_hub_folder(
+        decoder.hub_id, decoder.folder, f"preview decoder {decoder.hub_id!r}", ["config.json", WEIGHTS]
+    )

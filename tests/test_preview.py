@@ -156,3 +156,22 @@ def test_the_pages_command_carries_preview_and_gives_its_image(preview_home, edi
     cli = run(*args[1:], "-o", "cli.png")
     assert cli.exit_code == 0, cli.output
     assert np.array_equal(np.asarray(Image.open("cli.png")), np.asarray(result.images[0]))
+
+
+def test_download_fetches_the_decoders_config_and_weights_only(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    asked = []
+
+    def fake_snapshot(repo_id, allow_patterns, local_dir, **_):  # the hub, as far as this download sees it
+        asked.append((repo_id, list(allow_patterns)))
+        build_tiny_preview_decoder(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("ICDEDIT_HOME", str(tmp_path / "home"))
+    result = run("download", "taesdxl", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["placed"] == [str(PREVIEW_DECODERS["taesdxl"].folder)]
+    assert asked == [("madebyollin/taesdxl", ["config.json", "diffusion_pytorch_model.safetensors"])]
+    assert PREVIEW_DECODERS["taesdxl"].present and not PREVIEW_DECODERS["taesd"].present
