@@ -44,6 +44,17 @@ def models_report() -> list[dict]:
 
 def _eval_entry(model) -> dict:
     """An evaluation model (`icdedit eval`) in the same shape: one part, its weights."""
+    entry = _one_part_entry(model, "weights", model.hub_id or model.url, "evaluation")
+    return {**entry, "metrics": list(model.metrics)}
+
+
+def _preview_entry(decoder) -> dict:
+    """A preview decoder (`--preview`) in the same shape: one part, the decoder."""
+    return {**_one_part_entry(decoder, "decoder", decoder.hub_id, "preview"), "family": decoder.family}
+
+
+def _one_part_entry(model, part: str, source: str, kind: str) -> dict:
+    """A model that is one folder (name, description, folder, present, approx_bytes), as listed."""
     size = sum(p.stat().st_size for p in model.folder.rglob("*") if p.is_file()) if model.present else None
     return {
         "model": model.name,
@@ -51,40 +62,16 @@ def _eval_entry(model) -> dict:
         "ready": model.present,
         "parts": [
             {
-                "part": "weights",
+                "part": part,
                 "present": model.present,
                 "size_bytes": size if model.present else model.approx_bytes,
                 "location": str(model.folder),
-                "source": model.hub_id or model.url,
+                "source": source,
             }
         ],
         "download_bytes": 0 if model.present else model.approx_bytes,
         "download_command": f"icdedit download {model.name}",
-        "kind": "evaluation",
-        "metrics": list(model.metrics),
-    }
-
-
-def _preview_entry(decoder) -> dict:
-    """A preview decoder (`--preview`) in the same shape."""
-    size = sum(p.stat().st_size for p in decoder.folder.rglob("*") if p.is_file()) if decoder.present else None
-    return {
-        "model": decoder.name,
-        "description": decoder.description,
-        "ready": decoder.present,
-        "parts": [
-            {
-                "part": "decoder",
-                "present": decoder.present,
-                "size_bytes": size if decoder.present else decoder.approx_bytes,
-                "location": str(decoder.folder),
-                "source": decoder.hub_id,
-            }
-        ],
-        "download_bytes": 0 if decoder.present else decoder.approx_bytes,
-        "download_command": f"icdedit download {decoder.name}",
-        "kind": "preview",
-        "family": decoder.family,
+        "kind": kind,
     }
 
 

@@ -156,6 +156,16 @@ class GenerationRun:
     compile: bool = False
     preview: bool = False  # decode with the fast, approximate preview decoder (preview.py)
 
+    def settings(self, spec: ModelSpec, reporter: Reporter) -> GenerationSettings:
+        return resolve_settings(
+            spec, self.guidance, self.tau, self.width, self.height, reporter, self.dtype, self.preview
+        )
+
+    def load_editor(self, spec: ModelSpec, device: str, reporter: Reporter) -> Editor:
+        """The editor this run asks for, on `device` (a shard's own GPU under torchrun)."""
+        options = dict(cuda_graphs=self.cuda_graphs, compile=self.compile, attention=self.attention)
+        return load_editor(spec, device, self.dtype, reporter, **options, preview=self.preview)
+
 
 @dataclass(frozen=True)
 class GenerateRequest(GenerationRun):
@@ -204,20 +214,9 @@ def run_generate(request: GenerateRequest, reporter: Reporter | None = None) -> 
     seeds = [request.seed + i for i in range(request.num)]
     check_seed(seeds[-1], f"--seed {request.seed} with --num {request.num} reaches")
     spec = resolve_model(request.model)
-    settings = resolve_settings(
-        spec, request.guidance, request.tau, request.width, request.height, reporter, request.dtype, request.preview
-    )
+    settings = request.settings(spec, reporter)
     images, noises = _outputs(request)
-    editor = load_editor(
-        spec,
-        request.device,
-        request.dtype,
-        reporter,
-        request.cuda_graphs,
-        request.compile,
-        request.attention,
-        request.preview,
-    )
+    editor = request.load_editor(spec, request.device, reporter)
     warn_truncation(editor, [request.prompt], reporter)
     step = reporter.stage("generating", spec.plan().num_reverse_steps * len(_chunks(seeds, request.batch_size)))
     made = generate_in_batches(editor, [request.prompt] * len(seeds), seeds, settings, request.batch_size, step)
@@ -346,9 +345,7 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
     if not rows:
         raise PromptFileError(f"{request.prompts}: no prompts in the file")
     spec = resolve_model(request.model)
-    settings = resolve_settings(
-        spec, request.guidance, request.tau, request.width, request.height, reporter, request.dtype, request.preview
-    )
+    settings = request.settings(spec, reporter)
     items = take_shard(build_items(rows, request, settings), shard)
     make_folder(request.out, "--out")
     remove_stale_temp_files(request.out)
@@ -358,18 +355,7 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
 
     def get_editor() -> Editor:  # loaded on first need: a run with nothing to do loads nothing
         if not editors:
-            editors.append(
-                load_editor(
-                    spec,
-                    device_for_shard(request.device, shard),
-                    request.dtype,
-                    reporter,
-                    request.cuda_graphs,
-                    request.compile,
-                    request.attention,
-                    request.preview,
-                )
-            )
+            editors.append(request.load_editor(spec, device_for_shard(request.device, shard), reporter))
         return editors[0]
 
     advance = reporter.stage("generating", len(items))
