@@ -1,174 +1,152 @@
-"""Batch editing: one model load, every item of the input, a resumable report out.
+"""`icdedit batch`: one model load, every row of a manifest (or every photo of a folder) edited.
 
-An item that fails (a problem found while the manifest was read, a missing or corrupt image,
-out of memory, an output that cannot be written) is recorded as failed with its reason, and
-the batch goes on (exit code 1 at the end). The input side is `manifests.py`.
-
-`results.jsonl` gets one line appended per finished item (a later line for the same item wins)
-and is compacted, atomically, to one line per item when the run ends. A run stopped at any
-moment leaves at worst one cut-off last line, which the next run ignores (it redoes that item);
-the next run skips what is recorded as done and still on disk. Appending keeps a 30,000-image
-run linear: rewriting the whole report after every item would be quadratic.
+The input side is `manifests.py` (rows read, checked and prepared before any model); running
+many items (resume, shards, failures, out of memory) is `runner.py`. What is left here is the
+batch's own part: each row is an `EditPlan` of one cell (`plans.py`), run and written exactly
+as `icdedit edit` runs and writes one, except that photos of one processing size are decoded
+together and a grid's cells of one photo share its inversion.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import IcdEditError, OutputError, first_line
-from .files import write_atomically
-from .images import load_image, save_image, side_by_side
-from .manifests import BatchItem
-from .masks import fit_mask, read_mask
+from . import manifests
+from .errors import IcdEditError, UsageError
+from .families import controls_attention
+from .grid import parse_grid
+from .images import check_size, load_image
+from .masks import read_mask
+from .plans import EditMask, EditPlan, write_edit
+from .preparation import check_method_options, explicit, resolve_settings
+from .presets import check_seed, load_preset
+from .reporting import Reporter
+from .run_context import RunOptions, load_editor, warn_truncation
+from .runner import Report, Summary, run_many
+from .sources import Source
+from .specs import ModelSpec, resolve_model
+from .text import truncation_warning
+
+__all__ = ["BatchRequest", "InversionCache", "Report", "Summary", "batch_items", "run_batch"]
 
 
-# -- the report -----------------------------------------------------------------------------------
-class Report:
-    """results.jsonl: a line appended whenever an item finishes, compacted when the run ends.
+@dataclass(frozen=True)
+class BatchRequest:
+    inputs: list[str]
+    images: Path | None = None
+    out: Path = Path("edits")
+    model: str | None = None
+    size: int | None = None
+    shard: str | None = None
+    overwrite: bool = False
+    side_by_side: bool = False
+    batch_size: int = 1
+    defaults: dict = field(default_factory=dict)
+    grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: every item once per cell
+    run: RunOptions = field(default_factory=RunOptions)
 
-    An item is anything with a `number`, a `key` (its work, so that a changed item is redone),
-    an `output` and `describe()` (the fields its line records): batch edits and generations."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.records: dict[int, dict] = {}
-        text = path.read_text(encoding="utf-8") if path.is_file() else ""
-        self._cut_off = bool(text) and not text.endswith("\n")  # a killed run's half-written last line
-        if text:
-            for line in text.splitlines():
-                try:
-                    record = json.loads(line)
-                    self.records[int(record["item"])] = record
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line from an older, different run format: redo that item
+def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[list[manifests.BatchItem], str | None]:
+    """Every item of the input, before any model: problems of the input as a whole raise
+    ManifestError (all at once); a row's own problem is kept on its item, to be recorded."""
+    defaults = manifests.BatchDefaults(**request.defaults, model=spec)
+    first = Path(request.inputs[0])
+    problems = []
+    if request.images is not None and not request.images.is_dir():
+        problems.append(f"--images folder {request.images} does not exist")
+    if len(request.inputs) == 1 and first.suffix.lower() in manifests.MANIFEST_SUFFIXES:
+        if not first.is_file():
+            raise manifests.ManifestError([f"manifest not found: {first}", *problems])
+        try:
+            rows = manifests.read_manifest(first)
+        except manifests.ManifestError as exc:
+            raise manifests.ManifestError([*exc.problems, *problems]) from None
+        root = request.images or first.parent
+    else:
+        if request.images is not None:
+            raise manifests.ManifestError(["--images is for manifests; give image files or folders directly"])
+        rows = [{"image": str(p)} for p in manifests.expand_images(request.inputs)]
+        root = Path(".")
+    if not rows:
+        raise manifests.ManifestError([f"no items in {', '.join(request.inputs)}"])
+    problems += manifests.column_problems(rows, defaults)
+    if problems:
+        raise manifests.ManifestError(problems)
+    items = manifests.build_items(rows, root, request.out, defaults)
+    unused = [
+        item.number
+        for row, item in zip(map(manifests.normalise_row, rows), items)
+        if item.problem is None
+        and not controls_attention(item.settings.method)
+        and any(not manifests.is_blank(row.get(k)) for k in ("blend", "amplify"))
+    ]
+    note = None
+    if unused:
+        shown = ", ".join(map(str, unused[:10])) + (f" and {len(unused) - 10} more" if len(unused) > 10 else "")
+        note = (
+            f"note: the blend/amplify cells of row(s) {shown} are not used: their edit method switches prompts, "
+            "with no attention control (--method p2p, or a method column, uses them)"
+        )
+    return items, note
 
-    def is_done(self, item) -> bool:
-        record = self.records.get(item.number)
-        return bool(
-            record and record.get("status") == "done" and record.get("key") == item.key and item.output.is_file()
+
+def _check_request(request: BatchRequest) -> None:
+    if request.batch_size < 1:
+        raise manifests.ManifestError([f"--batch-size {request.batch_size} must be at least 1"])
+    check_seed(request.defaults.get("seed", 0))
+    check_size(request.size)
+    if request.defaults.get("bad_blend", "fail") not in manifests.BAD_BLEND_CHOICES:
+        raise UsageError(
+            f"--bad-blend {request.defaults['bad_blend']!r} is not one of {', '.join(manifests.BAD_BLEND_CHOICES)}"
         )
 
-    def record(self, item, status: str, **fields) -> dict:
-        record = {
-            "item": item.number,
-            "key": item.key,
-            "status": status,
-            **item.describe(),
-            "output": str(item.output),
-            **fields,
-        }
-        self.records[item.number] = record
-        line = json.dumps(record, default=str) + "\n"
-        if self._cut_off:  # start a fresh line after it
-            line, self._cut_off = "\n" + line, False
-        try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-        except OSError as exc:
-            raise OutputError(
-                f"cannot write {self.path}: {exc.strerror or exc}", "free some space or check the folder"
-            ) from None
-        return record
 
-    def compact(self, keep: set[int] | None = None) -> None:
-        """One line per item, in item order, written atomically; with `keep`, only those items
-        (a rerun with another grid or file: records of items it no longer has are dropped)."""
-        if keep is not None:
-            self.records = {k: v for k, v in self.records.items() if k in keep}
-        lines = "".join(json.dumps(self.records[k], default=str) + "\n" for k in sorted(self.records))
-        write_atomically(self.path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
-        self._cut_off = False
-
-
-@dataclass
-class Summary:
-    done: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-    seconds: list[float] = field(default_factory=list)
-    interrupted: bool = False
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["failed"] = {str(k): v for k, v in self.failed.items()}
-        data["seconds_per_item"] = round(sum(self.seconds) / len(self.seconds), 3) if self.seconds else None
-        return data
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        return 1 if self.failed else 0
+def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[Summary, Path]:
+    reporter = reporter or Reporter()
+    _check_request(request)
+    preset = request.defaults.get("preset")
+    try:  # a preset's `model` chooses the model when no --model is given, as in `edit`
+        chosen = load_preset(preset) if preset else None
+        spec = resolve_model(request.model or (chosen and chosen.model))
+    except IcdEditError:
+        batch_items(request)  # an unusable manifest is the first thing to report
+        raise
+    flags = request.defaults.get("overrides", {})
+    # a bad --preset or flag value is the command line's problem (a usage error), not each row's
+    settings = resolve_settings(spec, chosen, flags)
+    amplify, blend = request.defaults.get("amplify"), request.defaults.get("blend")
+    check_method_options(spec, settings.method, explicit(flags), amplify, blend)  # the flags' own problem
+    grid = parse_grid(request.grid, explicit(flags))
+    decoder = request.run.decoder_label(spec)  # a missing preview decoder fails before anything runs
+    items, note = batch_items(request, spec)
+    if note:
+        reporter.note(note)
+    shard = manifests.parse_shard(request.shard) or manifests.distributed_shard()
+    items = manifests.take_shard(items, shard)  # photos, before a grid: a photo's cells stay in one shard
+    batch_size = request.batch_size
+    if grid is not None:  # a photo's cells share its inversion (and, at the default batch size, one batch)
+        items = manifests.expand_grid(items, grid, spec, request.out)
+        batch_size = len(grid.cells()) if batch_size == 1 else batch_size
+    if decoder is not None:  # a preview never replaces a full image (and is a different item to resume)
+        items = [replace(item, output=_preview_name(item.output)) for item in items]
+    work = EditWork(spec, request.size, request.side_by_side, decoder, reporter)
+    options = request.run.for_shard(shard)
+    return run_many(
+        items,
+        work,
+        out=request.out,
+        shard=shard,
+        get_editor=lambda: load_editor(spec, options, reporter),
+        reporter=reporter,
+        label="editing",
+        batch_size=batch_size,
+        overwrite=request.overwrite,
+    )
 
 
-# -- running --------------------------------------------------------------------------------------
-def run_items(
-    items: list[BatchItem],
-    report: Report,
-    get_editor: Callable[[], object],
-    *,
-    overwrite: bool = False,
-    side_by_side_images: bool = False,
-    size: int | None = None,
-    batch_size: int = 1,
-    on_item: Callable[[BatchItem, str], None] | None = None,
-) -> Summary:
-    """Edit every item not already done, up to `batch_size` photos of one processing size per
-    UNet batch; record each outcome as soon as it is known. An item with a `problem` (found
-    while the manifest was read) is recorded as failed without running."""
-    summary = Summary()
-    todo = []
-    for item in items:
-        if not overwrite and report.is_done(item):
-            summary.skipped.append(item.number)
-            if on_item:
-                on_item(item, "skipped")
-            continue
-        todo.append(item)
-    pending: list[tuple[BatchItem, object, object]] = []
-    pending_size = None
-    inversions = InversionCache()  # a grid's cells of one photo share its inversion, across groups too
-
-    def flush() -> None:
-        if pending:
-            run = _run_group(pending, report, get_editor(), summary, side_by_side_images, size, inversions)
-            for item, outcome in run:
-                if on_item:
-                    on_item(item, outcome)
-            pending.clear()
-
-    try:
-        for item in todo:
-            started = time.perf_counter()
-            problem = item.problem
-            image = mask = None
-            if problem is None:
-                try:
-                    image = load_image(item.image)
-                    mask = read_mask(item.mask) if item.mask is not None else None
-                except IcdEditError as exc:
-                    problem = str(exc)
-            if problem is not None:
-                record_failure(item, report, summary, problem, started)
-                if on_item:
-                    on_item(item, "failed")
-                continue
-            processed = get_editor().processing_size(image.size, size)
-            if pending and (processed != pending_size or len(pending) >= batch_size):
-                flush()
-            pending.append((item, image, mask))
-            pending_size = processed
-        flush()
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        report.compact(keep={item.number for item in items})
-    return summary
+def _preview_name(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-preview{path.suffix}")
 
 
 class InversionCache:
@@ -179,7 +157,7 @@ class InversionCache:
         self.entries: dict[tuple, object] = {}
 
     @staticmethod
-    def key(item: BatchItem, size: int | None) -> tuple:
+    def key(item: manifests.BatchItem, size: int | None) -> tuple:
         return (str(item.image), item.src, item.seed, size)
 
     def get(self, key: tuple):
@@ -192,109 +170,69 @@ class InversionCache:
             self.entries.pop(next(iter(self.entries)))
 
 
-def _run_group(group, report: Report, editor, summary: Summary, side: bool, size: int | None, inversions):
-    """Edit photos of one processing size together; on any failure, each one alone, so that
-    every item gets its own outcome (and a batch that does not fit in memory still runs)."""
-    if len(group) > 1:
-        started = time.perf_counter()
-        try:
-            results = _edit_together(editor, group, size, inversions)
-        except (IcdEditError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
-                raise
-            free_device_memory()
-        else:
-            seconds = (time.perf_counter() - started) / len(group)
-            return [
-                (item, _finish(item, image, result, report, summary, side, seconds))
-                for (item, image, _), result in zip(group, results)
-            ]
-    return [
-        (item, _run_alone(item, image, mask, report, editor, summary, side, size, inversions))
-        for item, image, mask in group
-    ]
+@dataclass
+class EditWork:
+    """The batch's part of a run (runner.Work): each row an edit plan of one cell."""
 
+    spec: ModelSpec
+    size: int | None
+    side_by_side: bool
+    decoder: str | None
+    reporter: Reporter
+    inversions: InversionCache = field(default_factory=InversionCache)  # a grid's cells share one
+    warned: set = field(default_factory=set)
 
-def _edit_together(editor, group, size, inversions: InversionCache):
-    """One inversion per distinct (photo, source prompt, seed): a grid's cells of one photo share it."""
-    keys = [InversionCache.key(item, size) for item, _, _ in group]
-    found = {key: inversions.get(key) for key in keys}  # the group's own: the cache may evict while filling
-    firsts = {key: image for key, (_, image, _) in reversed(list(zip(keys, group))) if found[key] is None}
-    unique = list(firsts)
-    if unique:
-        made = editor.invert_many([firsts[k] for k in unique], [k[1] for k in unique], [k[2] for k in unique], size)
-        for key, inversion in zip(unique, made):
-            found[key] = inversion
-            inversions.put(key, inversion)
-    return editor.edit_many([_job(item, found[key], mask) for (item, _, mask), key in zip(group, keys)])
+    def load(self, item: manifests.BatchItem) -> EditPlan:
+        """The row's plan: its photo and mask read, its prepared edit, its outputs."""
+        image = load_image(item.image)
+        mask = EditMask(read_mask(item.mask), item.mask) if item.mask is not None else None
+        side = item.output.with_name(f"{item.output.stem}-side-by-side{item.output.suffix}")
+        return EditPlan(
+            spec=self.spec,
+            source=Source(self.spec, item.src, image=image),
+            input=item.image,
+            seed=item.seed,
+            size=self.size,
+            cells=(item.prepared,),
+            outputs=((item.output,),),
+            mask=mask,
+            side_by_side=side if self.side_by_side else None,
+            decoder=self.decoder,
+        )
 
+    def group_key(self, item, plan: EditPlan, editor) -> tuple[int, int]:
+        return editor.processing_size(plan.source.image.size, self.size)
 
-def _job(item: BatchItem, inversion, mask):
-    from .editor import EditJob
+    def run(self, editor, group: list[tuple[manifests.BatchItem, EditPlan]]) -> list:
+        """One inversion per distinct (photo, source prompt, seed), then every row's job as one
+        UNet batch; per row (its result, its mask at the processing size)."""
+        keys = [InversionCache.key(item, self.size) for item, _ in group]
+        found = {key: self.inversions.get(key) for key in keys}  # the group's own: the cache may evict
+        firsts = {key: plan for key, (_, plan) in reversed(list(zip(keys, group))) if found[key] is None}
+        if firsts:
+            plans = list(firsts.values())
+            images, prompts = [p.source.image for p in plans], [p.source.prompt for p in plans]
+            made = editor.invert_many(images, prompts, [p.seed for p in plans], self.size)
+            for key, inversion in zip(firsts, made):
+                found[key] = inversion
+                self.inversions.put(key, inversion)
+        jobs = [plan.jobs(found[key])[0] for (_, plan), key in zip(group, keys)]
+        return list(zip(editor.edit_many(jobs), (job.mask for job in jobs)))
 
-    fitted = None if mask is None else fit_mask(mask, inversion.processed_size)
-    return EditJob.prepared(inversion, item.prepared, fitted)
-
-
-def _run_alone(
-    item: BatchItem, image, mask, report: Report, editor, summary: Summary, side: bool, size: int | None, inversions
-) -> str:
-    started = time.perf_counter()
-    try:
-        key = InversionCache.key(item, size)
-        inversion = inversions.get(key)
-        if inversion is None:
-            inversion = editor.invert(image, item.src, item.seed, size)
-            inversions.put(key, inversion)
-        result = editor.edit_many([_job(item, inversion, mask)])[0]
-    except IcdEditError as exc:
-        return record_failure(item, report, summary, str(exc), started)
-    except RuntimeError as exc:  # out of memory and other device failures: record, go on
-        if "out of memory" not in str(exc).lower():
-            raise
-        free_device_memory()
-        return record_failure(item, report, summary, f"out of memory: {first_line(exc)}", started)
-    return _finish(item, image, result, report, summary, side, time.perf_counter() - started)
-
-
-def _finish(item: BatchItem, image, result, report: Report, summary: Summary, side: bool, seconds: float) -> str:
-    try:
+    def finish(self, editor, item, plan: EditPlan, made) -> dict:
+        result, mask = made
         item.output.parent.mkdir(parents=True, exist_ok=True)
-        save_image(result.targets[0], item.output)
-        extra = {}
-        if side:
-            pair = item.output.with_name(f"{item.output.stem}-side-by-side{item.output.suffix}")
-            save_image(side_by_side([image, result.targets[0]]), pair)
-            extra["side_by_side"] = str(pair)
-    except (OSError, OutputError) as exc:  # a full disk or a vanished folder fails this item, not the batch
-        started = time.perf_counter() - seconds
-        reason = exc.message if isinstance(exc, OutputError) else f"cannot write {item.output}: {exc.strerror or exc}"
-        return record_failure(item, report, summary, reason, started)
-    summary.done.append(item.number)
-    summary.seconds.append(seconds)
-    if item.warning:
-        extra["warning"] = item.warning
-    report.record(item, "done", seconds=round(seconds, 3), words=_words(result), **extra)
-    return "done"
-
-
-def _words(result) -> list[dict]:
-    return [
-        {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)]}
-        for w in result.words
-    ]
-
-
-def record_failure(item, report: Report, summary: Summary, reason: str, started: float) -> str:
-    summary.failed[item.number] = reason
-    warning = getattr(item, "warning", None)
-    extra = {"warning": warning} if warning else {}
-    report.record(item, "failed", error=reason, seconds=round(time.perf_counter() - started, 3), **extra)
-    return "failed"
-
-
-def free_device_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        fields = write_edit(plan, [result], plan.source.image, mask)
+        fields["words"] = [
+            {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)]}
+            for w in result.words
+        ]
+        fresh = [p for p in plan.prompts if p and p not in self.warned]
+        self.warned.update(fresh)
+        warn_truncation(editor, fresh, self.reporter)  # once per prompt in the run, as `edit` warns
+        truncated = [m for m in (truncation_warning(editor.tokenizer, p) for p in plan.prompts if p) if m]
+        if truncated or item.warning:
+            fields["warning"] = "; ".join([*([item.warning] if item.warning else []), *truncated])
+        if self.decoder:
+            fields["decoder"] = self.decoder
+        return fields

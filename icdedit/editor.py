@@ -10,132 +10,37 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import wraps
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import engine, noise
+from . import engine, noise, vae_io
 from .compiling import CompileOptions, compile_limits, compile_models
+from .denoisers import OnStep, counting_steps, masked_steps, switching_prompts, telling_steps
 from .families import controls_attention
 from .graphs import GraphRunner, call_unet
 from .images import (
     PreparedImage,
     check_size,
-    from_model_output,
     plan_size,
     prepare_image,
     resize,
-    to_model_input,
 )
 from .loader import ModelBundle, load_model
-from .masks import blend_rows, composite, fit_mask, latent_mask
+from .masks import composite, fit_mask, latent_mask
 from .p2p.control import AttentionController, GroupedController, attention_control
 from .p2p.plan import ControlPlan, EditWords, build_control_plan
 from .precision import at_least_float32
-from .preparation import PreparedEdit, generated_noise_defaults, prepare_edit, resolve_settings
 from .presets import EditSettings
 from .schedule import GENERATION_GUIDANCE, GENERATION_TAU, dynamic_guidance, guidance_embedding
 from .specs import resolve_model
 from .text import PromptEmbeddings, check_prompt, encode_prompts, encode_prompts_xl
+from .values import EditJob, EditResult, Generation, Inversion
 
-OnStep = Callable[[], None]
-
-
-@dataclass(frozen=True)
-class Inversion:
-    """A photo encoded to noise by the forward model: everything needed to decode it again."""
-
-    latent: torch.Tensor  # (1, 4, h, w) float32, on the CPU
-    prompt: str
-    seed: int
-    processed_size: tuple[int, int]
-    original_size: tuple[int, int]
-    original: Image.Image | None = None  # the input photo, when inverted from one
-    # The guidance of the trajectory the noise lies on, which the source row is decoded with:
-    # none for a photo (the forward model inverts the unguided trajectory), the generation's
-    # own for generated noise, so that its source row is the generated image again.
-    source_guidance: float = 0.0
-    source_tau: float = 1.0
-
-    @property
-    def generated(self) -> bool:
-        """Noise from `Editor.generate` (with guidance): edited as generated noise by default."""
-        return self.source_guidance > 0
-
-
-@dataclass(frozen=True)
-class EditJob:
-    """One edit: an inversion, its target prompts and how to decode them."""
-
-    inversion: Inversion
-    targets: Sequence[str]
-    settings: EditSettings | None = None  # default: the model's default preset
-    source: str | None = None  # default: the inversion's prompt
-    amplify: Sequence[tuple[str, float]] | None = None
-    blend: Sequence[tuple[str, str]] | None = None
-    no_blend: bool = False
-    edit: PreparedEdit | None = None  # from preparation.prepare_edit (Editor._prepare when None)
-    control: ControlPlan | None = None  # Prompt-to-Prompt's plan, built by Editor._prepare
-    mask: torch.Tensor | None = None  # (H, W) in [0, 1] at the processing size: where it may change (masks.py)
-
-    @classmethod
-    def prepared(cls, inversion: Inversion, edit: PreparedEdit, mask: torch.Tensor | None = None) -> EditJob:
-        """A job from an edit prepared before the model was loaded (nothing is derived again)."""
-        return cls(inversion, list(edit.targets), edit.settings, edit.source, edit=edit, mask=mask)
-
-    @property
-    def words(self) -> list[EditWords]:
-        return list(self.edit.words) if self.edit is not None else []
-
-    def decodes_source(self, with_source: bool) -> bool:
-        """Whether its source row is decoded: when asked, and always under attention control,
-        which builds the targets' attention from it, or a mask, which keeps the targets to it."""
-        return with_source or self.control is not None or self.mask is not None
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One generated image, its final latent, and its start noise as an inversion: edit it like
-    a photo's (`Editor.edit(generation.noise, [...])`), with no inversion error."""
-
-    image: Image.Image
-    latent: torch.Tensor  # (1, 4, h, w) float32 final latent, on the CPU
-    noise: Inversion
-
-
-@dataclass(frozen=True)
-class EditResult:
-    targets: list[Image.Image]  # one edited image per target prompt, at the input's size
-    latents: torch.Tensor  # (1 + n, 4, h, w) final latents: source, then targets
-    words: list[EditWords]
-    source: Image.Image | None = None  # row 0 decoded (a reconstruction), when asked for
-
-
-def telling_steps(eps: engine.Denoiser, controller: AttentionController | GroupedController) -> engine.Denoiser:
-    """The denoiser, telling the attention controller which step each evaluation belongs to
-    (processors never count their own calls: docs/architecture.md)."""
-
-    def told(x: torch.Tensor, t: int, step: int) -> torch.Tensor:
-        controller.begin_step(step)
-        return eps(x, t, step)
-
-    return told
-
-
-def counting_steps(eps: engine.Denoiser, on_step: OnStep | None) -> engine.Denoiser:
-    """The denoiser, calling `on_step` after each evaluation (progress bars)."""
-    if on_step is None:
-        return eps
-
-    def counted(x: torch.Tensor, t: int, step: int) -> torch.Tensor:
-        out = eps(x, t, step)
-        on_step()
-        return out
-
-    return counted
+__all__ = ["EditJob", "EditResult", "Editor", "Generation", "Inversion", "counting_steps", "telling_steps"]
 
 
 def _runs_networks(method):
@@ -161,10 +66,11 @@ class Editor:
     `preview_decoder` (`preview.load_preview_decoder`) decodes every image in place of the
     VAE's decoder: much faster, approximate (TAESD)."""
 
+    PROMPT_CACHE_SIZE = 64  # prompt embeddings kept: a batch's prompts repeat (sources, grid cells)
+
     def __init__(
         self,
         bundle: ModelBundle,
-        prompt_cache_size: int = 64,
         cuda_graphs: bool = False,
         compile: bool | CompileOptions = False,
         preview_decoder: torch.nn.Module | None = None,
@@ -172,7 +78,6 @@ class Editor:
         self.bundle = bundle
         self.preview_decoder = preview_decoder
         self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._prompt_cache_size = prompt_cache_size
         self._graphs = (
             GraphRunner(bundle.unet, bundle.device, bundle.dtype, bundle.attention_fn) if cuda_graphs else None
         )
@@ -222,7 +127,7 @@ class Editor:
                 self._prompt_cache[prompt] = embedding
         for prompt in prompts:
             self._prompt_cache.move_to_end(prompt)
-        while len(self._prompt_cache) > self._prompt_cache_size:
+        while len(self._prompt_cache) > self.PROMPT_CACHE_SIZE:
             self._prompt_cache.popitem(last=False)
         return PromptEmbeddings.cat([self._prompt_cache[p] for p in prompts])
 
@@ -233,25 +138,11 @@ class Editor:
             return encode_prompts_xl((bundle.tokenizer, bundle.tokenizer_2), encoders, prompts, self.device)
         return PromptEmbeddings(encode_prompts(bundle.tokenizer, bundle.text_encoder, prompts, self.device))
 
-    def _vae_for(self, height: int, width: int):
-        """The VAE, tiled for images over twice the model's resolution (memory grows with the
-        square of the side; tiles blend at their seams, so smaller images stay untiled)."""
-        vae = self.bundle.vae
-        if hasattr(vae, "enable_tiling"):
-            if max(height, width) > 2 * self.spec.resolution:
-                vae.enable_tiling()
-            else:
-                vae.disable_tiling()
-        return vae
-
     @_runs_networks
     @torch.no_grad()
     def encode_posterior(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB image -> the VAE posterior's (mean, std), unscaled, in the latent dtype."""
-        vae = self._vae_for(image.height, image.width)
-        pixels = to_model_input(image, self.latent_dtype).to(self.device, vae.dtype)
-        posterior = vae.encode(pixels).latent_dist
-        return posterior.mean.to(self.latent_dtype), posterior.std.to(self.latent_dtype)
+        return vae_io.encode_posterior(self.bundle, image, self.latent_dtype)
 
     def start_latent(self, image: Image.Image, seed: int) -> torch.Tensor:
         """z0, where inversion starts: the posterior mean (SD1.5 as released) or a sample of the
@@ -266,10 +157,7 @@ class Editor:
     @_runs_networks
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor) -> list[Image.Image]:
-        if self.preview_decoder is not None:  # TAESD reads the UNet's latents as they are (preview.py)
-            return from_model_output(self.preview_decoder(z.to(self.device, self.bundle.dtype)))
-        vae = self._vae_for(z.shape[2] * self._vae_scale, z.shape[3] * self._vae_scale)
-        return from_model_output(vae.decode((z / self.bundle.vae_scaling_factor).to(vae.dtype)).sample)
+        return vae_io.decode_latents(self.bundle, z, self.preview_decoder)
 
     def denoiser(
         self,
@@ -312,12 +200,8 @@ class Editor:
         """SDXL's micro-conditioning: original size, crop corner, target size, in pixels. The
         photo is processed whole at its processing size, so that size is both original and
         target and the crop is (0, 0), as the official code passes at 1024 x 1024."""
-        height, width = x.shape[2] * self._vae_scale, x.shape[3] * self._vae_scale
+        height, width = x.shape[2] * vae_io.vae_scale(self.bundle), x.shape[3] * vae_io.vae_scale(self.bundle)
         return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).expand(x.shape[0], -1)
-
-    @property
-    def _vae_scale(self) -> int:
-        return 2 ** (len(self.bundle.vae.config.block_out_channels) - 1)
 
     def processing_size(self, image_size: tuple[int, int], size: int | None = None) -> tuple[int, int]:
         """(width, height) a photo of `image_size` is processed at: the long side (SD1.5) or the
@@ -368,7 +252,7 @@ class Editor:
         z0 = torch.cat([self.start_latent(p.processed, seed) for p, seed in zip(prepared, seeds)])
         z_T = self.invert_latents(z0, prompts, seeds, on_step).cpu()
         return [
-            Inversion(z_T[i : i + 1], prompt, seed, p.processed_size, p.original_size, image)
+            Inversion(z_T[i : i + 1], prompt, seed, p.processed_size, p.original_size)
             for i, (p, image, prompt, seed) in enumerate(zip(prepared, images, prompts, seeds))
         ]
 
@@ -426,7 +310,8 @@ class Editor:
             check_prompt(prompt)
         width, height = size or (self.spec.resolution, self.spec.resolution)
         check_size(width, "--width"), check_size(height, "--height")
-        shape = (1, self.bundle.unet.config.in_channels, height // self._vae_scale, width // self._vae_scale)
+        scale = vae_io.vae_scale(self.bundle)
+        shape = (1, self.bundle.unet.config.in_channels, height // scale, width // scale)
         z_T = torch.cat([noise.generation_noise(shape, seed) for seed in seeds]).to(self.latent_dtype)
         z = self.decode_prompts(z_T, prompts, guidance, tau, on_step)
         images = self.decode_latents(z)
@@ -533,22 +418,11 @@ class Editor:
         """Prepare the job as the CLI does (preparation.prepare_edit), unless it was prepared
         already, and build its control plan when its method controls attention (no model needed)."""
         edit = job.edit
-        if edit is None:
-            settings = job.settings
-            if settings is None:  # as the CLI: generated noise is edited under its own guidance
-                inv = job.inversion
-                defaults = (
-                    generated_noise_defaults(self.spec, inv.source_guidance, inv.source_tau) if inv.generated else {}
-                )
-                settings = resolve_settings(self.spec, None, defaults)
-            edit = prepare_edit(
-                self.spec,
-                job.source or job.inversion.prompt,
-                job.targets,
-                settings,
-                amplify=job.amplify,
-                blend=job.blend,
-                no_blend=job.no_blend,
+        if edit is None:  # the library's own call: prepared as `edit` prepares one (plans.py)
+            from .plans import library_edit  # the planning layer sits above the Editor
+
+            edit = library_edit(
+                self.spec, job.inversion, job.targets, job.settings, job.source, job.amplify, job.blend, job.no_blend
             )
         job = replace(job, edit=edit, settings=edit.settings, source=edit.source, targets=list(edit.targets))
         if not controls_attention(edit.method):
@@ -610,16 +484,13 @@ class Editor:
         conditioning: PromptEmbeddings | Callable[[int], PromptEmbeddings] = own
         if any(early != prompt for prompt, early, *_ in rows):
             early = self.prompt_embeddings([early for _, early, *_ in rows])
-
-            def conditioning(t: int) -> PromptEmbeddings:
-                switched = torch.tensor([t > tau * 1000 for _, _, tau, _ in rows], device=own.tokens.device)
-                return PromptEmbeddings(torch.where(switched[:, None, None], early.tokens, own.tokens), own.pooled)
-
+            conditioning = switching_prompts(own, early, [tau for _, _, tau, _ in rows])
         controller = self._controller([job.control for job in jobs], tuple(jobs[0].inversion.latent.shape[2:]))
         eps = self.denoiser(conditioning, lambda t: [w_of(t) for *_, w_of in rows], controller=controller)
         per_job = [len(job.targets) + job.decodes_source(with_source) for job in jobs]
         z_T = torch.cat([j.inversion.latent.to(self.device).expand(n, -1, -1, -1) for j, n in zip(jobs, per_job)])
-        after_step = self._after_step(jobs, per_job, controller, tuple(z_T.shape[2:]))
+        masks = [None if job.mask is None else latent_mask(job.mask, tuple(z_T.shape[2:])) for job in jobs]
+        after_step = masked_steps(per_job, masks, controller)
         plan, schedule = self.bundle.plan, self.bundle.schedule
         with self.bundle.adapters.use("reverse"):
             if controller is None:
@@ -629,28 +500,6 @@ class Editor:
                 with attention_control(self.bundle.unet, controller):
                     z = engine.decode(eps, z_T, plan, schedule, after_step=after_step)
         return list(torch.split(z, per_job))
-
-    @staticmethod
-    def _after_step(jobs, per_job, controller, latent_size):
-        """After every reverse step: local blend (the controller's), then each job's mask, which
-        keeps its targets to its source row outside the mask (so a mask bounds the blend)."""
-        starts = [sum(per_job[:i]) for i in range(len(jobs))]
-        masked = [
-            (start, n, latent_mask(j.mask, latent_size))
-            for j, start, n in zip(jobs, starts, per_job)
-            if j.mask is not None
-        ]
-        if not masked:
-            return controller.after_step if controller is not None else None
-
-        def after_step(step: int, z: torch.Tensor) -> torch.Tensor:
-            if controller is not None:
-                z = controller.after_step(step, z)
-            for start, n, mask in masked:
-                z = blend_rows(z, start, n, mask)
-            return z
-
-        return after_step
 
     def _controller(
         self, plans: list[ControlPlan | None], latent_size: tuple[int, int]

@@ -6,23 +6,22 @@ and in the report, and any one image can be made again alone. `--save-noise` wri
 noise as `icdedit invert` writes an inversion, so `icdedit edit noise.safetensors --tgt ...`
 edits the generated image from its own noise (no inversion error).
 
-A prompt file runs like `batch`: one model load, `results.jsonl` rewritten after each item
-and resumed from, failures recorded, shards, exit codes 0 / 1 / 2.
+A prompt file runs like `batch`, through the same runner (`runner.py`): one model load,
+`results.jsonl` appended after each item and resumed from, failures recorded, shards, exit
+codes 0 / 1 / 2. This module supplies only the per-group work and the per-item record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .batch import Report, Summary, free_device_memory, record_failure
 from .editor import Editor, Generation
-from .errors import IcdEditError, OutputError, UsageError, first_line
-from .files import check_output, distinct_paths, make_folder, remove_stale_temp_files, slug
+from .errors import IcdEditError, OutputError, UsageError
+from .files import check_output, distinct_paths, slug
 from .images import check_size, image_format, save_image
 from .latents import save_latent
 from .manifests import (
@@ -36,13 +35,13 @@ from .manifests import (
 )
 from .naming import default_output
 from .presets import SEED_MAX, check_number, check_seed
-from .preview import decoder_for
 from .reporting import Reporter
+from .run_context import RunOptions, load_editor, warn_truncation
+from .runner import Summary, run_many
 from .schedule import GENERATION_GUIDANCE, GENERATION_TAU
 from .sources import latent_metadata
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt, truncation_warning
-from .workflow import device_for_shard, load_editor, warn_truncation
 
 PROMPT_COLUMNS = ("caption", "prompt")  # the official prompt lists' column, and the plain name
 FILE_HINT = "a .txt file with one prompt a line, or a .csv/.tsv/.jsonl with a caption or prompt column"
@@ -79,16 +78,16 @@ class GenerationSettings:
         return {"icdedit": json.dumps(made)}
 
 
-def resolve_settings(
+def generation_settings(
     spec: ModelSpec,
     guidance: float | None,
     tau: float | None,
     width: int | None,
     height: int | None,
     reporter: Reporter,
-    dtype: str = "auto",
-    preview: bool = False,
+    run: RunOptions,
 ) -> GenerationSettings:
+    """Every image's settings: the official generation defaults under the flags given."""
     guidance = GENERATION_GUIDANCE if guidance is None else check_number("guidance", guidance, "--guidance")
     tau = GENERATION_TAU if tau is None else check_number("tau", tau, "--tau")
     width = check_size(width, "--width") or spec.resolution
@@ -99,10 +98,8 @@ def resolve_settings(
             f"note: {spec.name} was trained at about {spec.resolution}x{spec.resolution} pixels; "
             f"{width}x{height} is far from that and may come out worse"
         )
-    decoder = decoder_for(spec.family) if preview else None
-    if decoder is not None:
-        decoder.require()  # before anything is run
-    return GenerationSettings(spec.name, width, height, guidance, tau, dtype, decoder and decoder.label)
+    decoder = run.decoder_label(spec)  # a missing preview decoder fails before anything is run
+    return GenerationSettings(spec.name, width, height, guidance, tau, run.dtype, decoder)
 
 
 def _check_counts(num: int, batch_size: int, seed: int) -> None:
@@ -148,23 +145,11 @@ class GenerationRun:
     width: int | None = None  # default: the model's resolution
     height: int | None = None
     batch_size: int = 1
-    device: str = "auto"
-    dtype: str = "auto"
-    attention: str = "auto"
     overwrite: bool = False
-    cuda_graphs: bool = False
-    compile: bool = False
-    preview: bool = False  # decode with the fast, approximate preview decoder (preview.py)
+    run: RunOptions = field(default_factory=RunOptions)
 
     def settings(self, spec: ModelSpec, reporter: Reporter) -> GenerationSettings:
-        return resolve_settings(
-            spec, self.guidance, self.tau, self.width, self.height, reporter, self.dtype, self.preview
-        )
-
-    def load_editor(self, spec: ModelSpec, device: str, reporter: Reporter) -> Editor:
-        """The editor this run asks for, on `device` (a shard's own GPU under torchrun)."""
-        options = dict(cuda_graphs=self.cuda_graphs, compile=self.compile, attention=self.attention)
-        return load_editor(spec, device, self.dtype, reporter, **options, preview=self.preview)
+        return generation_settings(spec, self.guidance, self.tau, self.width, self.height, reporter, self.run)
 
 
 @dataclass(frozen=True)
@@ -216,7 +201,7 @@ def run_generate(request: GenerateRequest, reporter: Reporter | None = None) -> 
     spec = resolve_model(request.model)
     settings = request.settings(spec, reporter)
     images, noises = _outputs(request)
-    editor = request.load_editor(spec, request.device, reporter)
+    editor = load_editor(spec, request.run, reporter)
     warn_truncation(editor, [request.prompt], reporter)
     step = reporter.stage("generating", spec.plan().num_reverse_steps * len(_chunks(seeds, request.batch_size)))
     made = generate_in_batches(editor, [request.prompt] * len(seeds), seeds, settings, request.batch_size, step)
@@ -347,88 +332,46 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
     spec = resolve_model(request.model)
     settings = request.settings(spec, reporter)
     items = take_shard(build_items(rows, request, settings), shard)
-    make_folder(request.out, "--out")
-    remove_stale_temp_files(request.out)
-    name = "results.jsonl" if shard is None else f"results-shard-{shard[0]}-of-{shard[1]}.jsonl"
-    report = Report(request.out / name)
-    editors: list[Editor] = []
-
-    def get_editor() -> Editor:  # loaded on first need: a run with nothing to do loads nothing
-        if not editors:
-            editors.append(request.load_editor(spec, device_for_shard(request.device, shard), reporter))
-        return editors[0]
-
-    advance = reporter.stage("generating", len(items))
-
-    def on_item(item: GenerationItem, outcome: str) -> None:
-        advance()
-        if outcome == "failed":
-            reporter.note(f"item {item.number} failed: {report.records[item.number]['error']}")
-
-    summary = run_items(items, report, get_editor, request.batch_size, request.overwrite, on_item)
-    truncated = sum(1 for n in summary.done if report.records[n].get("warning"))
-    if truncated:
+    options = request.run.for_shard(shard)
+    work = GenerationWork()
+    summary, path = run_many(
+        items,
+        work,
+        out=request.out,
+        shard=shard,
+        get_editor=lambda: load_editor(spec, options, reporter),
+        reporter=reporter,
+        label="generating",
+        batch_size=request.batch_size,
+        overwrite=request.overwrite,
+    )
+    if work.truncated:
         reporter.note(
-            f"warning: {truncated} prompt(s) were longer than the text encoder takes and were truncated "
-            f"(each is noted in {report.path.name})"
+            f"warning: {work.truncated} prompt(s) were longer than the text encoder takes and were truncated "
+            f"(each is noted in {path.name})"
         )
-    return summary, report.path
+    return summary, path
 
 
-def run_items(items, report: Report, get_editor, batch_size: int, overwrite: bool, on_item) -> Summary:
-    """Generate every item not already done, `batch_size` per UNet batch; record each outcome as
-    soon as it is known. A batch that fails for memory is retried one by one."""
-    summary = Summary()
-    todo = []
-    for item in items:
-        if not overwrite and report.is_done(item):
-            summary.skipped.append(item.number)
-            on_item(item, "skipped")
-        elif item.problem is not None:
-            on_item(item, record_failure(item, report, summary, item.problem, time.perf_counter()))
-        else:
-            todo.append(item)
-    try:
-        for group in _chunks(todo, batch_size):
-            for item, outcome in _run_group(group, report, get_editor(), summary):
-                on_item(item, outcome)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        report.compact(keep={item.number for item in items})
-    return summary
+class GenerationWork:
+    """generate --prompts' part of a run (runner.Work): items of one run share their settings."""
 
+    def __init__(self):
+        self.truncated = 0  # items whose prompt the text encoder cut short, in this run
 
-def _run_group(group: list[GenerationItem], report: Report, editor: Editor, summary: Summary):
-    started = time.perf_counter()
-    settings = group[0].settings
-    try:
-        made = generate_in_batches(editor, [i.prompt for i in group], [i.seed for i in group], settings, len(group))
-    except (IcdEditError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
-            raise
-        free_device_memory()
-        if len(group) > 1:
-            return [pair for item in group for pair in _run_group([item], report, editor, summary)]
-        reason = str(exc) if isinstance(exc, IcdEditError) else f"out of memory: {first_line(exc)}"
-        return [(group[0], record_failure(group[0], report, summary, reason, started))]
-    seconds = (time.perf_counter() - started) / len(group)
-    return [
-        (item, _finish(item, generation, report, summary, seconds, truncation_warning(editor.tokenizer, item.prompt)))
-        for item, generation in zip(group, made)
-    ]
+    def load(self, item: GenerationItem) -> None:
+        return None
 
+    def group_key(self, item: GenerationItem, loaded, editor) -> str:
+        return "all"
 
-def _finish(
-    item: GenerationItem, generation: Generation, report: Report, summary: Summary, seconds: float, warning: str | None
-) -> str:
-    try:
+    def run(self, editor: Editor, group: list[tuple[GenerationItem, None]]) -> list[Generation]:
+        items = [item for item, _ in group]
+        prompts, seeds = [i.prompt for i in items], [i.seed for i in items]
+        return generate_in_batches(editor, prompts, seeds, items[0].settings, len(items))
+
+    def finish(self, editor: Editor, item: GenerationItem, loaded, generation: Generation) -> dict:
         save_image(generation.image, item.output, item.settings.image_text(item.prompt, item.seed))
-    except (OSError, OutputError) as exc:
-        reason = exc.message if isinstance(exc, OutputError) else f"cannot write {item.output}: {exc.strerror or exc}"
-        return record_failure(item, report, summary, reason, time.perf_counter() - seconds)
-    summary.done.append(item.number)
-    summary.seconds.append(seconds)
-    extra = {"warning": warning} if warning else {}
-    report.record(item, "done", seconds=round(seconds, 3), **extra)
-    return "done"
+        warning = truncation_warning(editor.tokenizer, item.prompt)
+        self.truncated += bool(warning)
+        return {"warning": warning} if warning else {}

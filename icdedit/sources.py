@@ -1,7 +1,7 @@
 """Reading what an edit starts from: a photo, or a latent file written by `icdedit invert`.
 
 Everything here runs before a model is loaded (a latent file also names the model that made
-it), except `invert_source`, which inverts a photo with the loaded Editor.
+it); `plans.invert_source` inverts a photo with the loaded Editor.
 """
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .editor import Editor, Inversion
 from .errors import InputError, UsageError
 from .images import load_image
 from .latents import LatentFile, check_same_model, is_latent_file, load_latent, size_text
 from .presets import check_number
-from .reporting import Reporter
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt
+from .values import Inversion
 
 GENERATED = "generate"  # metadata `origin` of noise written by `icdedit generate --save-noise`
 
@@ -97,7 +96,6 @@ class Source:
     prompt: str
     image: object | None = None
     latent: LatentFile | None = None
-    notes: list[str] = field(default_factory=list)
     generated: dict[str, float] = field(default_factory=dict)  # generated noise: its guidance and tau
 
 
@@ -112,11 +110,3 @@ def read_source(path: Path, prompt: str | None, model: str | None, what: str) ->
     if prompt is None:
         raise InputError(f"a prompt describing {path.name} is needed", f"pass --{what} 'a photo of ...'")
     return Source(resolve_model(model), check_prompt(prompt, what), image=image)
-
-
-def invert_source(editor: Editor, source: Source, seed: int, size: int | None, reporter: Reporter) -> Inversion:
-    """The inversion of a photo, or the one a latent file holds (no model evaluation then)."""
-    if source.latent is not None:
-        return inversion_from_latent(source.latent, source.prompt, source.generated)
-    step = reporter.stage("inverting", source.spec.plan().num_forward_steps)
-    return editor.invert(source.image, source.prompt, seed, size, on_step=step)

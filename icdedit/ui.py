@@ -15,24 +15,25 @@ import shlex
 import tempfile
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .editor import EditJob, Editor, Inversion
+from .editor import Editor
 from .errors import IcdEditError, InputError, first_line
 from .families import controls_attention
 from .images import load_image, save_image
 from .latents import save_latent
-from .masks import fit_mask, read_mask
-from .preparation import explicit, prepare_edit, resolve_settings
+from .plans import EditRequest, plan_edit, run_plan
+from .preparation import resolve_settings
 from .presets import builtin_presets, check_seed
-from .sources import latent_metadata
+from .run_context import RunOptions
+from .sources import Source, latent_metadata
+from .values import Inversion
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-ATTENTION_SLIDERS = ("cross_replace", "self_replace", "amplify")  # Prompt-to-Prompt's, hidden otherwise
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,6 @@ class PageResult:
     image_file: Path  # the first edit, for the download button
     latent_file: Path  # the photo's inversion (`icdedit invert -o` format), reusable
     inverted: bool  # False when the cached inversion was reused
-    notes: list[str] = field(default_factory=list)
 
 
 def _digest(image: Image.Image) -> str:
@@ -76,11 +76,11 @@ class UiSession:
         folder: Path | None = None,
         cache_size: int = 8,
         model: str | None = None,
-        run_options: dict[str, str] | None = None,
+        run: RunOptions | None = None,
     ):
         self.editor = editor
         self.model = model  # as given to --model, for the command line it shows
-        self.run_options = run_options or {}  # --device / --dtype / --attention as the server runs
+        self.run = run or RunOptions(preview=editor.preview_decoder is not None)  # as the server runs
         self._lock = threading.Lock()  # one edit at a time on the one model, whatever the page queues
         self.folder = Path(folder or tempfile.mkdtemp(prefix="icdedit-ui-"))
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -111,44 +111,48 @@ class UiSession:
             self._cache.popitem(last=False)
         return inversion, True
 
-    def _values(self, page: PageEdit, method: str) -> dict:
-        values = {"guidance": page.guidance, "tau": page.tau}
-        if controls_attention(method):
-            values.update(cross_replace=page.cross_replace, self_replace=page.self_replace)
-        return values
-
     def edit(self, page: PageEdit) -> PageResult:
         with self._lock:
             return self._edit(page)
 
     def _edit(self, page: PageEdit) -> PageResult:
+        """The page's edit as a plan of `icdedit edit` (plans.py), run on the cached inversion."""
         check_seed(page.seed, "seed")
         targets = [t.strip() for t in page.targets if t.strip()]
         if not targets:
             raise InputError("give a target prompt", "what should the photo show instead?")
-        photo_file = self._photo_file(page.photo)
-        method = resolve_settings(self.spec, page.preset).method
-        values = self._values(page, method)
-        settings = resolve_settings(self.spec, page.preset, values)
-        words = None
-        if controls_attention(settings.method) and page.amplify is not None:
-            derived = prepare_edit(self.spec, page.src, targets, settings).words
-            words = [(w, float(page.amplify)) for w in dict.fromkeys(w for e in derived for w, _ in e.amplify)]
-        prepared = prepare_edit(self.spec, page.src, targets, settings, amplify=words, given=explicit(values))
-        mask_file = self._mask_file(page.mask)
-        inversion, inverted = self.inversion(photo_file, page.src, page.seed)
-        mask = None
-        if mask_file is not None:
-            mask = fit_mask(read_mask(mask_file), inversion.processed_size)
-        result = self.editor.edit_many([EditJob.prepared(inversion, prepared, mask)])[0]
-        image_file = self.folder / f"edit-{_digest(result.targets[0])}.png"
-        save_image(result.targets[0], image_file)
-        prompt_digest = hashlib.sha256(page.src.encode()).hexdigest()[:8]
+        photo_file, mask_file = self._photo_file(page.photo), self._mask_file(page.mask)
+        request = self._request(page, targets, photo_file, mask_file)
+        plan = plan_edit(request, Source(self.spec, page.src, image=load_image(photo_file)))
+        inversion, inverted = self.inversion(photo_file, plan.source.prompt, page.seed)
+        run_plan(self.editor, plan, inversion=inversion)
+        image_file = plan.outputs[0][0]
+        images = [load_image(path) for path in plan.outputs[0]]
+        prompt_digest = hashlib.sha256(plan.source.prompt.encode()).hexdigest()[:8]
         latent_file = self.folder / f"{photo_file.stem}-{prompt_digest}-seed{page.seed}.safetensors"
         if inverted or not latent_file.is_file():
             save_latent(latent_file, inversion.latent, latent_metadata(self.spec, inversion, photo_file))
-        command = self.command(page, photo_file, targets, values, words, mask_file)
-        return PageResult(result.targets, load_image(photo_file), command, image_file, latent_file, inverted)
+        command = self.command(request, plan.given)
+        return PageResult(images, load_image(photo_file), command, image_file, latent_file, inverted)
+
+    def _request(self, page: PageEdit, targets: list[str], photo_file: Path, mask_file: Path | None) -> EditRequest:
+        """The page as an `edit` request: its sliders are applied where the edit method reads them."""
+        values = {"guidance": page.guidance, "tau": page.tau, "cross_replace": page.cross_replace}
+        values.update(self_replace=page.self_replace, amplify=page.amplify)
+        made = (photo_file.name, page.src, targets, page.preset, values, page.seed, mask_file and mask_file.name)
+        name = hashlib.sha256(repr(made).encode()).hexdigest()[:16]
+        return EditRequest(
+            photo_file,
+            targets,
+            page.src,
+            preset=page.preset,
+            seed=page.seed,
+            sliders=values,
+            output=self.folder / f"edit-{name}.png",
+            overwrite=True,  # the page's own folder: the same name is the same edit
+            mask=mask_file,
+            run=self.run,
+        )
 
     def _mask_file(self, mask: Image.Image | None) -> Path | None:
         if mask is None:
@@ -161,28 +165,22 @@ class UiSession:
             save_image(grey, path)
         return path
 
-    def command(self, page, photo_file, targets, values, words, mask_file) -> str:
-        """The CLI command for this edit (the same settings, files and seed)."""
-        parts = ["icdedit", "edit", str(photo_file), "-s", page.src]
-        for target in targets:
+    def command(self, request: EditRequest, given: dict) -> str:
+        """The CLI command for this edit (the same files, settings and seed)."""
+        parts = ["icdedit", "edit", str(request.source), "-s", request.src]
+        for target in request.targets:
             parts += ["-t", target]
         if self.model:
             parts += ["-m", self.model]
-        if page.preset:
-            parts += ["--preset", page.preset]
-        for name, value in values.items():
-            if value is not None:
-                parts += [f"--{name.replace('_', '-')}", f"{value:g}"]
-        for word, factor in words or []:
-            parts += ["--amplify", f"{word}={factor:g}"]
-        if mask_file is not None:
-            parts += ["--mask", str(mask_file)]
-        parts += ["--seed", str(page.seed)]
-        if self.editor.preview_decoder is not None:  # the server decodes with the preview decoder
-            parts.append("--preview")
-        for option, value in self.run_options.items():
-            if value and value != "auto":
-                parts += [f"--{option}", value]
+        if request.preset:
+            parts += ["--preset", request.preset]
+        for name, value in given.items():  # amplify: the derived words' factor, as `--amplify 3` means
+            parts += [f"--{name.replace('_', '-')}", f"{value:g}"]
+        if request.mask is not None:
+            parts += ["--mask", str(request.mask)]
+        parts += ["--seed", str(request.seed)]
+        for flag, value in self.run.flags().items():
+            parts += [f"--{flag}"] if value is True else [f"--{flag}", str(value)]
         return shlex.join(parts)
 
 

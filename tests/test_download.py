@@ -314,6 +314,7 @@ def test_models_command_shows_present_partial_and_absent(home):
 def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec):
     """On a terminal, `edit` asks before fetching missing weights; yes -> download, then edit."""
     from icdedit.reporting import Reporter
+    from icdedit.run_context import RunOptions
     from icdedit.workflow import EditRequest, run_edit
 
     from .conftest import make_photo
@@ -332,8 +333,8 @@ def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec
         targets=["a photo of a dog"],
         src="a photo of a cat",
         model=str(path),
-        device="cpu",
         output=tmp_path / "out.png",
+        run=RunOptions(device="cpu"),
     )
     questions = []
     with pytest.raises(Exception, match="not found"):  # declined: nothing is fetched

@@ -104,10 +104,10 @@ def test_generate_preview_records_the_decoder_and_a_preview_run_is_not_resumed_a
 
 
 def test_a_missing_preview_decoder_is_one_clear_error_before_loading(tmp_path, monkeypatch, tiny_model, photo_path):
-    from icdedit import workflow
+    from icdedit import run_context
 
     monkeypatch.setenv("ICDEDIT_HOME", str(tmp_path / "empty"))
-    monkeypatch.setattr(workflow, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(run_context, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     for command in (["edit", photo_path, "--src", SOURCE, "--tgt", TARGET], ["generate", SOURCE]):
         result = run(*command, "-m", tiny_model, "--preview")
         assert_clean_error(result, "preview decoder 'taesd'", "icdedit download taesd")

@@ -1,20 +1,32 @@
-"""The `icdedit` command line: thin commands over `icdedit.workflow` and the Editor.
+"""The `icdedit` command line: thin commands over the library (`workflow`, `batch`, `generation`,
+`evaluation`, `ui`, `catalog`).
 
-`app.py` holds what every command shares (root options, errors, progress, output), `options.py`
-the shared option aliases, `edit_commands.py`, `generate_commands.py` and `catalog_commands.py` the commands.
+`app.py` holds what every command shares (root options, the one error mapping, progress, the
+output sink), `options.py` the shared option aliases (the run flags of every model-running
+command among them), the `*_commands.py` modules the commands, registered here, in one place.
 
 Results (paths, figures, `--json`) go to stdout; logs, progress and hints to stderr. Errors
 the user can fix are one line and exit code 1; usage errors exit 2; a traceback only with
 `--debug` (or ICDEDIT_DEBUG=1).
 """
 
-# Importing the command modules registers their commands, editing first: `icdedit --help` lists
-# them in this order.
-from . import edit_commands  # noqa: F401, I001
-from . import generate_commands  # noqa: F401
-from . import eval_commands  # noqa: F401
-from . import ui_commands  # noqa: F401
-from . import catalog_commands  # noqa: F401
+from . import batch_commands, catalog_commands, edit_commands, eval_commands, generate_commands, ui_commands
 from .app import app, main
 
-__all__ = ["app", "main"]
+# Every command, in the order `icdedit --help` lists them.
+COMMANDS = (
+    edit_commands.invert,
+    edit_commands.reconstruct,
+    edit_commands.edit,
+    batch_commands.batch,
+    generate_commands.generate,
+    eval_commands.eval_,
+    ui_commands.ui,
+    catalog_commands.models,
+    catalog_commands.download,
+    catalog_commands.presets,
+)
+for _command in COMMANDS:
+    app.command(**_command.command_options)(_command)
+
+__all__ = ["COMMANDS", "app", "main"]

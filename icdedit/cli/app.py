@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -23,6 +22,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
+from typer.core import TyperGroup
 
 from .. import __version__, reporting
 from ..errors import IcdEditError
@@ -30,7 +31,37 @@ from ..errors import IcdEditError
 stdout = Console(soft_wrap=True, highlight=False)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
+
+class CommandGroup(TyperGroup):
+    """Every command's known errors mapped once, here: an IcdEditError is one line on stderr and
+    its exit code (1; usage errors 2), Ctrl-C exit 130; a traceback only with --debug. Unknown
+    exceptions are bugs and show as they are."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except IcdEditError as exc:
+            if _options(ctx)["debug"]:
+                raise
+            _print_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            stderr.print("interrupted: nothing was written", markup=False)
+            raise typer.Exit(130) from None
+
+
+def _print_error(exc: IcdEditError) -> None:
+    problems = getattr(exc, "problems", None)
+    if problems:  # a batch manifest: every bad row at once, one per line
+        stderr.print(f"error: {len(problems)} problem(s) in the batch input; nothing was run", markup=False)
+        for problem in problems:
+            stderr.print(f"  {problem}", markup=False)
+    else:
+        stderr.print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), markup=False)
+
+
 app = typer.Typer(
+    cls=CommandGroup,
     name="icdedit",
     help=(
         "Edit real photos from text in about 7 network evaluations with Invertible Consistency "
@@ -86,29 +117,15 @@ def _options(ctx: typer.Context | None) -> dict:
     return (root.obj if root is not None and isinstance(root.obj, dict) else None) or {"debug": False, "quiet": False}
 
 
-def handles_errors(command):
-    """Turn IcdEditError into one line on stderr and exit code 1 (tracebacks with --debug)."""
+def command(**options):
+    """What a command is registered with (help, name, ...): kept on the function; `cli/__init__.py`
+    registers every command in one place."""
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except IcdEditError as exc:
-            if _options(kwargs.get("ctx"))["debug"]:
-                raise
-            problems = getattr(exc, "problems", None)
-            if problems:  # a batch manifest: every bad row at once, one per line
-                stderr.print(f"error: {len(problems)} problem(s) in the batch input; nothing was run", markup=False)
-                for problem in problems:
-                    stderr.print(f"  {problem}", markup=False)
-            else:
-                stderr.print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), markup=False)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            stderr.print("interrupted: nothing was written", markup=False)
-            raise typer.Exit(130) from None
+    def describe(function):
+        function.command_options = options
+        return function
 
-    return wrapper
+    return describe
 
 
 def reporter(ctx: typer.Context, progress, interactive: bool = True) -> reporting.Reporter:
@@ -146,12 +163,30 @@ def progress_bar(ctx: typer.Context, enabled: bool, items: bool = False):
         yield progress
 
 
+# -- the output sink: results on stdout, as lines or as one JSON object --------------------------
 def emit(result: dict, as_json: bool, lines: list[str]) -> None:
     if as_json:
         stdout.print(json.dumps(result, default=str), markup=False, soft_wrap=True)
     else:
         for line in lines:
             stdout.print(line, markup=False)
+
+
+def emit_summary(command: str, summary, report, as_json: bool) -> None:
+    """A run over many items: a table (or --json), each failure, the report; its exit code."""
+    result = {"command": command, "report": str(report), **summary.as_dict()}
+    if as_json:
+        emit(result, True, [])
+    else:
+        table = Table("done", "skipped", "failed", "seconds per item", box=None)
+        per_item = result["seconds_per_item"]
+        counts = (len(summary.done), len(summary.skipped), len(summary.failed))
+        table.add_row(*map(str, counts), "-" if per_item is None else f"{per_item:.2f}")
+        stdout.print(table)
+        emit(result, False, [f"failed: item {n}: {reason}" for n, reason in summary.failed.items()])
+        emit(result, False, [f"report: {report}"])
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
 
 
 def main() -> None:

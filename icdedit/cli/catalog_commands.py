@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .. import catalog
 from ..errors import UsageError
-from .app import app, emit, handles_errors, progress_bar, reporter, stdout
+from .app import command, emit, progress_bar, reporter, stdout
 from .options import JsonOpt
 
 
@@ -20,8 +20,7 @@ def _size(n: int | None) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-@app.command(help="Show the known models and which of their parts are on disk.\n\nExample:\n\n  icdedit models")
-@handles_errors
+@command(help="Show the known models and which of their parts are on disk.\n\nExample:\n\n  icdedit models")
 def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     report = catalog.models_report()
     if as_json:
@@ -59,7 +58,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         stdout.print(f"  {entry['model']} ({entry['family']}): {state}", markup=False)
 
 
-@app.command(
+@command(
     help=(
         "Download what a model is missing: the base pipeline from the Hugging Face hub (only the files "
         "icdedit reads) and the iCD teacher and LoRAs from the official release; or an evaluation model "
@@ -68,7 +67,6 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     ),
     no_args_is_help=True,
 )
-@handles_errors
 def download(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="A name from `icdedit models`, or a model .yaml file.")],
@@ -82,8 +80,7 @@ def download(
     emit(result, as_json, [*result["placed"], *([result["base"]] if result.get("base") else [])] or ["nothing to do"])
 
 
-@app.command(help="List the edit presets and their values.\n\nExample:\n\n  icdedit presets")
-@handles_errors
+@command(help="List the edit presets and their values.\n\nExample:\n\n  icdedit presets")
 def presets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from ..presets import builtin_presets, load_preset
 

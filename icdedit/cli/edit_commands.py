@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from .. import workflow
-from ..errors import SettingsError, UsageError
+from ..errors import UsageError
 from ..grid import GRID_KEYS
-from ..p2p.plan import parse_amplify_item
-from .app import app, emit, handles_errors, progress_bar, reporter, stdout
+from .app import command, emit, progress_bar, reporter
 from .options import (
     AmplifyOpt,
     AmplifyPromptOpt,
     AttentionOpt,
     BlendOpt,
+    CompileOpt,
     CrossOpt,
+    CudaGraphsOpt,
     DeviceOpt,
     DtypeOpt,
     GuidanceOpt,
@@ -35,20 +34,22 @@ from .options import (
     SelfOpt,
     SizeOpt,
     TauOpt,
+    parse_amplify_flag,
+    parse_blend_flag,
     per_family,
+    run_options,
 )
 
 # -- commands --------------------------------------------------------------------------------------
 
 
-@app.command(
+@command(
     help=(
         "Invert a photo to a reusable noise latent (.safetensors) with the forward model.\n\n"
         "Example:\n\n  icdedit invert photo.jpg --prompt 'a photo of a pug' -o pug.safetensors"
     ),
     no_args_is_help=True,
 )
-@handles_errors
 def invert(
     ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="Photo to invert (JPEG, PNG, WebP, BMP, TIFF).")],
@@ -59,21 +60,23 @@ def invert(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attention: AttentionOpt = "auto",
+    cuda_graphs: CudaGraphsOpt = False,
+    compile: CompileOpt = False,
+    preview: PreviewOpt = False,
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
-    request = workflow.InvertRequest(
-        image, prompt, model, seed, size, device, dtype, output, overwrite, attention=attention
-    )
+    run = run_options(device, dtype, attention, cuda_graphs, compile, preview)
+    request = workflow.InvertRequest(image, prompt, model, seed, size, output, overwrite, run)
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_invert(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
     emit(result, as_json, [str(result["output"])])
 
 
-@app.command(
+@command(
     help=(
         "Invert and decode a photo (or decode a latent from `invert`) and measure how faithful "
         "the round trip is (PSNR, SSIM against the input).\n\n"
@@ -81,7 +84,6 @@ def invert(
     ),
     no_args_is_help=True,
 )
-@handles_errors
 def reconstruct(
     ctx: typer.Context,
     source: Annotated[
@@ -111,14 +113,16 @@ def reconstruct(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attention: AttentionOpt = "auto",
+    cuda_graphs: CudaGraphsOpt = False,
+    compile: CompileOpt = False,
+    preview: PreviewOpt = False,
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
-    request = workflow.ReconstructRequest(
-        source, prompt, model, seed, guidance, tau, size, device, dtype, output, overwrite, attention=attention
-    )
+    run = run_options(device, dtype, attention, cuda_graphs, compile, preview)
+    request = workflow.ReconstructRequest(source, prompt, model, seed, guidance, tau, size, output, overwrite, run)
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_reconstruct(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -140,28 +144,7 @@ def _ranking_lines(result: dict) -> list[str]:
     return lines
 
 
-def _parse_blend(value: tuple[str, str] | None) -> list[tuple[str, str]] | None:
-    """('pug dog', 'bear') -> every source word paired with every target word."""
-    if not value:
-        return None
-    sources, targets = value[0].split(), value[1].split()
-    if not sources or not targets:
-        raise SettingsError("--blend needs a source word and a target word", "e.g. --blend pug bear")
-    return [(s, t) for s in sources for t in targets]
-
-
-def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
-    if not values:
-        return None
-    if len(values) == 1 and values[0].strip().lower() == "none":
-        return []
-    try:
-        return [parse_amplify_item(item) for item in values]
-    except ValueError as exc:
-        raise UsageError(f"--{exc}", "e.g. --amplify bear=4, or --amplify none") from None
-
-
-@app.command(
+@command(
     help=(
         "Edit a photo: invert it with the source prompt, then decode source and target(s) "
         "together with Prompt-to-Prompt attention control and dynamic guidance.\n\n"
@@ -185,7 +168,6 @@ def _parse_amplify(values: list[str] | None) -> list[tuple[str, float]] | None:
     ),
     no_args_is_help=True,
 )
-@handles_errors
 def edit(
     ctx: typer.Context,
     source: Annotated[
@@ -230,6 +212,9 @@ def edit(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attention: AttentionOpt = "auto",
+    cuda_graphs: CudaGraphsOpt = False,
+    compile: CompileOpt = False,
+    preview: PreviewOpt = False,
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
     grid: Annotated[
@@ -277,12 +262,12 @@ def edit(
             "among the cells within every bound, e.g. --pick clip_whole,structure<0.05.",
         ),
     ] = None,
-    preview: PreviewOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
     if (score or pick) and not grid:
         raise UsageError("--score and --pick are for --grid", "add --grid KEY=V1,V2,...")
+    amplify_words, amplify_factor = parse_amplify_flag(amplify)
     request = workflow.EditRequest(
         source=source,
         targets=list(tgt),
@@ -298,16 +283,14 @@ def edit(
             mode=mode,
             method=method,
             amplify_prompt=amplify_prompt,
+            amplify=amplify_factor,
         ),
-        blend=_parse_blend(blend),
+        blend=parse_blend_flag(blend),
         no_blend=no_blend,
-        amplify=_parse_amplify(amplify),
+        amplify=amplify_words,
         save_latent=save_latent,
         side_by_side=side_by_side,
         size=size,
-        device=device,
-        dtype=dtype,
-        attention=attention,
         output=output,
         overwrite=overwrite,
         grid=tuple(grid or ()),
@@ -315,190 +298,13 @@ def edit(
         mask_feather=mask_feather,
         score=tuple(n.strip() for n in (score or "").split(",") if n.strip()),
         pick=pick,
-        preview=preview,
+        run=run_options(device, dtype, attention, cuda_graphs, compile, preview),
     )
-    run = workflow.run_edit_grid if request.grid else workflow.run_edit
     with progress_bar(ctx, not as_json) as progress:
-        result = run(request, reporter(ctx, progress))
+        result = workflow.run_edit(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
     lines = [str(p) for p in result["outputs"]] + ([f"sheet: {result['sheet']}"] if "sheet" in result else [])
     if "ranking" in result and not as_json:
         lines += _ranking_lines(result)
     lines += [str(result[k]) for k in ("side_by_side", "latent") if result.get(k)]
     emit(result, as_json, lines)
-
-
-@app.command(
-    help=(
-        "Edit many photos with one model load: a manifest (CSV, TSV, JSONL, YAML; the PIE-Bench "
-        "editing CSV as it is) or images (folders, globs, paths) with --src/--tgt for each. "
-        "Re-running skips what is done; a bad item is recorded and the rest go on. Exit code: 0 "
-        "all done, 1 some items failed, 2 unusable input.\n\n"
-        "Example:\n\n  icdedit batch edits.csv --images photos/ --out edited/"
-    ),
-    no_args_is_help=True,
-)
-@handles_errors
-def batch(
-    ctx: typer.Context,
-    inputs: Annotated[
-        list[str],
-        typer.Argument(metavar="MANIFEST|IMAGES...", help="A manifest file, or image files, folders and globs."),
-    ],
-    images: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--images", help="Folder that a manifest's image paths are relative to (default: the manifest's folder)."
-        ),
-    ] = None,
-    src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt for every item without one.")] = None,
-    tgt: Annotated[Optional[str], typer.Option("--tgt", "-t", help="Target prompt for every item without one.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder (created); results.jsonl goes there too.")] = Path(
-        "edits"
-    ),
-    model: ModelOpt = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for rows without their own.")] = None,
-    seed: SeedOpt = 0,
-    guidance: GuidanceOpt = None,
-    tau: TauOpt = None,
-    cross_replace: CrossOpt = None,
-    self_replace: SelfOpt = None,
-    mode: ModeOpt = None,
-    method: MethodOpt = None,
-    amplify_prompt: AmplifyPromptOpt = None,
-    blend: BlendOpt = None,
-    amplify: AmplifyOpt = None,
-    bad_blend: Annotated[
-        str,
-        typer.Option(
-            "--bad-blend",
-            metavar="fail|ignore",
-            help=(
-                "A row whose blend cannot be used (unparsable, or a word not in its prompt): fail it (default), or "
-                "edit it without local blend and record a warning. The official script edits such rows with an empty "
-                "blend mask, which leaves them unedited."
-            ),
-        ),
-    ] = "fail",
-    shard: Annotated[
-        Optional[str],
-        typer.Option(
-            "--shard",
-            help=(
-                "K/N: process only the K-th of N deterministic parts (1-based). Under torchrun/accelerate the rank's "
-                "part is taken automatically."
-            ),
-        ),
-    ] = None,
-    side_by_side: Annotated[
-        bool, typer.Option("--side-by-side", help="Also write original | edit for each item.")
-    ] = False,
-    size: SizeOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    attention: AttentionOpt = "auto",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo items that are already done.")] = False,
-    cuda_graphs: Annotated[
-        bool,
-        typer.Option(
-            "--cuda-graphs",
-            help=(
-                "Capture the UNet as CUDA graphs on the first item and replay them (CUDA only; 2-3x faster per item "
-                "on an H100)."
-            ),
-        ),
-    ] = False,
-    compile: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help=(
-                "torch.compile the UNet's attention-free parts and the VAE: the first item of each size pays minutes "
-                "of compilation, later ones run faster. Combines with --cuda-graphs."
-            ),
-        ),
-    ] = False,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size",
-            help=(
-                "Photos of one processing size edited per UNet batch (a batch that does not fit in memory falls back "
-                "to one by one)."
-            ),
-        ),
-    ] = 1,
-    grid: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--grid",
-            metavar="KEY=V1,V2,...",
-            help=(
-                "Edit every item once per combination of the values (as `edit --grid`), each cell's outputs in a "
-                "folder named by its settings; a photo's cells are decoded together from one inversion. Score "
-                "them with `icdedit eval`."
-            ),
-        ),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    request = workflow.BatchRequest(
-        inputs=inputs,
-        images=images,
-        out=out,
-        model=model,
-        device=device,
-        dtype=dtype,
-        attention=attention,
-        size=size,
-        shard=shard,
-        overwrite=overwrite,
-        side_by_side=side_by_side,
-        cuda_graphs=cuda_graphs,
-        compile=compile,
-        batch_size=batch_size,
-        grid=tuple(grid or ()),
-        defaults=dict(
-            src=src,
-            tgt=tgt,
-            preset=preset,
-            seed=seed,
-            blend=_parse_blend(blend),
-            amplify=_parse_amplify(amplify),
-            bad_blend=bad_blend,
-            overrides=dict(
-                guidance=guidance,
-                tau=tau,
-                cross_replace=cross_replace,
-                self_replace=self_replace,
-                mode=mode,
-                method=method,
-                amplify_prompt=amplify_prompt,
-            ),
-        ),
-    )
-    with progress_bar(ctx, not as_json, items=True) as progress:
-        summary, report = workflow.run_batch(request, reporter(ctx, progress))
-    print_batch_summary("batch", summary, report, as_json)
-
-
-def print_batch_summary(command: str, summary, report: Path, as_json: bool) -> None:
-    """A run over many items: a table (or --json), each failure, the report; exit 1 on failures."""
-    result = {"command": command, "report": str(report), **summary.as_dict()}
-    if as_json:
-        stdout.print(json.dumps(result), markup=False)
-    else:
-        table = Table("done", "skipped", "failed", "seconds per item", box=None)
-        per_item = summary.as_dict()["seconds_per_item"]
-        table.add_row(
-            str(len(summary.done)),
-            str(len(summary.skipped)),
-            str(len(summary.failed)),
-            "-" if per_item is None else f"{per_item:.2f}",
-        )
-        stdout.print(table)
-        for number, reason in summary.failed.items():
-            stdout.print(f"failed: item {number}: {reason}", markup=False)
-        stdout.print(f"report: {report}", markup=False)
-    if summary.exit_code:
-        raise typer.Exit(summary.exit_code)

@@ -10,11 +10,11 @@ import typer
 from rich.table import Table
 
 from .. import evaluation
-from .app import app, emit, handles_errors, progress_bar, reporter, stdout
+from .app import command, emit, progress_bar, reporter, stdout
 from .options import DeviceOpt, JsonOpt, OverwriteOpt
 
 
-@app.command(
+@command(
     name="eval",
     help=(
         "Score edits with PIE-Bench's metrics (structure, psnr, lpips, mse, ssim, clip_whole, clip_edited) "
@@ -28,7 +28,6 @@ from .options import DeviceOpt, JsonOpt, OverwriteOpt
     ),
     no_args_is_help=True,
 )
-@handles_errors
 def eval_(
     ctx: typer.Context,
     inputs: Annotated[

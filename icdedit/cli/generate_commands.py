@@ -11,15 +11,25 @@ import typer
 from .. import generation
 from ..errors import UsageError
 from ..schedule import GENERATION_GUIDANCE, GENERATION_TAU
-from .app import app, emit, handles_errors, progress_bar, reporter
-from .edit_commands import print_batch_summary
-from .options import AttentionOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, PreviewOpt, per_family
+from .app import command, emit, emit_summary, progress_bar, reporter
+from .options import (
+    AttentionOpt,
+    CompileOpt,
+    CudaGraphsOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    PreviewOpt,
+    per_family,
+    run_options,
+)
 
 ALONE_ONLY = {"output": "-o", "save_latent": "--save-latent", "save_noise": "--save-noise"}
 FILE_ONLY = {"out": "--out", "shard": "--shard"}
 
 
-@app.command(
+@command(
     help=(
         "Generate images from text with the reverse consistency model (4 steps), as the official "
         "generation code does; every image from its own seed.\n\n"
@@ -34,7 +44,6 @@ FILE_ONLY = {"out": "--out", "shard": "--shard"}
     ),
     no_args_is_help=True,
 )
-@handles_errors
 def generate(
     ctx: typer.Context,
     prompt: Annotated[
@@ -111,12 +120,8 @@ def generate(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attention: AttentionOpt = "auto",
-    cuda_graphs: Annotated[
-        bool, typer.Option("--cuda-graphs", help="Capture the UNet as CUDA graphs and replay them (CUDA only).")
-    ] = False,
-    compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the UNet's attention-free parts and the VAE.")
-    ] = False,
+    cuda_graphs: CudaGraphsOpt = False,
+    compile: CompileOpt = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs (with --prompts: redo done items).")
     ] = False,
@@ -141,19 +146,14 @@ def generate(
         width=width,
         height=height,
         batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        attention=attention,
         overwrite=overwrite,
-        cuda_graphs=cuda_graphs,
-        compile=compile,
-        preview=preview,
+        run=run_options(device, dtype, attention, cuda_graphs, compile, preview),
     )
     if prompts is not None:
         request = generation.GenerateFileRequest(prompts, out or Path("generated"), shard=shard, **common)
         with progress_bar(ctx, not as_json, items=True) as progress:
             summary, report = generation.run_generate_file(request, reporter(ctx, progress))
-        print_batch_summary("generate", summary, report, as_json)
+        emit_summary("generate", summary, report, as_json)
         return
     request = generation.GenerateRequest(
         prompt, output=output, save_latent=save_latent, save_noise=save_noise, **common

@@ -6,14 +6,14 @@ from typing import Annotated
 
 import typer
 
-from .. import workflow
 from ..errors import IcdEditError
+from ..run_context import load_editor
 from ..specs import resolve_model
-from .app import app, handles_errors, progress_bar, reporter, stderr
-from .options import AttentionOpt, DeviceOpt, DtypeOpt, ModelOpt, PreviewOpt
+from .app import command, progress_bar, reporter, stderr
+from .options import AttentionOpt, CompileOpt, CudaGraphsOpt, DeviceOpt, DtypeOpt, ModelOpt, PreviewOpt, run_options
 
 
-@app.command(
+@command(
     help=(
         "Serve a local web page for live editing: upload a photo, type prompts, move the sliders, paint a mask. "
         "The model loads once and each photo's inversion is cached, so a new target or setting costs only the "
@@ -23,7 +23,6 @@ from .options import AttentionOpt, DeviceOpt, DtypeOpt, ModelOpt, PreviewOpt
         "Needs the ui extra: pip install 'icdedit[ui]'."
     )
 )
-@handles_errors
 def ui(
     ctx: typer.Context,
     model: ModelOpt = None,
@@ -35,6 +34,8 @@ def ui(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attention: AttentionOpt = "auto",
+    cuda_graphs: CudaGraphsOpt = False,
+    compile: CompileOpt = False,
     preview: PreviewOpt = False,
 ) -> None:
     try:
@@ -50,10 +51,9 @@ def ui(
             markup=False,
         )
     spec = resolve_model(model)
+    run = run_options(device, dtype, attention, cuda_graphs, compile, preview)
     with progress_bar(ctx, True) as progress:
-        editor = workflow.load_editor(
-            spec, device, dtype, reporter(ctx, progress), attention=attention, preview=preview
-        )
-    session = UiSession(editor, model=model, run_options={"device": device, "dtype": dtype, "attention": attention})
+        editor = load_editor(spec, run, reporter(ctx, progress))
+    session = UiSession(editor, model=model, run=run)
     stderr.print(f"icdedit ui: {spec.name} on http://{host}:{port} (Ctrl+C stops it)", markup=False)
     serve(session, host, port, max_upload_mb)

@@ -1,0 +1,465 @@
+"""One edit path: `plan_edit` decides everything an edit does before any model loads, and
+`run_plan` does it. `edit`, `edit --grid` (a plain edit is a grid of one cell), every batch
+row (`batch.py`) and the page (`ui.py`) build an `EditPlan` and run it through the same jobs and
+the same writing; the Editor receives only prepared edits and resolves nothing.
+
+Settings are resolved in `edit_settings` and nowhere else: explicit values (flags; a grid
+cell over them; in a batch, a row's cells) > the preset (whose `model` key chooses the model
+when no --model is given) > for generated noise, its generation's guidance with Prompt-to-
+Prompt (`preparation.generated_noise_defaults`) > the model's default preset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import OutputError, UsageError
+from .families import controls_attention
+from .files import check_output, distinct_paths, slug
+from .grid import Grid, check_grid_method, parse_grid
+from .images import check_size, contact_sheet, image_format, save_image, side_by_side
+from .latents import save_latent
+from .masks import aspect_note, fit_mask, latent_mask, outline, read_mask
+from .naming import default_output, edit_outputs
+from .preparation import (
+    ATTENTION_SETTINGS,
+    PreparedEdit,
+    explicit,
+    generated_noise_defaults,
+    prepare_edit,
+    resolve_settings,
+)
+from .presets import EditSettings, check_seed, load_preset
+from .reporting import Reporter
+from .run_context import RunOptions, free_device_memory, is_out_of_memory, warn_truncation
+from .sources import Source, inversion_from_latent, latent_metadata, read_source
+from .specs import ModelSpec
+from .text import check_prompt
+from .values import EditJob, Inversion
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """An edit as the command line (or the page) asks for it."""
+
+    source: Path
+    targets: list[str]
+    src: str | None = None
+    model: str | None = None
+    preset: str | None = None
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)
+    blend: list[tuple[str, str]] | None = None
+    no_blend: bool = False
+    amplify: list[tuple[str, float]] | None = None
+    save_latent: Path | None = None
+    side_by_side: bool = False
+    size: int | None = None
+    output: Path | None = None
+    overwrite: bool = False
+    grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: every combination, from one inversion
+    mask: Path | None = None  # where the edit may change the photo (white)
+    mask_feather: float = 0.0  # blur radius of the mask's edge, in the photo's pixels
+    score: tuple[str, ...] = ()  # with a grid: score each cell with these `eval` metrics
+    pick: str | None = None  # with a grid: write the best cell under this rule as the output
+    sliders: dict = field(default_factory=dict)  # the page's: applied where the edit method reads them
+    run: RunOptions = field(default_factory=RunOptions)
+
+
+@dataclass(frozen=True)
+class EditMask:
+    """A user's mask image and its feather radius in the photo's pixels."""
+
+    image: Image.Image
+    path: Path
+    feather: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def fitted(self, inversion: Inversion):
+        """At the inversion's processing size, the feather scaled from the photo's pixels."""
+        processed, original = inversion.processed_size, inversion.original_size
+        scale = processed[0] / original[0] if original[0] else 1.0
+        return fit_mask(self.image, processed, self.feather * scale)
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """Everything one edit does, decided before any model loads: the source, one prepared edit
+    per cell (its targets decoded together), every output path, the mask."""
+
+    spec: ModelSpec
+    source: Source
+    input: Path  # the photo or latent file the source was read from
+    seed: int
+    size: int | None
+    cells: tuple[PreparedEdit, ...]
+    outputs: tuple[tuple[Path, ...], ...]  # per cell, one image per target
+    mask: EditMask | None = None
+    grid: Grid | None = None
+    sheet: Path | None = None  # a grid's contact sheet
+    side_by_side: Path | None = None
+    latent: Path | None = None
+    decoder: str | None = None  # the preview decoder's label, when it decodes (approximate images)
+    scoring: tuple[tuple[str, ...], object, Path | None] | None = None  # metrics, pick rule, picked path
+    notes: tuple[str, ...] = ()  # what was derived or inherited, to tell the person
+    given: dict = field(default_factory=dict)  # the settings given explicitly (flags, and sliders used)
+
+    def jobs(self, inversion: Inversion) -> list[EditJob]:
+        mask = self.mask.fitted(inversion) if self.mask is not None else None
+        return [EditJob.prepared(inversion, cell, mask) for cell in self.cells]
+
+    @property
+    def prompts(self) -> list[str]:
+        """Every prompt the text encoder will see (for the truncation warning)."""
+        cells = self.cells
+        return [self.source.prompt, *(t for c in cells for t in c.targets), *(c.amplify_prompt or "" for c in cells)]
+
+
+# -- settings: the one place they are resolved ----------------------------------------------------
+def edit_settings(
+    spec: ModelSpec,
+    preset: EditSettings | str | None,
+    overrides: dict,
+    generated: dict[str, float],
+    cells: Sequence[dict] = ({},),
+    labels: Sequence[str] = ("command line", "--grid"),
+    generated_name: str = "the noise file",
+) -> tuple[list[EditSettings], str | None]:
+    """Each cell's settings, and a note on what generated noise made them inherit. Generated
+    noise is edited with Prompt-to-Prompt under its generation's guidance (and tau) unless a
+    flag, a cell or a preset says otherwise: a target equal to the prompt is the generated image."""
+    note = None
+    if generated and preset is None:
+        given = set(explicit(overrides)) | {k for cell in cells for k in cell}
+        defaults = generated_noise_defaults(spec, generated["guidance"], generated["tau"], overrides.get("method"))
+        inherited = {k: v for k, v in defaults.items() if k not in given}
+        if inherited:
+            shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in inherited.items())
+            note = (
+                f"note: editing generated noise ({generated_name}) with {shown}; --method, --guidance, --tau or "
+                "--preset override"
+            )
+        overrides = {**overrides, **inherited}
+    return [resolve_settings(spec, preset, overrides, cell, labels=labels) for cell in cells], note
+
+
+def library_edit(
+    spec: ModelSpec,
+    inversion: Inversion,
+    targets: Sequence[str],
+    settings: EditSettings | None,
+    source: str | None = None,
+    amplify=None,
+    blend=None,
+    no_blend: bool = False,
+) -> PreparedEdit:
+    """`Editor.edit` and friends, called without a prepared edit: prepared as the CLI prepares
+    one (unset settings are resolved as `edit` resolves them, generated noise included)."""
+    if settings is None:
+        generated = {"guidance": inversion.source_guidance, "tau": inversion.source_tau} if inversion.generated else {}
+        settings = edit_settings(spec, None, {}, generated)[0][0]
+    prompt = source or inversion.prompt
+    return prepare_edit(spec, prompt, targets, settings, amplify=amplify, blend=blend, no_blend=no_blend)
+
+
+def reconstruct_values(source: Source, guidance: float | None, tau: float | None) -> tuple[float, float]:
+    """Reconstruct's guidance and tau: as given; else generated noise's own; else the editing
+    source branch's (w = 0, tau 0.8)."""
+    guidance = guidance if guidance is not None else source.generated.get("guidance", 0.0)
+    tau = tau if tau is not None else source.generated.get("tau", 0.8)
+    return guidance, tau
+
+
+# -- planning -----------------------------------------------------------------------------------
+def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
+    """Read and check everything (files, prompts, settings, words, outputs, the mask): a bad
+    request fails here, in milliseconds, before any model. `source`: already read (the page)."""
+    check_seed(request.seed)
+    check_size(request.size)
+    targets = [check_prompt(t, "tgt") for t in request.targets]
+    chosen = load_preset(request.preset) if request.preset else None
+    if source is None:
+        source = read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
+    decoder = request.run.decoder_label(source.spec)  # a missing preview decoder fails before anything else
+    grid = parse_grid(request.grid, explicit(request.overrides))
+    if grid is not None and len(targets) != 1:
+        raise UsageError("--grid takes one --tgt", "run one grid per target prompt")
+    cells = grid.cells() if grid is not None else [{}]
+    overrides = {**request.overrides, **_read_sliders(source.spec, chosen, request.overrides, request.sliders)}
+    settings, inherited = edit_settings(
+        source.spec, chosen, overrides, source.generated, cells, generated_name=request.source.name
+    )
+    if grid is not None:
+        check_grid_method(grid, settings[0].method)
+    prepared = tuple(
+        prepare_edit(
+            source.spec,
+            source.prompt,
+            targets,
+            cell_settings,
+            amplify=request.amplify,
+            blend=request.blend,
+            no_blend=request.no_blend,
+            given=explicit(overrides) + list(cell),
+        )
+        for cell, cell_settings in zip(cells, settings)
+    )
+    outputs = _grid_outputs(request, grid, targets[0], source) if grid is not None else _edit_outputs(request, targets)
+    notes = [inherited] if inherited else []
+    notes += [
+        f"warning: source and target prompts are identical ({t!r}): this is a reconstruction"
+        for t in prepared[0].targets
+        if t == source.prompt
+    ]
+    for target, w in zip(prepared[0].targets, prepared[0].words):  # the same words in every cell
+        notes.append(f"{'derived' if w.derived else 'using'} for {target!r}: {w.describe()}")
+    mask, mask_note = _plan_mask(request, source)
+    notes += [mask_note] if mask_note else []
+    return EditPlan(
+        spec=source.spec,
+        source=source,
+        input=request.source,
+        seed=request.seed,
+        size=request.size,
+        cells=prepared,
+        mask=mask,
+        decoder=decoder,
+        notes=tuple(notes),
+        given={k: v for k, v in overrides.items() if v is not None},
+        **outputs,
+    )
+
+
+def _read_sliders(spec: ModelSpec, preset, overrides: dict, sliders: dict) -> dict:
+    """The sliders the edit method reads (a page shows Prompt-to-Prompt's sliders only for a
+    method with attention control, and sends their values all the same)."""
+    if not sliders:
+        return {}
+    method = resolve_settings(spec, preset, overrides).method
+    unread = () if controls_attention(method) else (*ATTENTION_SETTINGS, "amplify", "blend_threshold")
+    return {k: v for k, v in sliders.items() if k not in unread and v is not None}
+
+
+def _edit_outputs(request: EditRequest, targets: list[str]) -> dict:
+    images = edit_outputs(request.source, targets, request.output, request.overwrite)
+    side = None
+    if request.side_by_side:
+        first = images[0]
+        side = default_output(first.with_name(f"{first.stem}-side-by-side{first.suffix}"), request.overwrite)
+    latent = request.save_latent
+    if latent is not None and latent.suffix.lower() != ".safetensors":
+        raise OutputError(f"--save-latent {latent} must end in .safetensors", "e.g. --save-latent edit.safetensors")
+    _check_outputs(request, images, [p for p in (side, latent) if p is not None])
+    return {"outputs": (tuple(images),), "side_by_side": side, "latent": latent}
+
+
+def _grid_outputs(request: EditRequest, grid: Grid, target: str, source: Source) -> dict:
+    for option, value in (("--save-latent", request.save_latent), ("--side-by-side", request.side_by_side)):
+        if value:
+            raise UsageError(f"{option} cannot be used with --grid", "a grid writes each cell and a contact sheet")
+    base = request.output or Path(f"{request.source.stem}-{slug(target)}.png")
+    cells = [base.with_name(f"{base.stem}-{Grid.name_part(cell)}{base.suffix}") for cell in grid.cells()]
+    sheet = base.with_name(f"{base.stem}-grid-{'-'.join(grid.keys)}{base.suffix}")
+    scoring = _plan_scoring(request, base, source)
+    picked = [scoring[2]] if scoring and scoring[2] else []
+    _check_outputs(request, cells, [sheet, *picked])
+    return {"outputs": tuple((path,) for path in cells), "grid": grid, "sheet": sheet, "scoring": scoring}
+
+
+def _check_outputs(request: EditRequest, images: list[Path], others: list[Path]) -> None:
+    every = images + others
+    if not distinct_paths(every):
+        raise OutputError("two outputs would have the same name", "give distinct target prompts or -o names")
+    for path in every:
+        if path.suffix.lower() != ".safetensors":
+            image_format(path)
+        check_output(path, request.overwrite, inputs=tuple(p for p in (request.source, request.mask) if p))
+
+
+def _plan_scoring(request: EditRequest, base: Path, source: Source):
+    """(metrics, pick rule, picked path) for --score / --pick, or None."""
+    if not request.score and request.pick is None:
+        return None
+    if source.image is None:
+        raise UsageError("--score and --pick compare each cell with the photo", "edit the photo, not a latent file")
+    from .evaluation import METRICS, check_metrics
+    from .grid import parse_pick
+
+    rule = parse_pick(request.pick, METRICS) if request.pick is not None else None
+    names = list(dict.fromkeys([*request.score, *(rule.metrics if rule else [])]))
+    if "clip_edited" in names:
+        raise UsageError("clip_edited needs PIE-Bench's edit region, which a grid has not", "use clip_whole")
+    check_metrics(names)
+    return tuple(names), rule, base if rule is not None else None  # without --pick the first metric ranks
+
+
+def _plan_mask(request: EditRequest, source: Source) -> tuple[EditMask | None, str | None]:
+    """The --mask, read and checked (fitted to the processing size when the edit runs)."""
+    if request.mask is None:
+        return None, None
+    feather = request.mask_feather
+    if not (math.isfinite(feather) and 0 <= feather <= 256):
+        raise UsageError(f"--mask-feather {feather:g} is out of range", "a radius from 0 to 256 pixels")
+    image = read_mask(request.mask)
+    original = source.image.size if source.image is not None else source.latent.original_size
+    mask = EditMask(image, request.mask, feather)
+    return mask, aspect_note(image, original, f"the mask {request.mask.name}")
+
+
+def tell(plan: EditPlan, reporter: Reporter, extra: Iterable[str] = ()) -> None:
+    for note in [*plan.notes, *extra]:
+        reporter.note(note)
+
+
+# -- running ------------------------------------------------------------------------------------
+def invert_source(editor, source: Source, seed: int, size: int | None, reporter: Reporter) -> Inversion:
+    """The inversion of a photo, or the one a latent file holds (no model evaluation then)."""
+    if source.latent is not None:
+        return inversion_from_latent(source.latent, source.prompt, source.generated)
+    step = reporter.stage("inverting", source.spec.plan().num_forward_steps)
+    return editor.invert(source.image, source.prompt, seed, size, on_step=step)
+
+
+def edit_cells(editor, jobs: list[EditJob], *, decode_source=False, source_latent=False, on_step=None) -> list:
+    """All jobs as one UNet batch; one by one when that does not fit in memory (same results)."""
+    options = {"decode_source": decode_source, "source_latent": source_latent, "on_step": on_step}
+    try:
+        return editor.edit_many(jobs, **options)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc) or len(jobs) == 1:
+            raise
+        free_device_memory()
+        return [editor.edit_many([job], **options)[0] for job in jobs]
+
+
+def write_edit(plan: EditPlan, results: list, original: Image.Image | None, mask) -> dict:
+    """Every cell's images (a grid's cells record their settings in the file) and the side-by-
+    side (the mask outlined on the original): what every edit writes, batch rows included."""
+    for cell, result, paths in zip(plan.cells, results, plan.outputs):
+        made = {"settings": cell.settings.as_dict(), **_decoder(plan)}
+        text = {"icdedit": json.dumps(made)} if plan.grid is not None else None
+        for image, path in zip(result.targets, paths):
+            save_image(image, path, text)
+    if plan.side_by_side is None:
+        return {}
+    shown = original if original is not None else results[0].source
+    if mask is not None:
+        shown = outline(shown, fit_mask(mask, shown.size))
+    save_image(side_by_side([shown, *results[0].targets]), plan.side_by_side)
+    return {"side_by_side": str(plan.side_by_side)}
+
+
+def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion: Inversion | None = None) -> dict:
+    """Do what the plan says: invert (unless given the inversion), decode every cell from it as
+    one batch, write every output; the report (`--json`)."""
+    reporter = reporter or Reporter()
+    warn_truncation(editor, plan.prompts, reporter)
+    inversion = inversion or invert_source(editor, plan.source, plan.seed, plan.size, reporter)
+    jobs = plan.jobs(inversion)
+    step = reporter.stage(
+        "editing" if len(jobs) == 1 else f"editing {len(jobs)} cells", plan.spec.plan().num_reverse_steps
+    )
+    decode_source = plan.side_by_side is not None and plan.source.image is None
+    results = edit_cells(editor, jobs, decode_source=decode_source, source_latent=plan.latent is not None, on_step=step)
+    report = {
+        "command": "edit",
+        "outputs": [str(p) for paths in plan.outputs for p in paths],
+        "model": plan.spec.name,
+        "src": plan.source.prompt,
+        "targets": list(plan.cells[0].targets),
+        "seed": inversion.seed,
+    }
+    written = write_edit(plan, results, plan.source.image, jobs[0].mask)
+    if plan.grid is None:
+        report.update(settings=plan.cells[0].settings.as_dict(), words=[_words(w) for w in results[0].words])
+    else:
+        report["grid"] = [
+            {"output": str(p[0]), "settings": c.settings.as_dict()} for p, c in zip(plan.outputs, plan.cells)
+        ]
+        report["sheet"] = str(_write_sheet(plan, results))
+    report["size"] = list(results[0].targets[0].size)
+    report.update(written)
+    if plan.latent is not None:
+        _write_latent(plan, inversion, results[0], jobs[0].mask)
+        report["latent"] = str(plan.latent)
+    if plan.mask is not None:
+        report["mask"] = str(plan.mask.path)
+    if plan.scoring is not None:
+        images = [r.targets[0] for r in results]
+        report.update(score_cells(editor, plan, images, report["grid"], reporter))
+    return {k: v for k, v in {**report, **_decoder(plan)}.items() if v is not None}
+
+
+def _words(w) -> dict:
+    return {
+        "mode": w.mode,
+        "amplify": dict(w.amplify),
+        "blend": [list(w.blend_source), list(w.blend_target)],
+        "derived": w.derived,
+    }
+
+
+def _decoder(plan: EditPlan) -> dict:
+    """What a preview's reports and files add: that its images are approximate."""
+    return {"decoder": plan.decoder} if plan.decoder else {}
+
+
+def _write_sheet(plan: EditPlan, results: list) -> Path:
+    """The contact sheet: the first axis as columns, the other axes' combinations as rows."""
+    first, rest = plan.grid.axes[0], Grid(plan.grid.axes[1:])
+    row_cells = rest.cells() if rest.axes else [{}]
+    by_cell = [r.targets[0] for r in results]  # the first axis varies slowest
+    images = [by_cell[c * len(row_cells) + r] for r in range(len(row_cells)) for c in range(len(first[1]))]
+    columns = [f"{first[0]}={value:g}" for value in first[1]]
+    save_image(contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells]), plan.sheet)
+    return plan.sheet
+
+
+def _write_latent(plan: EditPlan, inversion: Inversion, result, mask) -> None:
+    """The final latents, rows source then targets for every method, and how they were made."""
+    meta = latent_metadata(plan.spec, inversion, plan.input if plan.source.image is not None else None)
+    meta["targets"] = " | ".join(plan.cells[0].targets)
+    meta["rows"] = "source, targets"
+    tensors = None
+    if mask is not None:  # the latent-space mask the rows were kept to, and where it came from
+        meta["mask"] = f"{plan.mask.name} (feather {plan.mask.feather:g})"
+        tensors = {"mask": latent_mask(mask, tuple(result.latents.shape[2:]))}
+    save_latent(plan.latent, result.latents, meta, tensors)
+
+
+def score_cells(editor, plan: EditPlan, images: list, cells: list[dict], reporter: Reporter) -> dict:
+    """Each cell's scores (whole-image forms: a grid has no mask), the cells ranked (by the pick
+    rule's metric, else the first one asked for), and the picked cell written."""
+    from .evaluation import Scorer
+    from .grid import PickRule, rank
+
+    metrics, rule, picked_path = plan.scoring
+    if plan.decoder:
+        reporter.note("note: --preview: the cells are scored on approximate images; make the one you keep without it")
+    scorer = Scorer(list(metrics), editor.device)
+    step = reporter.stage("scoring cells", len(images))
+    scores = []
+    for image in images:
+        scores.append(scorer.score(plan.source.image, image, plan.cells[0].targets[0], None))
+        step()
+    ranking_rule = rule or PickRule(metrics[0])
+    order, picked = rank(scores, ranking_rule)
+    for cell, cell_scores in zip(cells, scores):
+        cell["scores"] = {k: (v if math.isfinite(v) else None) for k, v in cell_scores.items()}
+    extra = {"ranking": [cells[i]["output"] for i in order], "ranked_by": ranking_rule.describe()}
+    if rule is not None:
+        if picked is None:
+            reporter.note(f"note: no cell meets --pick ({rule.describe()}); nothing written as {picked_path}")
+        else:
+            save_image(images[picked], picked_path)
+            extra.update(picked=str(picked_path), picked_cell=cells[picked]["output"])
+    return extra

@@ -1,0 +1,268 @@
+"""The one many-item runner: `batch`, `batch --grid` and `generate --prompts` supply only the
+per-group work and the per-item record; everything else about running many items is here.
+
+What it owns: the output folder (created; this run's stale temp files removed), the results
+file and its name per shard, resuming (done items skipped), items with a known problem recorded
+as failed without running, the lazily loaded editor (a run with nothing to do loads nothing),
+grouping (consecutive items with one group key, up to `batch_size`), the fallback when a group
+fails (each item alone, so every item gets its own outcome; out of memory recognised by type),
+the summary and its exit code, and Ctrl-C (the report is compacted and resumable).
+
+`results.jsonl` gets one line appended per finished item (a later line for the same item wins)
+and is compacted, atomically, to one line per item when the run ends. A run stopped at any
+moment leaves at worst one cut-off last line, which the next run ignores (it redoes that item);
+the next run skips what is recorded as done and still on disk. Appending keeps a 30,000-image
+run linear: rewriting the whole report after every item would be quadratic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .errors import IcdEditError, OutputError, first_line
+from .files import make_folder, remove_stale_temp_files, write_atomically
+from .reporting import Reporter
+from .run_context import free_device_memory, is_out_of_memory
+
+
+class Item(Protocol):
+    """What the runner needs of an item: its number (1-based), the key of its work (a changed
+    item is redone), its main output, the fields its record carries, and a known problem."""
+
+    number: int
+    output: Path
+    problem: str | None
+
+    @property
+    def key(self) -> str: ...
+
+    def describe(self) -> dict: ...
+
+
+class Work(Protocol):
+    """A command's part of a run."""
+
+    def load(self, item) -> object:
+        """The item's inputs, read before any model runs (an IcdEditError fails the item)."""
+
+    def group_key(self, item, loaded, editor) -> Hashable:
+        """Items with equal keys may run as one group (e.g. photos of one processing size)."""
+
+    def run(self, editor, group: list[tuple[object, object]]) -> list[object]:
+        """One result per (item, loaded) of the group, made together."""
+
+    def finish(self, editor, item, loaded, result) -> dict:
+        """Write the item's outputs; the fields its record adds. OSError / OutputError fail it."""
+
+
+# -- the report -----------------------------------------------------------------------------------
+class Report:
+    """results.jsonl: a line appended whenever an item finishes, compacted when the run ends."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: dict[int, dict] = {}
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        self._cut_off = bool(text) and not text.endswith("\n")  # a killed run's half-written last line
+        if text:
+            for line in text.splitlines():
+                try:
+                    record = json.loads(line)
+                    self.records[int(record["item"])] = record
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line from an older, different run format: redo that item
+
+    def is_done(self, item) -> bool:
+        record = self.records.get(item.number)
+        return bool(
+            record and record.get("status") == "done" and record.get("key") == item.key and item.output.is_file()
+        )
+
+    def record(self, item, status: str, **fields) -> dict:
+        record = {"item": item.number, "key": item.key, "status": status, **item.describe()}
+        record.update(output=str(item.output), **fields)
+        self.records[item.number] = record
+        line = json.dumps(record, default=str) + "\n"
+        if self._cut_off:  # start a fresh line after it
+            line, self._cut_off = "\n" + line, False
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {self.path}: {exc.strerror or exc}", "free some space or check the folder"
+            ) from None
+        return record
+
+    def compact(self, keep: set[int] | None = None) -> None:
+        """One line per item, in item order, written atomically; with `keep`, only those items
+        (a rerun with another grid or file: records of items it no longer has are dropped)."""
+        if keep is not None:
+            self.records = {k: v for k, v in self.records.items() if k in keep}
+        lines = "".join(json.dumps(self.records[k], default=str) + "\n" for k in sorted(self.records))
+        write_atomically(self.path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+        self._cut_off = False
+
+
+@dataclass
+class Summary:
+    done: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["failed"] = {str(k): v for k, v in self.failed.items()}
+        data["seconds_per_item"] = round(sum(self.seconds) / len(self.seconds), 3) if self.seconds else None
+        return data
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+def report_name(shard: tuple[int, int] | None) -> str:
+    return "results.jsonl" if shard is None else f"results-shard-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+# -- running --------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One run over many items: `run_many` drives it; `finish_item` and `fail_item` record."""
+
+    report: Report
+    summary: Summary
+    reporter: Reporter
+    advance: Callable[[], None]
+
+    def fail_item(self, item, reason: str, started: float) -> str:
+        self.summary.failed[item.number] = reason
+        warning = getattr(item, "warning", None)
+        extra = {"warning": warning} if warning else {}
+        self.report.record(item, "failed", error=reason, seconds=round(time.perf_counter() - started, 3), **extra)
+        self.reporter.note(f"item {item.number} ({_name(item)}) failed: {reason}")
+        self.advance()
+        return "failed"
+
+    def finish_item(self, work: Work, editor, item, loaded, result, seconds: float) -> str:
+        started = time.perf_counter() - seconds
+        try:
+            fields = work.finish(editor, item, loaded, result)
+        except (OSError, OutputError) as exc:  # a full disk or a vanished folder fails this item, not the run
+            reason = exc.message if isinstance(exc, OutputError) else f"cannot write {item.output}: {exc.strerror}"
+            return self.fail_item(item, reason, started)
+        self.summary.done.append(item.number)
+        self.summary.seconds.append(seconds)
+        warning = getattr(item, "warning", None)
+        if warning and "warning" not in fields:
+            fields["warning"] = warning
+        self.report.record(item, "done", seconds=round(seconds, 3), **fields)
+        self.advance()
+        return "done"
+
+
+def _name(item) -> str:
+    image = getattr(item, "image", None)
+    return image.name if image is not None else Path(item.output).name
+
+
+def run_many(
+    items: Sequence,
+    work: Work,
+    *,
+    out: Path,
+    shard: tuple[int, int] | None,
+    get_editor: Callable[[], object],
+    reporter: Reporter,
+    label: str,
+    batch_size: int = 1,
+    overwrite: bool = False,
+) -> tuple[Summary, Path]:
+    """Run every item not already done; record each outcome as soon as it is known."""
+    make_folder(out, "--out")
+    remove_stale_temp_files(out)
+    report = Report(out / report_name(shard))
+    run = Run(report, Summary(), reporter, reporter.stage(label, len(items)))
+    editors: list = []
+
+    def editor():  # loaded on first need: a run with nothing to do loads nothing
+        if not editors:
+            editors.append(get_editor())
+        return editors[0]
+
+    pending: list[tuple[object, object]] = []
+    pending_key: list[Hashable] = []
+
+    def flush() -> None:
+        if pending:
+            _run_group(work, editor(), list(pending), run)
+            pending.clear()
+
+    try:
+        for item in items:
+            if not overwrite and report.is_done(item):
+                run.summary.skipped.append(item.number)
+                run.advance()
+                continue
+            started = time.perf_counter()
+            if item.problem is not None:
+                run.fail_item(item, item.problem, started)
+                continue
+            try:
+                loaded = work.load(item)
+            except IcdEditError as exc:
+                run.fail_item(item, str(exc), started)
+                continue
+            key = work.group_key(item, loaded, editor())
+            if pending and (key != pending_key[0] or len(pending) >= batch_size):
+                flush()
+            pending.append((item, loaded))
+            pending_key[:] = [key]
+        flush()
+    except KeyboardInterrupt:
+        run.summary.interrupted = True
+    finally:
+        report.compact(keep={item.number for item in items})
+    return run.summary, report.path
+
+
+def _run_group(work: Work, editor, group: list[tuple[object, object]], run: Run) -> None:
+    """The group together; when that fails (out of memory, or one item's problem), each item
+    alone, so that every item gets its own outcome and a batch too big for memory still runs."""
+    if len(group) > 1:
+        started = time.perf_counter()
+        try:
+            results = work.run(editor, group)
+        except (IcdEditError, RuntimeError, MemoryError) as exc:
+            if not isinstance(exc, IcdEditError) and not is_out_of_memory(exc):
+                raise
+            free_device_memory()
+        else:
+            seconds = (time.perf_counter() - started) / len(group)
+            for (item, loaded), result in zip(group, results):
+                run.finish_item(work, editor, item, loaded, result, seconds)
+            return
+    for item, loaded in group:
+        started = time.perf_counter()
+        try:
+            (result,) = work.run(editor, [(item, loaded)])
+        except IcdEditError as exc:
+            run.fail_item(item, str(exc), started)
+            continue
+        except (RuntimeError, MemoryError) as exc:  # out of memory: record, go on; anything else is a bug
+            if not is_out_of_memory(exc):
+                raise
+            free_device_memory()
+            run.fail_item(item, f"out of memory: {first_line(exc)}", started)
+            continue
+        run.finish_item(work, editor, item, loaded, result, time.perf_counter() - started)
