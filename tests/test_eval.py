@@ -15,17 +15,9 @@ import torch
 from PIL import Image
 
 from icdedit.errors import ModelError, UsageError
-from icdedit.evaluation import (
-    METRICS,
-    Lpips,
-    Scorer,
-    Structure,
-    check_metrics,
-    decode_rle,
-    region_scores,
-    squeezenet_features,
-    summarise,
-)
+from icdedit.eval_networks import Lpips, Structure, squeezenet_features
+from icdedit.evaluation import METRICS, Scorer, check_metrics, decode_rle, summarise
+from icdedit.metrics import region_scores
 
 from .conftest import make_photo
 from .test_cli import assert_clean_error, run
