@@ -24,10 +24,16 @@ WEIGHT_FILES = ("*.safetensors", "pytorch_model.bin")  # safetensors where the r
 class EvalModel:
     name: str
     description: str
-    metrics: tuple[str, ...]
     approx_bytes: int
     hub_id: str | None = None  # a Hugging Face hub repository
     url: str | None = None  # or one checkpoint file (torchvision's naming: sha256 prefix in the name)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics that run it (metrics.TABLE says which model each metric needs)."""
+        from .metrics import TABLE
+
+        return tuple(m.name for m in TABLE.values() if m.model == self.name)
 
     @property
     def folder(self) -> Path:
@@ -60,37 +66,29 @@ EVAL_MODELS = {
         EvalModel(
             "dino-vitb8",
             "DINO ViT-B/8 (PIE-Bench's structure distance)",
-            ("structure",),
             350_000_000,
             hub_id="facebook/dino-vitb8",
         ),
         EvalModel(
             "clip-vit-large-patch14",
             "CLIP ViT-L/14 (PIE-Bench's CLIP scores, the iCD paper's CLIP image similarity)",
-            ("clip_whole", "clip_edited", "clip_image"),
             1_710_000_000,
             hub_id="openai/clip-vit-large-patch14",
         ),
         EvalModel(
             "dinov2-base",
             "DINOv2 ViT-B/14 (the iCD paper's DINOv2 similarity)",
-            ("dinov2",),
             350_000_000,
             hub_id="facebook/dinov2-base",
         ),
         EvalModel(
             "lpips-squeeze",
             "SqueezeNet 1.1 (torchvision's weights), LPIPS's backbone; LPIPS's own layers ship with torchmetrics",
-            ("lpips",),
             4_966_400,
             url="https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
         ),
     )
 }
-
-
-def model_for(metric: str) -> EvalModel | None:
-    return next((m for m in EVAL_MODELS.values() if metric in m.metrics), None)
 
 
 def download_eval_model(model: EvalModel, progress=None) -> Path:

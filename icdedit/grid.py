@@ -93,7 +93,11 @@ def check_grid_method(grid: Grid, method: str) -> None:
 
 
 # -- scoring cells (`--score`, `--pick`) -----------------------------------------------------------
-LOWER_IS_BETTER = ("structure", "lpips", "mse")  # distances; every other metric: higher is better
+def _lower_is_better(metric: str) -> bool:
+    """Its direction, from the metric table (distances: lower is better)."""
+    from .metrics import TABLE
+
+    return TABLE[metric].lower_is_better
 
 
 def _value(scores: dict[str, float], metric: str) -> float | None:
@@ -121,7 +125,7 @@ class PickRule:
         value = _value(scores, self.metric)
         if value is None or value != value:
             return float("inf")
-        return value if self.metric in LOWER_IS_BETTER else -value
+        return value if _lower_is_better(self.metric) else -value
 
     def allows(self, scores: dict[str, float]) -> bool:
         for name, op, bound in self.bounds:
@@ -131,7 +135,7 @@ class PickRule:
         return True
 
     def describe(self) -> str:
-        direction = "lowest" if self.metric in LOWER_IS_BETTER else "highest"
+        direction = "lowest" if _lower_is_better(self.metric) else "highest"
         limits = "".join(f", {name} {op} {bound:g}" for name, op, bound in self.bounds)
         return f"{direction} {self.metric}{limits}"
 

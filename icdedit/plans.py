@@ -291,14 +291,15 @@ def _plan_scoring(request: EditRequest, base: Path, source: Source):
         return None
     if source.image is None:
         raise UsageError("--score and --pick compare each cell with the photo", "edit the photo, not a latent file")
-    from .evaluation import METRICS, check_metrics
     from .grid import parse_pick
+    from .metrics import METRICS, TABLE, check_metrics
 
     rule = parse_pick(request.pick, METRICS) if request.pick is not None else None
     names = list(dict.fromkeys([*request.score, *(rule.metrics if rule else [])]))
-    if "clip_edited" in names:
-        raise UsageError("clip_edited needs PIE-Bench's edit region, which a grid has not", "use clip_whole")
     check_metrics(names)
+    masked = [name for name in names if TABLE[name].needs_mask]
+    if masked:
+        raise UsageError(f"{', '.join(masked)} needs PIE-Bench's edit region, which a grid has not", "use clip_whole")
     return tuple(names), rule, base if rule is not None else None  # without --pick the first metric ranks
 
 
@@ -439,8 +440,8 @@ def _write_latent(plan: EditPlan, inversion: Inversion, result, mask) -> None:
 def score_cells(editor, plan: EditPlan, images: list, cells: list[dict], reporter: Reporter) -> dict:
     """Each cell's scores (whole-image forms: a grid has no mask), the cells ranked (by the pick
     rule's metric, else the first one asked for), and the picked cell written."""
-    from .evaluation import Scorer
     from .grid import PickRule, rank
+    from .metrics import Scorer
 
     metrics, rule, picked_path = plan.scoring
     if plan.decoder:

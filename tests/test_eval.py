@@ -15,17 +15,9 @@ import torch
 from PIL import Image
 
 from icdedit.errors import ModelError, UsageError
-from icdedit.evaluation import (
-    METRICS,
-    Lpips,
-    Scorer,
-    Structure,
-    check_metrics,
-    decode_rle,
-    region_scores,
-    squeezenet_features,
-    summarise,
-)
+from icdedit.eval_networks import Lpips, Structure, squeezenet_features
+from icdedit.evaluation import METRICS, Scorer, check_metrics, decode_rle, summarise
+from icdedit.metrics import region_scores
 
 from .conftest import make_photo
 from .test_cli import assert_clean_error, run
@@ -313,3 +305,21 @@ def test_models_lists_and_download_names_the_evaluation_models(with_models, monk
     monkeypatch.setenv("ICDEDIT_HOME", str(with_models.parent / "empty-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert_clean_error(run("download", "dinov2-base"), "HF_HUB_OFFLINE is set", "evaluation model 'dinov2-base'")
+
+
+def test_one_metric_table_gives_names_directions_models_and_help():
+    from icdedit.cli.options import PICK_HELP, SCORE_HELP
+    from icdedit.eval_models import EVAL_MODELS
+    from icdedit.grid import PickRule
+    from icdedit.metrics import TABLE, psnr, ssim
+
+    assert METRICS == tuple(TABLE)
+    for metric in TABLE.values():
+        assert metric.model is None or metric.name in EVAL_MODELS[metric.model].metrics
+        assert PickRule(metric.name).describe() == f"{'lowest' if metric.lower_is_better else 'highest'} {metric.name}"
+        assert (metric.name in SCORE_HELP) != metric.needs_mask  # a grid has no mask
+    assert "lowest for structure, lpips, mse" in PICK_HELP
+    # reconstruct's PSNR and SSIM are eval's whole-image ones: the same code on the same inputs
+    photo, other = make_photo(32, 32), make_photo(32, 32, seed=1)
+    whole = region_scores(photo, other, None, ["psnr", "ssim"])
+    assert psnr(photo, other) == whole["psnr"] and ssim(photo, other) == whole["ssim"]

@@ -201,7 +201,7 @@ def test_score_and_pick_through_the_cli(tmp_path, monkeypatch, tiny_model, photo
     assert report["picked"] == "t.png" and report["picked_cell"] == report["ranking"][0]
     assert np.array_equal(np.asarray(Image.open("t.png")), np.asarray(Image.open(report["picked_cell"])))
     # the scores are eval's: the same numbers for the same pair
-    from icdedit.evaluation import region_scores
+    from icdedit.metrics import region_scores
 
     photo = Image.open(photo_path).convert("RGB")
     expected = region_scores(photo, Image.open(report["picked_cell"]).convert("RGB"), None, ["ssim"])["ssim"]

@@ -26,7 +26,7 @@ def build_tiny_eval_models(home: Path, tokenizer_folder: Path) -> Path:
         ViTModel,
     )
 
-    from icdedit.evaluation import squeezenet_features
+    from icdedit.eval_networks import squeezenet_features
 
     torch.manual_seed(0)
     eval_home = home / "eval"

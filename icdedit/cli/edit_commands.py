@@ -29,7 +29,9 @@ from .options import (
     ModeOpt,
     OutOpt,
     OverwriteOpt,
+    PickOpt,
     PreviewOpt,
+    ScoreOpt,
     SeedOpt,
     SelfOpt,
     SizeOpt,
@@ -244,24 +246,8 @@ def edit(
     mask_feather: Annotated[
         float, typer.Option("--mask-feather", help="Blur the mask's edge by this radius, in the photo's pixels.")
     ] = 0.0,
-    score: Annotated[
-        Optional[str],
-        typer.Option(
-            "--score",
-            metavar="METRICS",
-            help="With --grid: score every cell against the photo with `icdedit eval`'s metrics (comma-separated) "
-            "and print the cells ranked.",
-        ),
-    ] = None,
-    pick: Annotated[
-        Optional[str],
-        typer.Option(
-            "--pick",
-            metavar="METRIC[,OTHER<BOUND]...",
-            help="With --grid: write the best cell as -o: the highest METRIC (lowest for structure, lpips, mse) "
-            "among the cells within every bound, e.g. --pick clip_whole,structure<0.05.",
-        ),
-    ] = None,
+    score: ScoreOpt = None,
+    pick: PickOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()

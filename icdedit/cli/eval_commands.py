@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .. import evaluation
+from .. import metrics as metric_table
 from .app import command, emit, progress_bar, reporter, stdout
 from .options import DeviceOpt, JsonOpt, OverwriteOpt
 
@@ -17,14 +18,14 @@ from .options import DeviceOpt, JsonOpt, OverwriteOpt
 @command(
     name="eval",
     help=(
-        "Score edits with PIE-Bench's metrics (structure, psnr, lpips, mse, ssim, clip_whole, clip_edited) "
-        "and the iCD paper's (dinov2, clip_image), as PnPInversion's evaluation computes them.\n\n"
+        f"Score edits with the metrics of {metric_table.names_by_origin()}, as PnPInversion's evaluation and "
+        "the iCD code compute them.\n\n"
         "Examples:\n\n"
         "  icdedit eval edited/ --pie-bench mapping_file.json      # a batch output folder, PIE-Bench masks\n\n"
         "  icdedit eval pairs.csv --metrics psnr,ssim,mse          # columns source, edit, tgt [, mask]\n\n"
         "With masks the region metrics are computed on the unedited region (both images times 1 - mask); "
         "without, on the whole image, named psnr_whole etc. Models come through `icdedit download` "
-        "(see `icdedit models`); psnr, mse and ssim need none. Exit code 1 when an item could not be scored."
+        f"(see `icdedit models`); {metric_table.modelless()} need none. Exit code 1 when an item could not be scored."
     ),
     no_args_is_help=True,
 )
@@ -40,7 +41,7 @@ def eval_(
         Optional[str],
         typer.Option(
             "--metrics",
-            help=f"Comma-separated, from {', '.join(evaluation.METRICS)}. Default: all whose models are on disk.",
+            help=f"Comma-separated, from {', '.join(metric_table.METRICS)}. Default: all whose models are on disk.",
         ),
     ] = None,
     output: Annotated[

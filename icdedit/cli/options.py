@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import metrics as metric_table
 from ..errors import SettingsError, UsageError
 from ..families import EDIT_METHODS, FAMILIES
 from ..presets import load_preset
@@ -205,3 +206,17 @@ def parse_amplify_flag(values: list[str] | None) -> tuple[list[tuple[str, float]
         raise UsageError(
             f"--{exc}", "e.g. --amplify bear=4, --amplify 4 (the derived words), or --amplify none"
         ) from None
+
+
+# -- metric help lists (edit --score/--pick), from the metric table (icdedit.metrics) -------------
+SCORE_HELP = (
+    f"With --grid: score every cell against the photo with `icdedit eval`'s metrics (comma-separated, from "
+    f"{', '.join(m for m in metric_table.METRICS if not metric_table.TABLE[m].needs_mask)}) and print the cells "
+    "ranked."
+)
+PICK_HELP = (
+    f"With --grid: write the best cell as -o: the highest METRIC (lowest for {metric_table.distances()}) among the "
+    "cells within every bound, e.g. --pick clip_whole,structure<0.05."
+)
+ScoreOpt = Annotated[Optional[str], typer.Option("--score", metavar="METRICS", help=SCORE_HELP)]
+PickOpt = Annotated[Optional[str], typer.Option("--pick", metavar="METRIC[,OTHER<BOUND]...", help=PICK_HELP)]
