@@ -25,8 +25,8 @@ from .images import (
     PreparedImage,
     check_size,
     from_model_output,
-    plan_size,
     prepare_image,
+    processing_size,
     resize,
     to_model_input,
 )
@@ -228,7 +228,7 @@ class Editor:
 
     def _encode(self, prompts: list[str]) -> PromptEmbeddings:
         bundle = self.bundle
-        if self.spec.traits.text_encoders == 2:
+        if self.spec.traits.pooled_text:
             encoders = (bundle.text_encoder, bundle.text_encoder_2)
             return encode_prompts_xl((bundle.tokenizer, bundle.tokenizer_2), encoders, prompts, self.device)
         return PromptEmbeddings(encode_prompts(bundle.tokenizer, bundle.text_encoder, prompts, self.device))
@@ -320,12 +320,12 @@ class Editor:
         return 2 ** (len(self.bundle.vae.config.block_out_channels) - 1)
 
     def processing_size(self, image_size: tuple[int, int], size: int | None = None) -> tuple[int, int]:
-        """(width, height) a photo of `image_size` is processed at: the long side (SD1.5) or the
-        area (SDXL) of `size`, by default the model's resolution (`images.plan_size`)."""
-        return plan_size(*image_size, size or self.spec.resolution, by_area=self.spec.traits.size_by_area)
+        """(width, height) a photo of `image_size` is processed at: the family's size rule
+        (`images.processing_size`) for `size`, by default the model's resolution."""
+        return processing_size(self.spec, image_size, size)
 
     def prepare_image(self, image: Image.Image, size: int | None = None) -> PreparedImage:
-        return prepare_image(image, size or self.spec.resolution, by_area=self.spec.traits.size_by_area)
+        return prepare_image(image, processing_size(self.spec, image.size, size))
 
     # -- inversion ---------------------------------------------------------------------------
     @_runs_networks

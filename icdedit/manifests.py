@@ -25,10 +25,10 @@ from pathlib import Path
 import yaml
 
 from .errors import IcdEditError, UsageError
-from .families import controls_attention
 from .files import slug
 from .grid import Grid, check_grid_method
 from .images import image_format
+from .methods import edit_method, readers
 from .p2p.plan import parse_amplify_item
 from .preparation import PreparedEdit, check_method_options, prepare_edit, resolve_settings
 from .presets import RANGES, EditSettings, check_seed, load_preset
@@ -40,6 +40,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 TEXT_SETTINGS = ("mode", "method", "amplify_prompt")  # settings a cell gives as text
 COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", "mask", *RANGES, *TEXT_SETTINGS}
 PIE_BENCH = {"file_name": "image", "old_caption": "src", "edited_caption": "tgt", "blended_words": "blend"}
+# Columns of edit words (and the amplify factor) that dataset manifests carry on every row, for
+# Prompt-to-Prompt (PIE-Bench's blended_words): see `checked_cells` for when a method that
+# ignores them fails the row and when it is only noted.
+WORD_COLUMNS = ("blend", "amplify")
 EXTRA_CELLS = "\0extra cells"  # where the CSV reader puts cells beyond the header's columns
 BAD_BLEND_CHOICES = ("fail", "ignore")
 
@@ -379,11 +383,11 @@ def _build_item(
         settings = resolve_settings(
             defaults.model, _preset(preset_name, presets), defaults.overrides, cells, labels=("command line", "row")
         )
-        check_method_options(defaults.model, settings.method, cells)  # cells the row's method would ignore
+        check_method_options(defaults.model, settings.method, checked_cells(row, cells), cells=True)
         seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else defaults.seed
         image_format(output_path)
         item = replace(item, settings=settings, seed=seed)
-        if not controls_attention(settings.method):  # amplify and blend steer Prompt-to-Prompt only
+        if not edit_method(settings.method).controls_attention:  # amplify and blend steer Prompt-to-Prompt only
             return _prepare(item, defaults)
         cell = row.get("amplify")
         amplify = _parse_amplify(cell) if not is_blank(cell) and _is_word_list(cell) else defaults.amplify
@@ -396,6 +400,41 @@ def _build_item(
         item = _unusable_blend(item, str(exc), defaults.bad_blend)
         return item if item.problem else _prepare(item, defaults)
     return _prepare(item, defaults)
+
+
+def checked_cells(row: dict, cells: dict) -> list[str]:
+    """The cells of a row that its edit method must read, or the row fails (one policy with the
+    command line's flags and grid axes, which are refused: `preparation.check_method_options`).
+
+    Every setting cell (cross_replace, blend_threshold, mode, amplify_prompt, ...) is checked. The
+    word columns (blend, amplify) are checked when the row names its method itself (a `method`
+    cell): a row asking for `switch` and for blend words contradicts itself. When the method
+    comes from elsewhere (the command line, a preset, the model's family), a word cell it ignores
+    is only noted (`unused_cells_note`): dataset manifests carry those columns on every row
+    (PIE-Bench's blended_words), and `--method switch` over one is a choice for all its rows."""
+    words = [key for key in WORD_COLUMNS if not is_blank(row.get(key))]
+    if "method" in cells:
+        return [*cells, *words]
+    return [key for key in cells if key not in WORD_COLUMNS]
+
+
+def unused_cells_note(rows: list[dict], items: list[BatchItem]) -> str | None:
+    """A note naming the rows (their items not failed) whose blend/amplify cells their method
+    ignores: the cells `checked_cells` lets through because the method is not the row's own."""
+    unused = []
+    for row, item in zip(map(normalise_row, rows), items):
+        words = [key for key in WORD_COLUMNS if not is_blank(row.get(key))]
+        if item.problem is None and edit_method(item.settings.method).ignored(words):
+            unused.append(item)
+    if not unused:
+        return None
+    numbers = [item.number for item in unused]
+    shown = ", ".join(map(str, numbers[:10])) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+    why = edit_method(unused[0].settings.method).why_ignored(WORD_COLUMNS)
+    return (
+        f"note: the blend/amplify cells of row(s) {shown} are not used: their edit method {why} "
+        f"(--method {readers(WORD_COLUMNS)[0]}, or a method column, uses them)"
+    )
 
 
 def _prepare(item: BatchItem, defaults: BatchDefaults) -> BatchItem:

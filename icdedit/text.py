@@ -61,9 +61,6 @@ class PromptEmbeddings:
             None if pooled[0] is None else torch.cat(pooled),  # type: ignore[arg-type]
         )
 
-    def with_pooled_of(self, other: PromptEmbeddings) -> PromptEmbeddings:
-        return PromptEmbeddings(self.tokens, other.pooled)
-
 
 def _token_ids_batch(tokenizer, prompts: list[str]) -> torch.Tensor:
     """Padded to the tokenizer's max length, truncated; no attention mask is ever passed."""

@@ -32,7 +32,6 @@ from .presets import builtin_presets, check_seed
 from .sources import latent_metadata
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-ATTENTION_SLIDERS = ("cross_replace", "self_replace", "amplify")  # Prompt-to-Prompt's, hidden otherwise
 
 
 @dataclass(frozen=True)

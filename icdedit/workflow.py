@@ -19,7 +19,6 @@ from .catalog import DownloadRequest, run_download
 from .compiling import check_toolchain, keep_compiled_code
 from .editor import EditJob, Editor
 from .errors import IcdEditError, OutputError, UsageError
-from .families import controls_attention
 from .files import check_output, distinct_paths, make_folder, remove_stale_temp_files, slug
 from .grid import Grid, PickRule, check_grid_method, parse_grid, parse_pick, rank
 from .images import check_size, contact_sheet, image_format, load_image, plan_size, save_image, side_by_side
@@ -564,20 +563,7 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
     if problems:
         raise manifests.ManifestError(problems)
     items = manifests.build_items(rows, root, request.out, defaults)
-    unused = [
-        item.number
-        for row, item in zip(map(manifests.normalise_row, rows), items)
-        if item.problem is None
-        and not controls_attention(item.settings.method)
-        and any(not manifests.is_blank(row.get(k)) for k in ("blend", "amplify"))
-    ]
-    note = None
-    if unused:
-        shown = ", ".join(map(str, unused[:10])) + (f" and {len(unused) - 10} more" if len(unused) > 10 else "")
-        note = (
-            f"note: the blend/amplify cells of row(s) {shown} are not used: their edit method switches prompts, "
-            "with no attention control (--method p2p, or a method column, uses them)"
-        )
+    note = manifests.unused_cells_note(rows, items)  # blend/amplify cells the items' methods ignore
     return items, note
 
 

@@ -89,7 +89,7 @@ def test_processing_size_keeps_aspect_in_multiples_of_64(size, long_side, expect
 
 def test_a_512_square_is_processed_untouched():
     img = Image.new("RGB", (512, 512), (1, 2, 3))
-    assert prepare_image(img, 512).processed is img
+    assert prepare_image(img, plan_size(512, 512, 512)).processed is img
     with pytest.raises(InputError):
         plan_size(10, 10, 100)
 
