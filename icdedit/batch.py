@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import manifests
 from .errors import IcdEditError, UsageError
-from .families import controls_attention
 from .grid import parse_grid
 from .images import check_size, load_image
 from .masks import read_mask
@@ -74,20 +73,7 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
     if problems:
         raise manifests.ManifestError(problems)
     items = manifests.build_items(rows, root, request.out, defaults)
-    unused = [
-        item.number
-        for row, item in zip(map(manifests.normalise_row, rows), items)
-        if item.problem is None
-        and not controls_attention(item.settings.method)
-        and any(not manifests.is_blank(row.get(k)) for k in ("blend", "amplify"))
-    ]
-    note = None
-    if unused:
-        shown = ", ".join(map(str, unused[:10])) + (f" and {len(unused) - 10} more" if len(unused) > 10 else "")
-        note = (
-            f"note: the blend/amplify cells of row(s) {shown} are not used: their edit method switches prompts, "
-            "with no attention control (--method p2p, or a method column, uses them)"
-        )
+    note = manifests.unused_cells_note(rows, items)
     return items, note
 
 

@@ -7,7 +7,6 @@ Load it once and reuse it: prompt embeddings are cached, and nothing is copied p
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -20,25 +19,25 @@ from PIL import Image
 from . import engine, noise, vae_io
 from .compiling import CompileOptions, compile_limits, compile_models
 from .denoisers import OnStep, counting_steps, masked_steps, switching_prompts, telling_steps
-from .families import controls_attention
 from .graphs import GraphRunner, call_unet
 from .images import (
     PreparedImage,
     check_size,
-    plan_size,
     prepare_image,
+    processing_size,
     resize,
 )
 from .loader import ModelBundle, load_model
 from .masks import composite, fit_mask, latent_mask
+from .methods import edit_method
 from .p2p.control import AttentionController, GroupedController, attention_control
 from .p2p.plan import ControlPlan, EditWords, build_control_plan
 from .precision import at_least_float32
 from .presets import EditSettings
 from .schedule import GENERATION_GUIDANCE, GENERATION_TAU, dynamic_guidance, guidance_embedding
 from .specs import resolve_model
-from .text import PromptEmbeddings, check_prompt, encode_prompts, encode_prompts_xl
-from .values import EditJob, EditResult, Generation, Inversion
+from .text import PromptCache, PromptEmbeddings, check_prompt, encode_prompts, encode_prompts_xl
+from .values import EditJob, EditResult, Generation, Inversion, reconstruct_values
 
 __all__ = ["EditJob", "EditResult", "Editor", "Generation", "Inversion", "counting_steps", "telling_steps"]
 
@@ -66,8 +65,6 @@ class Editor:
     `preview_decoder` (`preview.load_preview_decoder`) decodes every image in place of the
     VAE's decoder: much faster, approximate (TAESD)."""
 
-    PROMPT_CACHE_SIZE = 64  # prompt embeddings kept: a batch's prompts repeat (sources, grid cells)
-
     def __init__(
         self,
         bundle: ModelBundle,
@@ -77,7 +74,7 @@ class Editor:
     ):
         self.bundle = bundle
         self.preview_decoder = preview_decoder
-        self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._prompts = PromptCache(self._encode)  # a batch's prompts repeat (sources, grid cells)
         self._graphs = (
             GraphRunner(bundle.unet, bundle.device, bundle.dtype, bundle.attention_fn) if cuda_graphs else None
         )
@@ -121,19 +118,11 @@ class Editor:
     # -- building blocks -------------------------------------------------------------------
     def prompt_embeddings(self, prompts: Sequence[str]) -> PromptEmbeddings:
         """The prompts' embeddings, one row each; every prompt is encoded once and cached."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
-        if missing:
-            for prompt, embedding in zip(missing, self._encode(missing).rows()):
-                self._prompt_cache[prompt] = embedding
-        for prompt in prompts:
-            self._prompt_cache.move_to_end(prompt)
-        while len(self._prompt_cache) > self.PROMPT_CACHE_SIZE:
-            self._prompt_cache.popitem(last=False)
-        return PromptEmbeddings.cat([self._prompt_cache[p] for p in prompts])
+        return self._prompts(prompts)
 
     def _encode(self, prompts: list[str]) -> PromptEmbeddings:
         bundle = self.bundle
-        if self.spec.traits.text_encoders == 2:
+        if self.spec.traits.pooled_text:
             encoders = (bundle.text_encoder, bundle.text_encoder_2)
             return encode_prompts_xl((bundle.tokenizer, bundle.tokenizer_2), encoders, prompts, self.device)
         return PromptEmbeddings(encode_prompts(bundle.tokenizer, bundle.text_encoder, prompts, self.device))
@@ -204,12 +193,12 @@ class Editor:
         return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).expand(x.shape[0], -1)
 
     def processing_size(self, image_size: tuple[int, int], size: int | None = None) -> tuple[int, int]:
-        """(width, height) a photo of `image_size` is processed at: the long side (SD1.5) or the
-        area (SDXL) of `size`, by default the model's resolution (`images.plan_size`)."""
-        return plan_size(*image_size, size or self.spec.resolution, by_area=self.spec.traits.size_by_area)
+        """(width, height) a photo of `image_size` is processed at: the family's size rule
+        (`images.processing_size`) for `size`, by default the model's resolution."""
+        return processing_size(self.spec, image_size, size)
 
     def prepare_image(self, image: Image.Image, size: int | None = None) -> PreparedImage:
-        return prepare_image(image, size or self.spec.resolution, by_area=self.spec.traits.size_by_area)
+        return prepare_image(image, processing_size(self.spec, image.size, size))
 
     # -- inversion ---------------------------------------------------------------------------
     @_runs_networks
@@ -285,10 +274,7 @@ class Editor:
     ) -> tuple[Image.Image, torch.Tensor]:
         """Decode an inversion with its own prompt and dynamic guidance; image at the input's size.
         Default: guidance 0, tau 0.8 (the editing source branch); generated noise: its own."""
-        if guidance is None:
-            guidance = inversion.source_guidance if inversion.generated else 0.0
-        if tau is None:
-            tau = inversion.source_tau if inversion.generated else 0.8
+        guidance, tau = reconstruct_values(inversion.trajectory, guidance, tau)
         z = self.decode_prompts(inversion.latent, [inversion.prompt], guidance, tau, on_step)
         return resize(self.decode_latents(z)[0], inversion.original_size), z.cpu()
 
@@ -319,15 +305,7 @@ class Editor:
             Generation(
                 image,
                 z[i : i + 1].cpu(),
-                Inversion(
-                    z_T[i : i + 1],
-                    prompt,
-                    seed,
-                    (width, height),
-                    (width, height),
-                    source_guidance=guidance,
-                    source_tau=tau,
-                ),
+                Inversion(z_T[i : i + 1], prompt, seed, *[(width, height)] * 2, guidance, tau),
             )
             for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds))
         ]
@@ -425,7 +403,7 @@ class Editor:
                 self.spec, job.inversion, job.targets, job.settings, job.source, job.amplify, job.blend, job.no_blend
             )
         job = replace(job, edit=edit, settings=edit.settings, source=edit.source, targets=list(edit.targets))
-        if not controls_attention(edit.method):
+        if not edit_method(edit.method).controls_attention:
             return replace(job, control=None)
         control = build_control_plan(
             # SDXL: one token sequence of 77 positions with both encoders' states side by side;

@@ -11,11 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import SettingsError, UsageError
-from .families import controls_attention
+from .methods import edit_method, method_hint
 from .presets import RANGES, check_number
 
 GRID_KEYS = tuple(RANGES)  # guidance, tau, cross_replace, self_replace, amplify, blend_threshold
-ATTENTION_ONLY = ("cross_replace", "self_replace", "amplify", "blend_threshold")  # read by P2P alone
 MAX_CELLS = 64
 
 
@@ -80,15 +79,15 @@ def parse_grid(items: Iterable[str], flags: Iterable[str] = ()) -> Grid | None:
 
 
 def check_grid_method(grid: Grid, method: str) -> None:
-    """A grid axis that the edit method does not read would make identical cells."""
-    if controls_attention(method):
-        return
-    unread = [key for key in grid.keys if key in ATTENTION_ONLY]
+    """A grid axis that the edit method does not read (`EditMethod.ignored`) would make identical
+    cells: refused, as a flag the method would ignore is (`preparation.check_method_options`)."""
+    chosen = edit_method(method)
+    unread = chosen.ignored(grid.keys)
     if unread:
         raise SettingsError(
-            f"--grid {', '.join(unread)}: the {method!r} method uses no attention control, so every cell would be "
+            f"--grid {', '.join(unread)}: the {method!r} method {chosen.why_ignored(unread)}, so every cell would be "
             "the same",
-            "add --method p2p (or p2p+switch), or grid guidance and tau",
+            method_hint(unread, "or grid guidance and tau"),
         )
 
 

@@ -7,6 +7,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from PIL.PngImagePlugin import PngInfo
 
 from .errors import InputError, UsageError
 from .files import write_atomically
+
+if TYPE_CHECKING:
+    from .specs import ModelSpec
 
 SIZE_MULTIPLE = 64  # latent sides stay divisible by 8 after the VAE's 8x and the UNet's 3 halvings
 
@@ -96,6 +100,13 @@ def plan_size(width: int, height: int, size: int, by_area: bool = False) -> tupl
     return snap(width), snap(height)
 
 
+def processing_size(spec: ModelSpec, image_size: tuple[int, int], size: int | None = None) -> tuple[int, int]:
+    """The size rule, the one place it is applied: the (width, height) a photo of `image_size` is
+    processed at by `spec`'s model. `size` (None: the model's resolution) is the long side, or
+    where the family's `size_by_area` says so (SDXL) the side of a square of the same area."""
+    return plan_size(*image_size, size or spec.resolution, by_area=spec.traits.size_by_area)
+
+
 def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Resample only when the size changes, so a 512x512 input is processed untouched."""
     return image if image.size == tuple(size) else image.resize(size, Image.Resampling.LANCZOS)
@@ -175,8 +186,9 @@ class PreparedImage:
         return self.processed.size
 
 
-def prepare_image(image: Image.Image, size: int, by_area: bool = False) -> PreparedImage:
-    return PreparedImage(image, resize(image, plan_size(*image.size, size, by_area)))
+def prepare_image(image: Image.Image, processed_size: tuple[int, int]) -> PreparedImage:
+    """The photo and its resampling to `processed_size` (`processing_size` chooses it)."""
+    return PreparedImage(image, resize(image, processed_size))
 
 
 def side_by_side(images: list[Image.Image], gap: int = 8) -> Image.Image:

@@ -226,7 +226,7 @@ def load_model(
     ):
         _require_file(path, part, spec)
     second_encoder = {}
-    if spec.traits.text_encoders == 2:
+    if spec.traits.pooled_text:
         second_encoder = dict(
             tokenizer_2=_load_base_part(CLIPTokenizer.from_pretrained, spec, "tokenizer_2"),
             text_encoder_2=_load_base_part(CLIPTextModelWithProjection.from_pretrained, spec, "text_encoder_2"),

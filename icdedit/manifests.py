@@ -10,7 +10,6 @@ Two kinds of problem, handled differently:
 
 from __future__ import annotations
 
-import ast
 import csv
 import difflib
 import glob
@@ -25,21 +24,25 @@ from pathlib import Path
 import yaml
 
 from .errors import IcdEditError, UsageError
-from .families import controls_attention
 from .files import slug
 from .grid import Grid, check_grid_method
 from .images import image_format
-from .p2p.plan import parse_amplify_item
+from .methods import edit_method, readers
 from .preparation import PreparedEdit, check_method_options, prepare_edit, resolve_settings
 from .presets import RANGES, EditSettings, check_seed, load_preset
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt
+from .word_args import is_amplify_words, parse_amplify, parse_blend
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".yaml", ".yml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 TEXT_SETTINGS = ("mode", "method", "amplify_prompt")  # settings a cell gives as text
 COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", "mask", *RANGES, *TEXT_SETTINGS}
 PIE_BENCH = {"file_name": "image", "old_caption": "src", "edited_caption": "tgt", "blended_words": "blend"}
+# Columns of edit words (and the amplify factor) that dataset manifests carry on every row, for
+# Prompt-to-Prompt (PIE-Bench's blended_words): see `checked_cells` for when a method that
+# ignores them fails the row and when it is only noted.
+WORD_COLUMNS = ("blend", "amplify")
 EXTRA_CELLS = "\0extra cells"  # where the CSV reader puts cells beyond the header's columns
 BAD_BLEND_CHOICES = ("fail", "ignore")
 
@@ -186,42 +189,6 @@ def expand_images(paths: Iterable[str]) -> list[Path]:
     return found
 
 
-BLEND_FORMS = "'SRCWORD TGTWORD', ('src', 'tgt') or [\"src\", \"tgt\"]"
-
-
-def _pairs(sources: str, targets: str) -> list[tuple[str, str]]:
-    """Every source word paired with every target word, as `--blend 'pug dog' bear` does."""
-    return [(s, t) for s in str(sources).split() for t in str(targets).split()]
-
-
-def parse_blend(value) -> list[tuple[str, str]] | None:
-    """A blend cell in every form manifests use: 'src tgt' (PIE-Bench), "('src', 'tgt')" (the
-    official COCO file, a Python tuple as pandas writes it), '["src", "tgt"]', a two-item list
-    or a list of pairs (JSONL, YAML); blank or empty means none. Anything else: ValueError."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text[0] in "([":
-            try:
-                value = ast.literal_eval(text)  # literals only: never runs code
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                raise ValueError(f"blend {text!r} is not {BLEND_FORMS}") from None
-        else:
-            words = text.split()
-            if len(words) != 2:
-                raise ValueError(f"blend {text!r} is not {BLEND_FORMS}")
-            return [(words[0], words[1])]
-    if isinstance(value, (list, tuple)):
-        if not value:
-            return None
-        if len(value) == 2 and all(isinstance(v, str) and v.split() for v in value):
-            return _pairs(value[0], value[1])
-        if all(isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(w, str) for w in v) for v in value):
-            return [pair for a, b in value for pair in _pairs(a, b)]
-    raise ValueError(f"blend {value!r} is not {BLEND_FORMS}")
-
-
 def _row_blend(row: dict, defaults: BatchDefaults) -> list[tuple[str, str]] | None:
     """A row's blend: its cell where the manifest has a blend column, a blank cell meaning no
     local blend (as the official script reads PIE-Bench's ' '); else --blend, or derived (None)."""
@@ -229,22 +196,6 @@ def _row_blend(row: dict, defaults: BatchDefaults) -> list[tuple[str, str]] | No
         return defaults.blend
     blend = parse_blend(row["blend"])
     return [] if blend is None else blend
-
-
-def _parse_amplify(value) -> list[tuple[str, float]] | None:
-    """'bear=4 hat=2', {'bear': 4}, or 'none'; blank means derived."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, dict):
-        return [parse_amplify_item(f"{k}={v}") for k, v in value.items()]
-    if isinstance(value, str) and value.strip().lower() == "none":
-        return []
-    return [parse_amplify_item(item) for item in str(value).replace(",", " ").split()]
-
-
-def _is_word_list(value) -> bool:
-    """An amplify cell that names words ('bear=4', {'bear': 4}, 'none'), not a plain factor."""
-    return isinstance(value, dict) or (isinstance(value, str) and ("=" in value or value.strip().lower() == "none"))
 
 
 def is_blank(value) -> bool:
@@ -372,21 +323,21 @@ def _build_item(
         preset_name = row.get("preset") if not is_blank(row.get("preset")) else defaults.preset
         cells = {}
         for key in (*RANGES, *TEXT_SETTINGS):
-            if is_blank(row.get(key)) or (key == "amplify" and _is_word_list(row[key])):
+            if is_blank(row.get(key)) or (key == "amplify" and is_amplify_words(row[key])):
                 continue  # an amplify cell is a factor (4) or words with their factors (bear=4)
             cells[key] = str(row[key]).strip() if key in TEXT_SETTINGS else _number(key, row[key])
         # a row's own values override the command line's (preparation.resolve_settings)
         settings = resolve_settings(
             defaults.model, _preset(preset_name, presets), defaults.overrides, cells, labels=("command line", "row")
         )
-        check_method_options(defaults.model, settings.method, cells)  # cells the row's method would ignore
+        check_method_options(defaults.model, settings.method, checked_cells(row, cells), cells=True)
         seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else defaults.seed
         image_format(output_path)
         item = replace(item, settings=settings, seed=seed)
-        if not controls_attention(settings.method):  # amplify and blend steer Prompt-to-Prompt only
+        if not edit_method(settings.method).controls_attention:  # amplify and blend steer Prompt-to-Prompt only
             return _prepare(item, defaults)
         cell = row.get("amplify")
-        amplify = _parse_amplify(cell) if not is_blank(cell) and _is_word_list(cell) else defaults.amplify
+        amplify = parse_amplify(cell) if not is_blank(cell) and is_amplify_words(cell) else defaults.amplify
         item = replace(item, amplify=amplify)
     except (ValueError, TypeError, IcdEditError) as exc:
         return replace(item, problem=str(exc))
@@ -396,6 +347,41 @@ def _build_item(
         item = _unusable_blend(item, str(exc), defaults.bad_blend)
         return item if item.problem else _prepare(item, defaults)
     return _prepare(item, defaults)
+
+
+def checked_cells(row: dict, cells: dict) -> list[str]:
+    """The cells of a row that its edit method must read, or the row fails (one policy with the
+    command line's flags and grid axes, which are refused: `preparation.check_method_options`).
+
+    Every setting cell (cross_replace, blend_threshold, mode, amplify_prompt, ...) is checked. The
+    word columns (blend, amplify) are checked when the row names its method itself (a `method`
+    cell): a row asking for `switch` and for blend words contradicts itself. When the method
+    comes from elsewhere (the command line, a preset, the model's family), a word cell it ignores
+    is only noted (`unused_cells_note`): dataset manifests carry those columns on every row
+    (PIE-Bench's blended_words), and `--method switch` over one is a choice for all its rows."""
+    words = [key for key in WORD_COLUMNS if not is_blank(row.get(key))]
+    if "method" in cells:
+        return [*cells, *words]
+    return [key for key in cells if key not in WORD_COLUMNS]
+
+
+def unused_cells_note(rows: list[dict], items: list[BatchItem]) -> str | None:
+    """A note naming the rows (their items not failed) whose blend/amplify cells their method
+    ignores: the cells `checked_cells` lets through because the method is not the row's own."""
+    unused = []
+    for row, item in zip(map(normalise_row, rows), items):
+        words = [key for key in WORD_COLUMNS if not is_blank(row.get(key))]
+        if item.problem is None and edit_method(item.settings.method).ignored(words):
+            unused.append(item)
+    if not unused:
+        return None
+    numbers = [item.number for item in unused]
+    shown = ", ".join(map(str, numbers[:10])) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+    why = edit_method(unused[0].settings.method).why_ignored(WORD_COLUMNS)
+    return (
+        f"note: the blend/amplify cells of row(s) {shown} are not used: their edit method {why} "
+        f"(--method {readers(WORD_COLUMNS)[0]}, or a method column, uses them)"
+    )
 
 
 def _prepare(item: BatchItem, defaults: BatchDefaults) -> BatchItem:

@@ -20,15 +20,14 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import OutputError, UsageError
-from .families import controls_attention
 from .files import check_output, distinct_paths, slug
 from .grid import Grid, check_grid_method, parse_grid
 from .images import check_size, contact_sheet, image_format, save_image, side_by_side
 from .latents import save_latent
 from .masks import aspect_note, fit_mask, latent_mask, outline, read_mask
+from .methods import edit_method
 from .naming import default_output, edit_outputs
 from .preparation import (
-    ATTENTION_SETTINGS,
     PreparedEdit,
     explicit,
     generated_noise_defaults,
@@ -171,14 +170,6 @@ def library_edit(
     return prepare_edit(spec, prompt, targets, settings, amplify=amplify, blend=blend, no_blend=no_blend)
 
 
-def reconstruct_values(source: Source, guidance: float | None, tau: float | None) -> tuple[float, float]:
-    """Reconstruct's guidance and tau: as given; else generated noise's own; else the editing
-    source branch's (w = 0, tau 0.8)."""
-    guidance = guidance if guidance is not None else source.generated.get("guidance", 0.0)
-    tau = tau if tau is not None else source.generated.get("tau", 0.8)
-    return guidance, tau
-
-
 # -- planning -----------------------------------------------------------------------------------
 def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
     """Read and check everything (files, prompts, settings, words, outputs, the mask): a bad
@@ -244,8 +235,7 @@ def _read_sliders(spec: ModelSpec, preset, overrides: dict, sliders: dict) -> di
     method with attention control, and sends their values all the same)."""
     if not sliders:
         return {}
-    method = resolve_settings(spec, preset, overrides).method
-    unread = () if controls_attention(method) else (*ATTENTION_SETTINGS, "amplify", "blend_threshold")
+    unread = edit_method(resolve_settings(spec, preset, overrides).method).ignored(sliders)
     return {k: v for k, v in sliders.items() if k not in unread and v is not None}
 
 

@@ -5,8 +5,9 @@ and an edit request in, a `PreparedEdit` out, or an `IcdEditError` naming what i
 
 Settings precedence, resolved in `resolve_settings` and nowhere else: explicit values (a
 command-line flag; in `batch`, a row's own cell over the command line's flag) > the preset
-(`--preset`, or a row's `preset`) > the model's default preset (its family's: `default` for
-SD1.5, `xl-default` for SDXL). The edit method is resolved the same way, ending at the model family's own.
+(`--preset`, or a row's `preset`) > the model's default preset (its family's `default_preset`).
+The edit method is resolved the same way, ending at the model family's own; which settings a
+method reads, and so refuses when given for nothing, is the method's (methods.py).
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from .errors import SettingsError
-from .families import P2P, controls_attention, switches_prompts
+from .methods import P2P, edit_method, method_hint
 from .p2p.plan import EditWords, derive_all_edit_words
 from .presets import AMPLIFY_PROMPT_CHOICES, EditSettings, load_preset
 from .specs import ModelSpec
 from .text import check_prompt
-
-# Settings that only Prompt-to-Prompt reads; a method without attention control refuses them.
-ATTENTION_SETTINGS = ("cross_replace", "self_replace", "mode")
 
 
 def resolve_settings(
@@ -77,34 +75,35 @@ def prepare_edit(
     if not targets:
         raise SettingsError("an edit needs at least one target prompt", "pass --tgt 'a photo of ...'")
     settings = with_method(spec, settings)
-    method, given = settings.method, set(given)
-    check_method_options(spec, method, given, amplify, blend)
-    prompt = resolve_amplify_prompt(settings.amplify_prompt, source) if switches_prompts(method) else None
-    if not controls_attention(method):
+    check_method_options(spec, settings.method, given, amplify, blend)
+    method = edit_method(settings.method)
+    prompt = resolve_amplify_prompt(settings.amplify_prompt, source) if method.switches_prompts else None
+    if not method.controls_attention:
         return PreparedEdit(source, targets, settings, (), prompt)
     s = settings
     words = derive_all_edit_words(source, list(targets), s.mode, s.amplify, amplify, blend, no_blend)
     return PreparedEdit(source, targets, settings, tuple(words), prompt)
 
 
-def check_method_options(spec: ModelSpec, method: str, given: Iterable[str], amplify=None, blend=None) -> None:
-    """Options the method would silently ignore are an error naming the method that uses them."""
-    given = set(given)
-    chosen = "its default" if spec.traits.edit_method == method else "as asked"
-    edits_with = f"model {spec.name!r} ({spec.traits.label}) edits with the {method!r} method ({chosen})"
-    if not controls_attention(method):
-        refused = [f"--{name.replace('_', '-')}" for name in ATTENTION_SETTINGS if name in given]
-        refused += [flag for flag, value in (("--blend", blend), ("--amplify", amplify)) if value]
-        if refused:
-            raise SettingsError(
-                f"{', '.join(refused)}: {edits_with}, which uses no attention control",
-                "add --method p2p (or p2p+switch) for Prompt-to-Prompt, or leave them out",
-            )
-    if not switches_prompts(method) and "amplify_prompt" in given:
-        raise SettingsError(
-            f"--amplify-prompt: {edits_with}, which switches no prompts",
-            "add --method switch (or p2p+switch), or leave it out",
-        )
+def check_method_options(
+    spec: ModelSpec, method: str, given: Iterable[str], amplify=None, blend=None, *, cells: bool = False
+) -> None:
+    """Settings the method would silently ignore (`EditMethod.ignored`) are an error naming the
+    method and the methods that read them. `given`: the names of the settings given explicitly;
+    `amplify`, `blend`: the word lists (--amplify, --blend), given when not empty. `cells`: name
+    them as a batch row's cells rather than as flags."""
+    chosen = edit_method(method)
+    words = [name for name, value in (("blend", blend), ("amplify", amplify)) if value]
+    ignored = chosen.ignored([*given, *words])
+    if not ignored:
+        return
+    named = [f"{name} cell" if cells else f"--{name.replace('_', '-')}" for name in ignored]
+    default = "its default" if spec.traits.edit_method == method else "as asked"
+    raise SettingsError(
+        f"{', '.join(named)}: model {spec.name!r} ({spec.traits.label}) edits with the {method!r} method "
+        f"({default}), which {chosen.why_ignored(ignored)}",
+        method_hint(ignored, f"or leave {'them' if len(ignored) > 1 else 'it'} out"),
+    )
 
 
 def resolve_amplify_prompt(choice: str, source: str) -> str | None:
@@ -124,9 +123,9 @@ def generated_noise_defaults(spec: ModelSpec, guidance: float, tau: float, metho
     classic use: every row under the generation's guidance) unless a method is asked for, the
     generation's guidance, and its tau unless the method switches prompts (at the generation's
     usual tau 1 a switch would never happen, and the target would just be generated anew)."""
-    method = method or (spec.traits.edit_method if controls_attention(spec.traits.edit_method) else P2P)
+    method = method or (spec.traits.edit_method if edit_method(spec.traits.edit_method).controls_attention else P2P)
     values = {"method": method, "guidance": guidance}
-    if not switches_prompts(method):
+    if not edit_method(method).switches_prompts:
         values["tau"] = tau
     return values
 

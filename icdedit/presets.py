@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .errors import SettingsError, UsageError
-from .families import EDIT_METHODS
+from .methods import EDIT_METHODS
 from .paths import presets_dir
 
 DEFAULT_PRESET = "default"
@@ -66,7 +66,7 @@ class EditSettings:
     amplify: float = 4.0
     blend_threshold: float = 0.3
     mode: str = "auto"
-    method: str | None = None  # an edit method (families.EDIT_METHODS); None: the model family's
+    method: str | None = None  # an edit method (a key of methods.METHODS); None: the model family's
     amplify_prompt: str = "source"  # the prompt switch's: source, target, or a prompt of its own
     model: str | None = None
     description: str = ""

@@ -7,7 +7,8 @@ not equal. So it is for looking (trying prompts, tuning settings, the web page),
 default, and every output it made says so.
 
 It reads the latents as the UNet makes them: diffusers' AutoencoderTiny has scaling factor 1,
-the VAE's own scaling is part of what TAESD learned. Each family's decoder lives in its own
+the VAE's own scaling is part of what TAESD learned. Each family names its decoder
+(`Family.preview_decoder`, or None: that family has no --preview); a decoder lives in its own
 folder under the weights folder, `$ICDEDIT_HOME/preview/<name>/`, as `save_pretrained` lays it
 out (`icdedit download taesd` fetches it).
 """
@@ -16,12 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .download import DownloadError, offline
 from .errors import ModelError, first_line
+from .families import FAMILIES
 from .paths import weights_home
+
+if TYPE_CHECKING:
+    from .specs import ModelSpec
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # as diffusers saves AutoencoderTiny, and the hub holds it
 
@@ -29,9 +35,17 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"  # as diffusers saves Autoencode
 @dataclass(frozen=True)
 class PreviewDecoder:
     name: str
-    family: str
     hub_id: str
     approx_bytes: int
+
+    @property
+    def families(self) -> list[str]:
+        """The families (their names) whose preview decoder this is: each family names its own."""
+        return [name for name, family in FAMILIES.items() if family.preview_decoder == self.name]
+
+    @property
+    def family(self) -> str:
+        return ", ".join(self.families)
 
     @property
     def description(self) -> str:
@@ -63,14 +77,20 @@ class PreviewDecoder:
 PREVIEW_DECODERS = {
     decoder.name: decoder
     for decoder in (
-        PreviewDecoder("taesd", "sd15", "madebyollin/taesd", 10_000_000),
-        PreviewDecoder("taesdxl", "sdxl", "madebyollin/taesdxl", 10_000_000),
+        PreviewDecoder("taesd", "madebyollin/taesd", 10_000_000),
+        PreviewDecoder("taesdxl", "madebyollin/taesdxl", 10_000_000),
     )
 }
 
 
-def decoder_for(family: str) -> PreviewDecoder:
-    return next(d for d in PREVIEW_DECODERS.values() if d.family == family)
+def decoder_for(model: ModelSpec | str) -> PreviewDecoder:
+    """The preview decoder that the model's family names (`Family.preview_decoder`); a model (or
+    a family, given by name) whose family names none is one ModelError naming it."""
+    traits = FAMILIES[model] if isinstance(model, str) else model.traits
+    if traits.preview_decoder is None:
+        named = f"the {traits.label} family" if isinstance(model, str) else f"model {model.name!r} ({traits.label})"
+        raise ModelError(f"--preview: {named} has no preview decoder", "leave out --preview (the VAE decodes)")
+    return PREVIEW_DECODERS[traits.preview_decoder]
 
 
 def load_preview_decoder(decoder: PreviewDecoder, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:

@@ -55,7 +55,7 @@ class RunOptions:
         """The preview decoder asked for, checked present on disk (before minutes of loading)."""
         if not self.preview:
             return None
-        decoder = decoder_for(spec.family)
+        decoder = decoder_for(spec)
         decoder.require()
         return decoder
 

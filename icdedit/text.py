@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,9 +61,6 @@ class PromptEmbeddings:
             torch.cat([p.tokens for p in parts]),
             None if pooled[0] is None else torch.cat(pooled),  # type: ignore[arg-type]
         )
-
-    def with_pooled_of(self, other: PromptEmbeddings) -> PromptEmbeddings:
-        return PromptEmbeddings(self.tokens, other.pooled)
 
 
 def _token_ids_batch(tokenizer, prompts: list[str]) -> torch.Tensor:
@@ -126,3 +124,22 @@ def word_token_positions(tokenizer, prompt: str, word: str) -> list[int]:
         )
     spans = word_token_spans(tokenizer, prompt)
     return sorted(p for w, span in zip(words, spans) if w == word for p in span)
+
+
+class PromptCache:
+    """Prompt embeddings by prompt: each prompt encoded once (`encode(prompts)`, the missing
+    ones together), the `size` most recently used kept."""
+
+    def __init__(self, encode: Callable[[list[str]], PromptEmbeddings], size: int = 64):
+        self.encode, self.size = encode, size
+        self.rows: OrderedDict[str, PromptEmbeddings] = OrderedDict()
+
+    def __call__(self, prompts: Sequence[str]) -> PromptEmbeddings:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self.rows]
+        if missing:
+            self.rows.update(zip(missing, self.encode(missing).rows()))
+        for prompt in prompts:
+            self.rows.move_to_end(prompt)
+        while len(self.rows) > self.size:
+            self.rows.popitem(last=False)
+        return PromptEmbeddings.cat([self.rows[p] for p in prompts])

@@ -186,7 +186,7 @@ def build_tiny_model(
     # The base UNet (no guidance embedding) is saved like the real one's but never used by iCD.
     _tiny_unet(None, family).save_pretrained(base / "unet")
     betas = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    if traits.text_encoders == 2:
+    if traits.pooled_text:
         # stabilityai's second tokenizer pads with "!" instead of the end token
         CLIPTokenizer.from_pretrained(base / "tokenizer", model_max_length=77, pad_token="!").save_pretrained(
             base / "tokenizer_2"

@@ -23,9 +23,9 @@ from PIL import Image
 
 from .editor import Editor
 from .errors import IcdEditError, InputError, first_line
-from .families import controls_attention
 from .images import load_image, save_image
 from .latents import save_latent
+from .methods import edit_method
 from .plans import EditRequest, plan_edit, run_plan
 from .preparation import resolve_settings
 from .presets import builtin_presets, check_seed
@@ -211,7 +211,7 @@ def build_app(session: UiSession):
 
     defaults = resolve_settings(session.spec)
     presets = sorted(builtin_presets())
-    p2p = controls_attention(defaults.method)
+    p2p = edit_method(defaults.method).controls_attention
 
     def run(value, src, tgt, preset, guidance, tau, cross, self_, amplify, seed):
         photo, mask = mask_from_editor(value)
@@ -276,7 +276,7 @@ def build_app(session: UiSession):
         def preset_values(name):
             """A preset sets the sliders (and shows Prompt-to-Prompt's where its method uses them)."""
             chosen = resolve_settings(session.spec, name or None)
-            shown = controls_attention(chosen.method)
+            shown = edit_method(chosen.method).controls_attention
             return (
                 chosen.guidance,
                 chosen.tau,

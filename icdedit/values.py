@@ -35,6 +35,19 @@ class Inversion:
         """Noise from `Editor.generate` (with guidance): edited as generated noise by default."""
         return self.source_guidance > 0
 
+    @property
+    def trajectory(self) -> dict[str, float]:
+        """Generated noise's guidance and tau ({} for a photo's inversion), as a latent file records them."""
+        return {"guidance": self.source_guidance, "tau": self.source_tau} if self.generated else {}
+
+
+def reconstruct_values(trajectory: dict[str, float], guidance: float | None, tau: float | None) -> tuple[float, float]:
+    """A reconstruction's guidance and tau: as given; else generated noise's own (`trajectory`);
+    else the editing source branch's (w = 0, tau 0.8)."""
+    guidance = guidance if guidance is not None else trajectory.get("guidance", 0.0)
+    tau = tau if tau is not None else trajectory.get("tau", 0.8)
+    return guidance, tau
+
 
 @dataclass(frozen=True)
 class EditJob:

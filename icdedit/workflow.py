@@ -15,13 +15,14 @@ from .images import check_size, image_format, load_image, save_image
 from .latents import save_latent
 from .metrics import psnr, ssim
 from .naming import default_output
-from .plans import EditRequest, invert_source, plan_edit, reconstruct_values, run_plan, tell
+from .plans import EditRequest, invert_source, plan_edit, run_plan, tell
 from .presets import check_number, check_seed
 from .reporting import Reporter
 from .run_context import RunOptions, load_editor, warn_truncation
 from .sources import latent_metadata, read_source
 from .specs import resolve_model
 from .text import check_prompt
+from .values import reconstruct_values
 
 __all__ = ["EditRequest", "InvertRequest", "ReconstructRequest", "run_edit", "run_invert", "run_reconstruct"]
 
@@ -92,7 +93,7 @@ def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = Non
     check_seed(request.seed)
     check_size(request.size)
     source = read_source(request.source, request.prompt, request.model, "prompt")
-    guidance, tau = reconstruct_values(source, request.guidance, request.tau)
+    guidance, tau = reconstruct_values(source.generated, request.guidance, request.tau)
     output = request.output or default_output(Path(f"{request.source.stem}-reconstruction.png"), request.overwrite)
     image_format(output)
     check_output(output, request.overwrite, inputs=(request.source,))

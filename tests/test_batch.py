@@ -21,11 +21,12 @@ from icdedit.manifests import (
     ManifestError,
     build_items,
     expand_images,
-    parse_blend,
     parse_shard,
     read_manifest,
     take_shard,
+    unused_cells_note,
 )
+from icdedit.word_args import parse_blend
 
 from .conftest import make_photo
 
@@ -91,6 +92,40 @@ def test_pie_bench_csv_is_accepted_as_it_is(tmp_path):
     assert items[0].image == tmp_path / "imgs" / "000" / "a.jpg"
     assert (items[0].src, items[0].tgt, items[0].blend) == ("a cat sitting", "a dog sitting", [("cat", "dog")])
     assert items[1].blend == []  # a blank blended_words means no local blend, as the official script reads it
+
+
+def test_a_cell_the_rows_method_would_ignore_fails_the_row_and_outside_methods_only_note_word_cells(tmp_path):
+    """One policy with flags and grid axes: a row that names its method and a setting that method
+    ignores fails (blend_threshold included); a word column (blend, amplify) under a method that
+    comes from the command line is noted, since dataset manifests carry it on every row."""
+    cat = {"src": "a photo of a cat", "tgt": "a photo of a dog"}
+    rows = [
+        {"image": "a.png", **cat, "method": "switch", "blend_threshold": 0.5},
+        {"image": "b.png", **cat, "method": "switch", "blend": "cat dog"},
+        {"image": "c.png", **cat, "method": "switch", "amplify": "dog=2"},
+        {"image": "d.png", **cat, "method": "p2p", "amplify_prompt": "target"},
+        {"image": "e.png", **cat, "method": "p2p", "blend_threshold": 0.5, "blend": "cat dog", "amplify": 2},
+        {"image": "f.png", **cat, "method": "switch", "amplify_prompt": "target"},
+    ]
+    items = build_items(rows, tmp_path, tmp_path / "out", BatchDefaults())
+    problems = [item.problem for item in items]
+    assert problems[0].startswith("blend_threshold cell: ") and "'switch' method (as asked)" in problems[0]
+    assert problems[1].startswith("blend cell: ") and problems[2].startswith("amplify cell: ")
+    assert "--method p2p (or p2p+switch)" in problems[0] and "which switches no prompts" in problems[3]
+    assert problems[4:] == [None, None] and unused_cells_note(rows, items) is None
+
+    outside = [
+        {"image": "g.png", **cat, "blend": "cat dog"},
+        {"image": "h.png", **cat, "blend_threshold": 0.5},
+        {"image": "i.png", **cat, "amplify": 4},
+        {"image": "j.png", **cat, "cross_replace": 0.5},
+    ]
+    items = build_items(outside, tmp_path, tmp_path / "out", BatchDefaults(overrides={"method": "switch"}))
+    problems = [item.problem for item in items]
+    assert problems[0] is None and problems[2] is None and items[0].blend is None
+    assert problems[1].startswith("blend_threshold cell: ") and problems[3].startswith("cross_replace cell: ")
+    note = unused_cells_note(outside, items)
+    assert note.startswith("note: the blend/amplify cells of row(s) 1, 3 are not used") and "--method p2p" in note
 
 
 def test_a_row_with_a_problem_becomes_a_failed_item_with_its_reason(tmp_path):

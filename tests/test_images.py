@@ -5,7 +5,15 @@ import pytest
 from PIL import Image
 
 from icdedit.errors import InputError, OutputError
-from icdedit.images import from_model_output, load_image, plan_size, prepare_image, save_image, to_model_input
+from icdedit.images import (
+    from_model_output,
+    load_image,
+    plan_size,
+    prepare_image,
+    processing_size,
+    save_image,
+    to_model_input,
+)
 from icdedit.metrics import psnr, ssim
 
 
@@ -87,9 +95,17 @@ def test_processing_size_keeps_aspect_in_multiples_of_64(size, long_side, expect
     assert plan_size(*size, long_side) == expected
 
 
+def test_the_size_rule_is_the_model_familys(tiny_spec, xl_spec):
+    """One function applies it: the long side for SD1.5, the area for SDXL; by default at the
+    model's resolution."""
+    assert processing_size(tiny_spec, (4032, 3024), 512) == (512, 384)
+    assert processing_size(xl_spec, (4032, 3024), 1024) == (1152, 896)
+    assert processing_size(tiny_spec, (4032, 3024)) == plan_size(4032, 3024, tiny_spec.resolution)
+
+
 def test_a_512_square_is_processed_untouched():
     img = Image.new("RGB", (512, 512), (1, 2, 3))
-    assert prepare_image(img, 512).processed is img
+    assert prepare_image(img, plan_size(512, 512, 512)).processed is img
     with pytest.raises(InputError):
         plan_size(10, 10, 100)
 

@@ -175,3 +175,34 @@ def test_download_fetches_the_decoders_config_and_weights_only(tmp_path, monkeyp
     assert json.loads(result.stdout)["placed"] == [str(PREVIEW_DECODERS["taesdxl"].folder)]
     assert asked == [("madebyollin/taesdxl", ["config.json", "diffusion_pytorch_model.safetensors"])]
     assert PREVIEW_DECODERS["taesdxl"].present and not PREVIEW_DECODERS["taesd"].present
+
+
+def test_a_family_without_a_preview_decoder_refuses_preview_cleanly_and_needs_no_other_name(
+    tmp_path, monkeypatch, photo_path
+):
+    """A third family, registered here alone through the public constructor: `--preview` is one
+    error line naming it and the fix, and everything else (building, loading, editing) asks the
+    family's traits, so nothing outside families.py has to name it."""
+    from dataclasses import replace
+
+    from icdedit.errors import ModelError
+    from icdedit.families import FAMILIES
+    from icdedit.specs import load_spec
+    from icdedit.tiny import build_tiny_model
+
+    third = replace(FAMILIES["sd15"], name="third", label="Third", tiny_model="tiny-third", preview_decoder=None)
+    monkeypatch.setitem(FAMILIES, "third", third)
+    monkeypatch.setenv("ICDEDIT_HOME", str(tmp_path / "home"))
+    model = build_tiny_model(tmp_path / "third", family="third")
+    spec = load_spec(model)
+    assert spec.traits is third
+    with pytest.raises(ModelError, match=r"--preview: model 'tiny-third' \(Third\) has no preview decoder"):
+        decoder_for(spec)
+    assert all("third" not in decoder.families for decoder in PREVIEW_DECODERS.values())
+
+    flags = ["--src", SOURCE, "--tgt", TARGET, "-m", model, "--device", "cpu"]
+    refused = run("edit", photo_path, *flags, "-o", tmp_path / "p.png", "--preview")
+    assert_clean_error(refused, "--preview", "Third", "no preview decoder", "leave out --preview")
+    edited = run("edit", photo_path, *flags, "-o", tmp_path / "e.png", "--json")
+    assert edited.exit_code == 0, edited.output
+    assert json.loads(edited.stdout)["settings"]["method"] == "p2p"  # the family's own default

@@ -9,7 +9,8 @@ import typer
 
 from .. import metrics as metric_table
 from ..errors import SettingsError, UsageError
-from ..families import EDIT_METHODS, FAMILIES
+from ..families import FAMILIES
+from ..methods import EDIT_METHODS
 from ..presets import load_preset
 from ..run_context import RunOptions
 from ..specs import DEFAULT_MODEL, known_model_names
