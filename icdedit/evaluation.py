@@ -22,14 +22,9 @@ from .errors import IcdEditError, InputError, UsageError
 from .images import load_image
 from .metrics import COLUMNS, ICD_SIZE, Scorer, check_metrics
 from .metrics import METRICS as METRICS  # the metric names, here too for callers of eval
+from .rows import EvalInputError
 
 PIE_SIZE = (512, 512)  # PIE-Bench's masks are run-length encoded over a 512 x 512 grid
-
-
-class EvalInputError(IcdEditError):
-    """An evaluation input that cannot be used as a whole (exit code 2; nothing was scored)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -94,36 +89,6 @@ def _base(output: Path, folder: Path) -> Path | None:
         if (ancestor / output).exists():
             return ancestor
     return None
-
-
-PAIR_COLUMNS = {"source": ("source", "image", "photo"), "edit": ("edit", "output"), "target": ("tgt", "target")}
-
-
-def items_from_pairs(path: Path) -> list[tuple[Path, Path, str, Path | None]]:
-    """Explicit pairs (edits made by any tool): a CSV/TSV/JSONL/YAML with source, edit and tgt
-    columns and optionally mask (an image, white = edited); paths relative to the file."""
-    from .manifests import ManifestError, read_manifest
-
-    try:
-        rows = read_manifest(path)
-    except ManifestError as exc:
-        raise EvalInputError("; ".join(exc.problems), "a CSV with source, edit and tgt columns") from None
-    columns = {k for row in rows for k in row}
-    chosen = {}
-    for name, aliases in PAIR_COLUMNS.items():
-        chosen[name] = next((a for a in aliases if a in columns), None)
-        if chosen[name] is None:
-            raise EvalInputError(f"{path}: no {name} column (any of {', '.join(aliases)})", "add it and run again")
-    root = path.parent
-    return [
-        (
-            root / str(row.get(chosen["source"]) or ""),
-            root / str(row.get(chosen["edit"]) or ""),
-            str(row.get(chosen["target"]) or ""),
-            root / str(row["mask"]) if row.get("mask") else None,
-        )
-        for row in rows
-    ]
 
 
 class PieBenchMasks:
@@ -215,7 +180,7 @@ def _raw_items(inputs: Path) -> list[tuple[int, Path, Path, str, Path | None, st
         varying = sorted({k for *_, s in found for k in s if len({json.dumps(x.get(k)) for *_, x in found}) > 1})
         label = (lambda s: ", ".join(f"{k}={s.get(k)}" for k in varying)) if varying else (lambda s: None)
         return [(n, source, edit, target, None, label(settings)) for n, source, edit, target, settings in found]
-    from .manifests import MANIFEST_SUFFIXES
+    from .rows import MANIFEST_SUFFIXES, items_from_pairs
 
     if inputs.suffix.lower() not in MANIFEST_SUFFIXES:
         raise EvalInputError(

@@ -24,36 +24,17 @@ from .errors import IcdEditError, OutputError, UsageError
 from .files import check_output, distinct_paths, slug
 from .images import check_size, image_format, save_image
 from .latents import save_latent
-from .manifests import (
-    EXTRA_CELLS,
-    MANIFEST_SUFFIXES,
-    ManifestError,
-    distributed_shard,
-    parse_shard,
-    read_manifest,
-    take_shard,
-)
+from .manifests import distributed_shard, parse_shard, take_shard
 from .naming import default_output
 from .presets import SEED_MAX, check_number, check_seed
 from .reporting import Reporter
+from .rows import PromptFileError, read_prompts
 from .run_context import RunOptions, load_editor, warn_truncation
 from .runner import Summary, run_many
 from .schedule import GENERATION_GUIDANCE, GENERATION_TAU
 from .sources import latent_metadata
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt, truncation_warning
-
-PROMPT_COLUMNS = ("caption", "prompt")  # the official prompt lists' column, and the plain name
-FILE_HINT = "a .txt file with one prompt a line, or a .csv/.tsv/.jsonl with a caption or prompt column"
-
-
-class PromptFileError(IcdEditError):
-    """A prompt file that cannot be used as a whole: nothing is run, exit code 2."""
-
-    exit_code = 2
-
-    def __init__(self, message: str):
-        super().__init__(message, FILE_HINT)
 
 
 @dataclass(frozen=True)
@@ -248,41 +229,6 @@ class GenerationItem:
     def key(self) -> str:
         data = json.dumps([self.prompt, self.seed, self.settings.as_dict(), str(self.output)])
         return hashlib.sha256(data.encode()).hexdigest()[:16]
-
-
-def read_prompts(path: Path) -> list[tuple[str, object, str | None]]:
-    """(prompt, seed cell or None, the row's problem or None) per row: a text file (one prompt a
-    line, blank lines skipped), or a manifest (CSV, TSV, JSONL, YAML, read as `batch` reads
-    one) with a `caption` or `prompt` column and optionally `seed`: the official
-    generation_coco.csv and generation_parti-prompts.csv as they are."""
-    if path.suffix.lower() not in MANIFEST_SUFFIXES:
-        try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except FileNotFoundError:
-            raise PromptFileError(f"prompt file not found: {path}") from None
-        except OSError as exc:
-            raise PromptFileError(f"{path}: cannot read ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise PromptFileError(f"{path}: not UTF-8 text") from None
-        return [(line.strip(), None, None) for line in text.splitlines() if line.strip()]
-    if not path.is_file():
-        raise PromptFileError(f"prompt file not found: {path}")
-    try:
-        rows = read_manifest(path)
-    except ManifestError as exc:  # unreadable, empty, not valid CSV / JSONL / YAML
-        raise PromptFileError("; ".join(exc.problems)) from None
-    columns = [k for k in dict.fromkeys(k for row in rows for k in row) if k != EXTRA_CELLS]
-    column = next((c for c in PROMPT_COLUMNS if c in columns), None)
-    if column is None:
-        raise PromptFileError(f"{path}: no caption or prompt column (columns: {', '.join(map(repr, columns))})")
-    return [(str(row.get(column) or "").strip(), row.get("seed"), _row_problem(row)) for row in rows]
-
-
-def _row_problem(row: dict) -> str | None:
-    extra = row.get(EXTRA_CELLS)
-    if extra is None:
-        return None
-    return extra if isinstance(extra, str) else f"more cells than the header names: {extra!r}"
 
 
 @dataclass(frozen=True)

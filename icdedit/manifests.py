@@ -10,7 +10,6 @@ Two kinds of problem, handled differently:
 
 from __future__ import annotations
 
-import csv
 import difflib
 import glob
 import hashlib
@@ -21,8 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
 from .errors import IcdEditError, UsageError
 from .files import slug
 from .grid import Grid, check_grid_method
@@ -30,34 +27,19 @@ from .images import image_format
 from .methods import edit_method, readers
 from .preparation import PreparedEdit, check_method_options, prepare_edit, resolve_settings
 from .presets import RANGES, EditSettings, check_seed, load_preset
+from .rows import EXTRA_CELLS, MANIFEST_SUFFIXES, PIE_BENCH, ManifestError, normalise_row, read_manifest  # noqa: F401 (batch input)
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt
 from .word_args import is_amplify_words, parse_amplify, parse_blend
 
-MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".yaml", ".yml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 TEXT_SETTINGS = ("mode", "method", "amplify_prompt")  # settings a cell gives as text
 COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", "mask", *RANGES, *TEXT_SETTINGS}
-PIE_BENCH = {"file_name": "image", "old_caption": "src", "edited_caption": "tgt", "blended_words": "blend"}
 # Columns of edit words (and the amplify factor) that dataset manifests carry on every row, for
 # Prompt-to-Prompt (PIE-Bench's blended_words): see `checked_cells` for when a method that
 # ignores them fails the row and when it is only noted.
 WORD_COLUMNS = ("blend", "amplify")
-EXTRA_CELLS = "\0extra cells"  # where the CSV reader puts cells beyond the header's columns
 BAD_BLEND_CHOICES = ("fail", "ignore")
-
-
-class ManifestError(IcdEditError):
-    """The manifest (or the command line) cannot be used; `problems` lists every one."""
-
-    exit_code = 2
-
-    def __init__(self, problems: list[str]):
-        super().__init__(
-            f"{len(problems)} problem(s) in the batch input: " + "; ".join(problems[:20]),
-            "fix the problems above; nothing was run",
-        )
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -109,55 +91,7 @@ class BatchItem:
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
-# -- reading inputs -------------------------------------------------------------------------------
-def _is_index_column(name) -> bool:
-    """pandas' unnamed index, as `DataFrame.to_csv` writes it: an empty header or 'Unnamed: N'."""
-    return name is None or not str(name).strip() or re.fullmatch(r"Unnamed: \d+", str(name).strip()) is not None
-
-
-def read_manifest(path: Path) -> list[dict]:
-    """Rows of a CSV, TSV, JSONL or YAML manifest as dicts (PIE-Bench columns renamed, pandas'
-    unnamed index columns dropped). An unreadable or empty file is a ManifestError."""
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise ManifestError([f"{path}: cannot read ({exc.strerror})"]) from None
-    except UnicodeDecodeError:
-        raise ManifestError([f"{path}: not UTF-8 text (is it a {suffix[1:].upper()} file?)"]) from None
-    if not text.strip():
-        raise ManifestError([f"{path}: the manifest is empty"])
-    try:
-        if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",", restkey=EXTRA_CELLS)
-            rows = list(reader)
-        elif suffix == ".jsonl":
-            rows = []
-            for number, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:  # one bad line is that row's problem
-                        rows.append({EXTRA_CELLS: f"line {number} is not JSON ({exc.msg})"})
-        else:
-            rows = yaml.safe_load(text) or []
-            rows = rows.get("items", rows) if isinstance(rows, dict) else rows
-    except (yaml.YAMLError, csv.Error) as exc:
-        raise ManifestError([f"{path}: not valid {suffix[1:].upper()} ({str(exc).splitlines()[0]})"]) from None
-    if not isinstance(rows, list):
-        raise ManifestError([f"{path}: expected a list of rows with image, src and tgt"])
-    if not rows:
-        raise ManifestError([f"{path}: the manifest has no rows"])
-    return [normalise_row(row) for row in rows]
-
-
-def normalise_row(row: dict) -> dict:
-    """PIE-Bench's column names as icdedit's; pandas' unnamed index columns dropped."""
-    if not isinstance(row, dict):  # that row's problem, as a JSONL line that is not JSON is
-        return {EXTRA_CELLS: f"{row!r} is not a row of named cells"}
-    return {PIE_BENCH.get(k, k): v for k, v in row.items() if k == EXTRA_CELLS or not _is_index_column(k)}
-
-
+# -- reading inputs (rows.py reads the file) ---------------------------------------------------------
 def column_problems(rows: list[dict], defaults: BatchDefaults) -> list[str]:
     """What is wrong with the manifest as a whole: misspelt (unknown) and missing columns."""
     named = [k for k in dict.fromkeys(k for row in map(normalise_row, rows) for k in row) if k != EXTRA_CELLS]
