@@ -10,15 +10,15 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 _HOME = tempfile.mkdtemp(prefix="icdedit-test-home-")
 os.environ["ICDEDIT_HOME"] = _HOME
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from .helpers import in_float64, make_photo  # noqa: E402, F401 - re-exported: benchmarks import make_photo from here
 
 
 @pytest.fixture(scope="session")
@@ -52,24 +52,6 @@ def editor64(tiny_spec):
     from icdedit.loader import load_model
 
     return Editor(load_model(tiny_spec, device="cpu", dtype="fp64"))
-
-
-def in_float64(inversion):
-    """An inversion's latent in float64, for a float64 editor to decode."""
-    from dataclasses import replace
-
-    return replace(inversion, latent=inversion.latent.double())
-
-
-def make_photo(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A smooth synthetic photo: gradients plus a bright disc, so the VAE sees structure."""
-    rng = np.random.RandomState(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    r = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), 0.5 + 0.5 * np.sin(x / 7.0)], -1)
-    disc = ((x - width * 0.6) ** 2 + (y - height * 0.4) ** 2) < (min(width, height) * 0.25) ** 2
-    r[disc] = [0.9, 0.8, 0.2]
-    r += rng.normal(0, 0.02, r.shape)
-    return Image.fromarray((np.clip(r, 0, 1) * 255).astype(np.uint8), "RGB")
 
 
 @pytest.fixture
@@ -117,26 +99,6 @@ def ref64(tiny_spec, ref):
         "tok": ref["tok"],
         "te": copy.deepcopy(ref["te"]).double(),
     }
-
-
-def embed(ref, prompts):
-    import torch
-
-    ids = ref["tok"](prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return ref["te"](ids)[0]
-
-
-def ref_invert(ref, image, prompt, seed):
-    """The reference inversion of a photo: VAE posterior mean, then the forward model."""
-    import torch
-
-    from . import reference
-
-    x = torch.from_numpy(np.array(image)).to(ref["vae"].dtype) / 127.5 - 1
-    with torch.no_grad():
-        z0 = ref["vae"].encode(x.permute(2, 0, 1)[None]).latent_dist.mean * 0.18215
-    return reference.invert(ref["fwd"], z0, embed(ref, [prompt]), seed, [19, 259, 519, 779])
 
 
 # -- SDXL: the tiny random model with SDXL's topology, and its independent reference ----------------

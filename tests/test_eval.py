@@ -27,8 +27,7 @@ from icdedit.evaluation import (
     summarise,
 )
 
-from .conftest import make_photo
-from .test_cli import assert_clean_error, run
+from .helpers import assert_clean_error, make_photo, run
 from .tiny_eval import build_tiny_eval_models
 
 

@@ -8,12 +8,11 @@ from icdedit import engine
 from icdedit.editor import Inversion, telling_steps
 from icdedit.p2p import control as control_module
 from icdedit.p2p.control import AttentionController, LayerInfo, attention_control
-from icdedit.p2p.plan import build_control_plan, derive_all_edit_words
 from icdedit.presets import EditSettings
 
 from . import reference
-from .conftest import embed, in_float64, make_photo
-from .official_plan import official_plan
+from .helpers import in_float64, make_photo, official_controller, plan_for, probe
+from .reference import embed
 from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics, rounding_tolerance
 
 SIZE = 256  # latent 32x32: the local-blend level is 8x8, so masks are not trivially full
@@ -22,56 +21,6 @@ SIZE = 256  # latent 32x32: the local-blend level is 8x8, so masks are not trivi
 @pytest.fixture(scope="module")
 def inversion(editor):
     return editor.invert(make_photo(SIZE, SIZE, seed=5), "a photo of a cat on the grass", seed=3, size=SIZE)
-
-
-def plan_for(editor, source, targets, settings, **words):
-    w = derive_all_edit_words(source, targets, settings.mode, settings.amplify, **words)
-    plan = build_control_plan(
-        editor.tokenizer,
-        source,
-        targets,
-        w,
-        num_steps=editor.bundle.plan.num_reverse_steps,
-        cross_replace=settings.cross_replace,
-        self_replace=settings.self_replace,
-        blend_threshold=settings.blend_threshold,
-    )
-    return w, plan
-
-
-def official_controller(tokenizer, source, targets, settings, words, latent_size, **options):
-    """The official-style controller of an edit. `words` are the edit's request (which words to
-    amplify and blend, as icdedit derived or was given them); everything computed from them
-    (token positions, mappers, windows, blend rows) comes from tests/official_plan.py. `options`
-    go to OfficialStyleController (offset, blend_maps)."""
-    h, w = latent_size
-    amplify = list(dict.fromkeys(pair for word in words for pair in word.amplify))
-    blend = (
-        list(dict.fromkeys(x for word in words for x in word.blend_source)),
-        list(dict.fromkeys(x for word in words for x in word.blend_target)),
-    )
-    plan = official_plan(
-        tokenizer,
-        source,
-        list(targets),
-        num_steps=4,
-        cross_replace=settings.cross_replace,
-        self_replace=settings.self_replace,
-        amplify=amplify,
-        blend=blend if blend[1] else None,
-        mode=None if settings.mode == "auto" else settings.mode,
-    )
-    return reference.OfficialStyleController(
-        mappers=plan.mappers,
-        equalizers=plan.equalizers,
-        cross_alpha=plan.cross_alpha,
-        self_steps=plan.self_steps,
-        self_limit=(h // 2) * (w // 2),
-        blend_words=plan.blend_words,
-        blend_hw=(h // 4, w // 4),
-        threshold=settings.blend_threshold,
-        **options,
-    )
 
 
 def reference_edit(ref, inversion, source, targets, settings, words, batch4=False):
@@ -227,26 +176,11 @@ def test_without_blend_targets_are_independent_rows(editor, editor64, inversion)
     assert_near_exact(only_b[1], exact[2], error, "second target alone")
 
 
-def _probe(editor, source, target, settings, amplify, step):
-    """Run one cross layer of the controller on synthetic q, k and identity values, so the
-    output *is* the attention probabilities."""
-    _, plan = plan_for(editor, source, [target], settings, amplify=amplify)
-    controller = AttentionController(plan, (8, 8), torch.device("cpu"), torch.float32)
-    controller.begin_step(step)
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 2, 64, 8, generator=g)
-    k = torch.randn(1, 2, 77, 8, generator=g).expand(2, -1, -1, -1)  # same prompt: same keys
-    v = torch.eye(77).expand(2, 2, 77, 77)
-    out = controller.attend(LayerInfo("x", "down", True), q, k, v, 8**-0.5)
-    own = torch.softmax(q @ k.transpose(-1, -2) * 8**-0.5, -1)
-    return out, own
-
-
 def test_reweight_scales_exactly_the_chosen_columns_in_controlled_steps_only(editor):
     prompt = "a photo of a cat on the grass"
     settings = EditSettings(cross_replace=0.3)  # N = 4: only step 0 is controlled
     cat = 5  # token position of 'cat'
-    out, own = _probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=0)
+    out, own = probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=0)
     # q.k (8 products), a softmax over 77 keys, times 3 and the identity values: a short chain
     tolerance = rounding_tolerance(3 * own, 8 + 77 + 2)
     assert torch.allclose(out[0], own[0], rtol=0, atol=tolerance)  # row 0 untouched
@@ -255,7 +189,7 @@ def test_reweight_scales_exactly_the_chosen_columns_in_controlled_steps_only(edi
     assert torch.allclose(out[1], expected, rtol=0, atol=tolerance)
     others = [c for c in range(77) if c != cat]
     assert torch.allclose(out[1][..., others], own[0][..., others], rtol=0, atol=tolerance)
-    out_late, own_late = _probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=2)
+    out_late, own_late = probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=2)
     assert torch.allclose(out_late, own_late, rtol=0, atol=tolerance)  # outside the window: no control
 
 

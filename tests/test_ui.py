@@ -20,8 +20,7 @@ from PIL import Image, ImageDraw
 from icdedit.errors import InputError, UsageError
 from icdedit.ui import PageEdit, UiSession, mask_from_editor
 
-from .conftest import make_photo
-from .test_cli import run
+from .helpers import make_photo, run
 
 SRC, TGT = "a photo of a cat", "a photo of a tiger"
 
