@@ -31,6 +31,11 @@ from .official_plan import official_plan
 
 runner = CliRunner()
 
+# The photo both families' Prompt-to-Prompt tests edit (`inversion` in test_p2p.py, `xl_inversion`):
+# 256 px, a 32x32 latent whose local-blend level is 8x8, so blend masks can cover part of it.
+P2P_SIZE = 256
+XL_SOURCE = "a photo of a cat sitting on the grass"  # the SDXL tests' source prompt
+
 
 # -- the CLI ----------------------------------------------------------------------------------------
 def run(*args, input: str | None = None) -> Result:
