@@ -66,7 +66,7 @@ KEYS = {
 @pytest.fixture(scope="module")
 def place(tmp_path_factory):
     """The inputs: a photo, a folder of one photo, a prompt file, a pairs file for eval, and one
-    inversion of the photo (by `invert`, checked by the first test)."""
+    inversion of the photo, which reconstruct, edit and edit --grid decode."""
     root = tmp_path_factory.mktemp("matrix")
     make_photo(96, 64).save(root / "photo.png")
     (root / "photos").mkdir()
