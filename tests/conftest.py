@@ -10,15 +10,15 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 _HOME = tempfile.mkdtemp(prefix="icdedit-test-home-")
 os.environ["ICDEDIT_HOME"] = _HOME
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from .helpers import in_float64, make_photo  # noqa: E402, F401 - re-exported: benchmarks import make_photo from here
 
 
 @pytest.fixture(scope="session")
@@ -36,42 +36,6 @@ def tiny_spec(tiny_model):
     return load_spec(tiny_model)
 
 
-@pytest.fixture(scope="session")
-def editor(tiny_spec):
-    from icdedit.editor import Editor
-    from icdedit.loader import load_model
-
-    return Editor(load_model(tiny_spec, device="cpu", dtype="fp32"))
-
-
-@pytest.fixture(scope="session")
-def editor64(tiny_spec):
-    """The same model in float64: the exact results that float32 errors are measured against
-    (see tests/tolerance.py)."""
-    from icdedit.editor import Editor
-    from icdedit.loader import load_model
-
-    return Editor(load_model(tiny_spec, device="cpu", dtype="fp64"))
-
-
-def in_float64(inversion):
-    """An inversion's latent in float64, for a float64 editor to decode."""
-    from dataclasses import replace
-
-    return replace(inversion, latent=inversion.latent.double())
-
-
-def make_photo(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A smooth synthetic photo: gradients plus a bright disc, so the VAE sees structure."""
-    rng = np.random.RandomState(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    r = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), 0.5 + 0.5 * np.sin(x / 7.0)], -1)
-    disc = ((x - width * 0.6) ** 2 + (y - height * 0.4) ** 2) < (min(width, height) * 0.25) ** 2
-    r[disc] = [0.9, 0.8, 0.2]
-    r += rng.normal(0, 0.02, r.shape)
-    return Image.fromarray((np.clip(r, 0, 1) * 255).astype(np.uint8), "RGB")
-
-
 @pytest.fixture
 def photo_path(tmp_path) -> Path:
     path = tmp_path / "photo.png"
@@ -79,64 +43,90 @@ def photo_path(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def ref(tiny_spec):
-    """The independent reference's models: separately merged forward and reverse UNets."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+# -- the tiny models of both families, and the independent reference's models of each ------------
+# One builder per kind of model, given the family: the SD1.5 fixtures (editor, editor64, ref, ref64)
+# and the SDXL ones (xl_editor, ...) are the same models of another family.
+def build_editor(spec, dtype: str):
+    """icdedit's editor on the CPU; dtype "fp64" gives the exact results that float32 errors are
+    measured against (see tests/tolerance.py)."""
+    from icdedit.editor import Editor
+    from icdedit.loader import load_model
 
-    from . import reference
-
-    base = tiny_spec.base
-    config = UNet2DConditionModel.load_config(base, subfolder="unet")
-    return {
-        "fwd": reference.merged_unet(tiny_spec.teacher, tiny_spec.forward_lora, config),
-        "rev": reference.merged_unet(tiny_spec.teacher, tiny_spec.reverse_lora, config),
-        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae").eval(),
-        "tok": CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
-        "te": CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
-    }
+    return Editor(load_model(spec, device="cpu", dtype=dtype))
 
 
-@pytest.fixture(scope="session")
-def ref64(tiny_spec, ref):
-    """The reference in float64: the exact results that float32 errors are measured against
-    (see tests/tolerance.py). Same weights; the LoRAs merged in float64."""
-    import copy
-
-    import torch
+def merged_unets(spec, dtype):
+    """The reference's forward and reverse UNets, each LoRA merged separately into the teacher (in
+    `dtype`)."""
     from diffusers import UNet2DConditionModel
 
     from . import reference
 
-    config = UNet2DConditionModel.load_config(tiny_spec.base, subfolder="unet")
+    config = UNet2DConditionModel.load_config(spec.base, subfolder="unet")
     return {
-        "fwd": reference.merged_unet(tiny_spec.teacher, tiny_spec.forward_lora, config, dtype=torch.float64),
-        "rev": reference.merged_unet(tiny_spec.teacher, tiny_spec.reverse_lora, config, dtype=torch.float64),
-        "vae": copy.deepcopy(ref["vae"]).double(),
-        "tok": ref["tok"],
-        "te": copy.deepcopy(ref["te"]).double(),
+        "fwd": reference.merged_unet(spec.teacher, spec.forward_lora, config, dtype=dtype),
+        "rev": reference.merged_unet(spec.teacher, spec.reverse_lora, config, dtype=dtype),
     }
 
 
-def embed(ref, prompts):
+def build_reference(spec, family: str) -> dict:
+    """The reference's own models: merged UNets, the VAE and the text encoder(s) from the base
+    folder. SD1.5: one tokenizer and encoder ("tok", "te"); SDXL: both ("toks", "encs")."""
+    import torch
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    base = spec.base
+    models = {**merged_unets(spec, torch.float32), "vae": AutoencoderKL.from_pretrained(base, subfolder="vae").eval()}
+    if family == "sd15":
+        models["tok"] = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+        models["te"] = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval()
+    else:
+        models["toks"] = [CLIPTokenizer.from_pretrained(base, subfolder=s) for s in ("tokenizer", "tokenizer_2")]
+        models["encs"] = [
+            CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
+            CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2").eval(),
+        ]
+    return models
+
+
+def reference_in_float64(spec, ref: dict) -> dict:
+    """The reference in float64 (tests/tolerance.py): the same weights, the LoRAs merged in
+    float64; the VAE and encoders are float64 copies, the tokenizers the same."""
+    import copy
+
     import torch
 
-    ids = ref["tok"](prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return ref["te"](ids)[0]
+    def double(value):
+        if isinstance(value, list):
+            return [double(v) for v in value]
+        return copy.deepcopy(value).double() if isinstance(value, torch.nn.Module) else value
+
+    others = {key: double(value) for key, value in ref.items() if key not in ("fwd", "rev")}
+    return {**merged_unets(spec, torch.float64), **others}
 
 
-def ref_invert(ref, image, prompt, seed):
-    """The reference inversion of a photo: VAE posterior mean, then the forward model."""
-    import torch
+@pytest.fixture(scope="session")
+def editor(tiny_spec):
+    return build_editor(tiny_spec, "fp32")
 
-    from . import reference
 
-    x = torch.from_numpy(np.array(image)).to(ref["vae"].dtype) / 127.5 - 1
-    with torch.no_grad():
-        z0 = ref["vae"].encode(x.permute(2, 0, 1)[None]).latent_dist.mean * 0.18215
-    return reference.invert(ref["fwd"], z0, embed(ref, [prompt]), seed, [19, 259, 519, 779])
+@pytest.fixture(scope="session")
+def editor64(tiny_spec):
+    """The same model in float64: the exact results that float32 errors are measured against
+    (see tests/tolerance.py)."""
+    return build_editor(tiny_spec, "fp64")
+
+
+@pytest.fixture(scope="session")
+def ref(tiny_spec):
+    """The independent reference's models: separately merged forward and reverse UNets."""
+    return build_reference(tiny_spec, "sd15")
+
+
+@pytest.fixture(scope="session")
+def ref64(tiny_spec, ref):
+    return reference_in_float64(tiny_spec, ref)
 
 
 # -- SDXL: the tiny random model with SDXL's topology, and its independent reference ----------------
@@ -150,57 +140,28 @@ def xl_spec(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def xl_editor(xl_spec):
-    from icdedit.editor import Editor
-    from icdedit.loader import load_model
-
-    return Editor(load_model(xl_spec, device="cpu", dtype="fp32"))
+    return build_editor(xl_spec, "fp32")
 
 
 @pytest.fixture(scope="session")
 def xl_editor64(xl_spec):
-    from icdedit.editor import Editor
-    from icdedit.loader import load_model
+    return build_editor(xl_spec, "fp64")
 
-    return Editor(load_model(xl_spec, device="cpu", dtype="fp64"))
+
+@pytest.fixture(scope="session")
+def xl_inversion(xl_editor):
+    """The photo the SDXL Prompt-to-Prompt tests edit (helpers.P2P_SIZE)."""
+    from .helpers import P2P_SIZE, XL_SOURCE
+
+    return xl_editor.invert(make_photo(P2P_SIZE, P2P_SIZE, seed=5), XL_SOURCE, seed=3, size=P2P_SIZE)
 
 
 @pytest.fixture(scope="session")
 def xl_ref(xl_spec):
     """The reference's own models: forward and reverse UNets merged separately, both encoders."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    from . import reference
-
-    base = xl_spec.base
-    config = UNet2DConditionModel.load_config(base, subfolder="unet")
-    return {
-        "fwd": reference.merged_unet(xl_spec.teacher, xl_spec.forward_lora, config),
-        "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config),
-        "vae": AutoencoderKL.from_pretrained(base, subfolder="vae").eval(),
-        "toks": [CLIPTokenizer.from_pretrained(base, subfolder=s) for s in ("tokenizer", "tokenizer_2")],
-        "encs": [
-            CLIPTextModel.from_pretrained(base, subfolder="text_encoder").eval(),
-            CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2").eval(),
-        ],
-    }
+    return build_reference(xl_spec, "sdxl")
 
 
 @pytest.fixture(scope="session")
 def xl_ref64(xl_spec, xl_ref):
-    """The reference in float64 (tests/tolerance.py): the LoRAs merged in float64."""
-    import copy
-
-    import torch
-    from diffusers import UNet2DConditionModel
-
-    from . import reference
-
-    config = UNet2DConditionModel.load_config(xl_spec.base, subfolder="unet")
-    return {
-        "fwd": reference.merged_unet(xl_spec.teacher, xl_spec.forward_lora, config, dtype=torch.float64),
-        "rev": reference.merged_unet(xl_spec.teacher, xl_spec.reverse_lora, config, dtype=torch.float64),
-        "vae": copy.deepcopy(xl_ref["vae"]).double(),
-        "toks": xl_ref["toks"],
-        "encs": [copy.deepcopy(encoder).double() for encoder in xl_ref["encs"]],
-    }
+    return reference_in_float64(xl_spec, xl_ref)

@@ -211,3 +211,67 @@ def decode(rev_unet, z, emb, rows_w, timesteps):
     for t, s in zip(ts, ts[1:] + [0]):
         z = jump(rev_unet, z, t, s, emb, rows_w(t), acp)
     return z
+
+
+# -- prompts and jumps as the official code computes them (SD1.5: `embed`; SDXL: `ref_embed`) ---------
+def embed(ref, prompts):
+    """The official SD1.5 prompt embedding: the text encoder's last states, padded to 77 tokens."""
+    ids = ref["tok"](prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return ref["te"](ids)[0]
+
+
+def ref_invert(ref, image, prompt, seed):
+    """The reference inversion of a photo: VAE posterior mean, then the forward model."""
+    import numpy as np
+
+    x = torch.from_numpy(np.array(image)).to(ref["vae"].dtype) / 127.5 - 1
+    with torch.no_grad():
+        z0 = ref["vae"].encode(x.permute(2, 0, 1)[None]).latent_dist.mean * 0.18215
+    return invert(ref["fwd"], z0, embed(ref, [prompt]), seed, [19, 259, 519, 779])
+
+
+@torch.no_grad()
+def ref_embed(ref, prompts):
+    """The official encode_prompt: penultimate states of both encoders, pooled from the second."""
+    states = []
+    for tok, enc in zip(ref["toks"], ref["encs"]):
+        ids = tok(
+            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        out = enc(ids, output_hidden_states=True)
+        states.append(out.hidden_states[-2])
+        pooled = out[0]
+    return torch.cat(states, -1), pooled
+
+
+@torch.no_grad()
+def ref_jump(unet, x, t, s, tokens, pooled, w, size):
+    acp, dtype = alphas_cumprod(), unet.dtype
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(x.shape[0], 1)
+    x = x.to(dtype)
+    eps = unet(
+        x,
+        t,
+        encoder_hidden_states=tokens.to(dtype),
+        timestep_cond=w_embedding(w).to(dtype),
+        added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids.to(dtype)},
+    ).sample
+    x0 = (x - (1 - acp[t]).sqrt() * eps) / acp[t].sqrt()
+    return x0 if s == 0 else acp[s].sqrt() * x0 + (1 - acp[s]).sqrt() * eps
+
+
+def official_pipeline(pipeline_class, ref, spec, unet):
+    """A diffusers SDXL pipeline over the reference's models, as `load_models_xl` builds the
+    official one (a DDIM scheduler from the base)."""
+    from diffusers import DDIMScheduler
+
+    return pipeline_class(
+        vae=ref["vae"],
+        text_encoder=ref["encs"][0],
+        text_encoder_2=ref["encs"][1],
+        tokenizer=ref["toks"][0],
+        tokenizer_2=ref["toks"][1],
+        unet=unet,
+        scheduler=DDIMScheduler.from_pretrained(spec.base, subfolder="scheduler"),
+    )

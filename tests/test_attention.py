@@ -111,8 +111,7 @@ def test_xformers_runs_every_fused_attention_and_edits_like_sdpa(tiny_spec, fake
 
 
 def test_cli_rejects_a_missing_xformers_in_one_line(tiny_model, tmp_path, monkeypatch):
-    from .conftest import make_photo
-    from .test_cli import assert_clean_error, run
+    from .helpers import assert_clean_error, make_photo, run
 
     monkeypatch.setattr("icdedit.attention.xformers_installed", lambda: False)
     make_photo(64, 64).save(tmp_path / "cat.png")

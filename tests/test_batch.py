@@ -28,7 +28,7 @@ from icdedit.manifests import (
 )
 from icdedit.word_args import parse_blend
 
-from .conftest import make_photo
+from .helpers import make_photo, run
 
 runner = CliRunner()
 
@@ -61,10 +61,6 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
     else:
         path.write_text(yaml.safe_dump(rows))
     return path
-
-
-def run(*args):
-    return runner.invoke(app, [*map(str, args)])
 
 
 def records(out: Path, name="results.jsonl") -> list[dict]:

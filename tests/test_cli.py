@@ -14,16 +14,12 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from typer.testing import CliRunner
 
-from icdedit.cli import app
 from icdedit.errors import IcdEditError
 from icdedit.latents import load_latent, save_latent
 
-from .conftest import make_photo
+from .helpers import assert_clean_error, make_photo, run
 from .tolerance import Float32Error, assert_near_exact
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -32,23 +28,6 @@ def work(tmp_path, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
     make_photo(96, 64).save(tmp_path / "photo.png")
     return tmp_path, str(tiny_model)
-
-
-def run(*args):
-    return runner.invoke(app, [*map(str, args)])
-
-
-def assert_clean_error(result, *fragments, folder=None, before=None, code=1):
-    """One line on stderr naming what is wrong, exit `code` (2: a usage error), no traceback,
-    and (with `folder`) nothing written there."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    if folder is not None:
-        assert sorted(p.name for p in folder.iterdir()) == before
 
 
 # -- help --------------------------------------------------------------------------------------------

@@ -132,8 +132,7 @@ def test_batch_compile_edits_like_the_plain_run_and_the_next_run_reuses_the_comp
     $ICDEDIT_HOME, and a second run compiles nothing new (every graph is a cache hit)."""
     from PIL import Image
 
-    from .conftest import make_photo
-    from .test_cli import run
+    from .helpers import make_photo, run
 
     make_photo(64, 64).save(tmp_path / "cat.png")
     args = ["batch", tmp_path / "cat.png", "--src", "a photo of a cat", "--tgt", "a photo of a dog"]

@@ -233,7 +233,7 @@ def test_download_of_a_malicious_archive_writes_nothing(server, tmp_path, home, 
 
 
 def test_missing_weights_error_names_the_fix(tmp_path, home, server, tiny_spec):
-    from .conftest import make_photo
+    from .helpers import make_photo
 
     path = model_yaml(tmp_path, server, tiny_spec)
     make_photo(64, 64).save(tmp_path / "p.png")
@@ -317,7 +317,7 @@ def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec
     from icdedit.run_context import RunOptions
     from icdedit.workflow import EditRequest, run_edit
 
-    from .conftest import make_photo
+    from .helpers import make_photo
 
     server.files["/teacher.tar.gz"] = make_tar({"t.pt": tiny_spec.teacher.read_bytes()})
     server.files["/loras.tar.gz"] = make_tar(

@@ -19,8 +19,7 @@ from icdedit.eval_networks import Lpips, Structure, squeezenet_features
 from icdedit.evaluation import METRICS, Scorer, check_metrics, decode_rle, summarise
 from icdedit.metrics import region_scores
 
-from .conftest import make_photo
-from .test_cli import assert_clean_error, run
+from .helpers import assert_clean_error, make_photo, run
 from .tiny_eval import build_tiny_eval_models
 
 

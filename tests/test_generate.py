@@ -20,9 +20,8 @@ from icdedit.errors import InputError, UsageError
 from icdedit.generation import read_prompts
 
 from . import reference
-from .conftest import embed
-from .test_cli import assert_clean_error, run
-from .test_sdxl import official_pipeline, ref_embed, ref_jump
+from .helpers import assert_clean_error, run
+from .reference import embed, official_pipeline, ref_embed, ref_jump
 from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics
 
 FOX = "a photo of a red fox in the snow"

@@ -36,8 +36,8 @@ from icdedit.loader import load_model
 from icdedit.specs import load_spec
 from icdedit.tiny import build_tiny_model
 
-from .conftest import make_photo
 from .full_size import random_bundle, random_components
+from .helpers import make_photo
 from .tolerance import SAFETY, UNIT_ROUNDOFF, Float32Error, assert_close
 
 pytestmark = pytest.mark.gpu

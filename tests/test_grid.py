@@ -16,8 +16,7 @@ from icdedit.errors import SettingsError, UsageError
 from icdedit.grid import Grid, check_grid_method, parse_grid
 from icdedit.preparation import prepare_edit, resolve_settings
 
-from .conftest import in_float64, make_photo
-from .test_cli import assert_clean_error, run
+from .helpers import assert_clean_error, in_float64, make_photo, run
 from .tolerance import Float32Error, assert_near_exact
 
 SRC, TGT = "a photo of a cat", "a photo of a tiger"

@@ -114,7 +114,7 @@ def test_both_adapter_strategies_give_the_same_models(tiny_spec, editor64):
     from icdedit.lora import read_peft_lora
     from icdedit.schedule import NoiseSchedule
 
-    from .conftest import make_photo
+    from .helpers import make_photo
 
     results = []
     for strategy in ("low-rank", "weight-swap", "hybrid"):

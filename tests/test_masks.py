@@ -16,8 +16,7 @@ from icdedit import editor as editor_module
 from icdedit.errors import InputError
 from icdedit.masks import aspect_note, blend_rows, composite, fit_mask, latent_mask, read_mask
 
-from .conftest import make_photo
-from .test_cli import assert_clean_error, run
+from .helpers import assert_clean_error, make_photo, run
 
 SRC, TGT = "a photo of a cat", "a photo of a tiger"
 

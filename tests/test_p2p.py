@@ -8,70 +8,19 @@ from icdedit import engine
 from icdedit.editor import Inversion, telling_steps
 from icdedit.p2p import control as control_module
 from icdedit.p2p.control import AttentionController, LayerInfo, attention_control
-from icdedit.p2p.plan import build_control_plan, derive_all_edit_words
-from icdedit.presets import EditSettings
+from icdedit.presets import EditSettings, load_preset
 
 from . import reference
-from .conftest import embed, in_float64, make_photo
-from .official_plan import official_plan
+from .helpers import P2P_SIZE, XL_SOURCE, in_float64, make_photo, official_controller, plan_for, probe
+from .reference import embed
 from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics, rounding_tolerance
 
-SIZE = 256  # latent 32x32: the local-blend level is 8x8, so masks are not trivially full
+SIZE = P2P_SIZE  # latent 32x32: the local-blend level is 8x8, so masks are not trivially full
 
 
 @pytest.fixture(scope="module")
 def inversion(editor):
     return editor.invert(make_photo(SIZE, SIZE, seed=5), "a photo of a cat on the grass", seed=3, size=SIZE)
-
-
-def plan_for(editor, source, targets, settings, **words):
-    w = derive_all_edit_words(source, targets, settings.mode, settings.amplify, **words)
-    plan = build_control_plan(
-        editor.tokenizer,
-        source,
-        targets,
-        w,
-        num_steps=editor.bundle.plan.num_reverse_steps,
-        cross_replace=settings.cross_replace,
-        self_replace=settings.self_replace,
-        blend_threshold=settings.blend_threshold,
-    )
-    return w, plan
-
-
-def official_controller(tokenizer, source, targets, settings, words, latent_size, **options):
-    """The official-style controller of an edit. `words` are the edit's request (which words to
-    amplify and blend, as icdedit derived or was given them); everything computed from them
-    (token positions, mappers, windows, blend rows) comes from tests/official_plan.py. `options`
-    go to OfficialStyleController (offset, blend_maps)."""
-    h, w = latent_size
-    amplify = list(dict.fromkeys(pair for word in words for pair in word.amplify))
-    blend = (
-        list(dict.fromkeys(x for word in words for x in word.blend_source)),
-        list(dict.fromkeys(x for word in words for x in word.blend_target)),
-    )
-    plan = official_plan(
-        tokenizer,
-        source,
-        list(targets),
-        num_steps=4,
-        cross_replace=settings.cross_replace,
-        self_replace=settings.self_replace,
-        amplify=amplify,
-        blend=blend if blend[1] else None,
-        mode=None if settings.mode == "auto" else settings.mode,
-    )
-    return reference.OfficialStyleController(
-        mappers=plan.mappers,
-        equalizers=plan.equalizers,
-        cross_alpha=plan.cross_alpha,
-        self_steps=plan.self_steps,
-        self_limit=(h // 2) * (w // 2),
-        blend_words=plan.blend_words,
-        blend_hw=(h // 4, w // 4),
-        threshold=settings.blend_threshold,
-        **options,
-    )
 
 
 def reference_edit(ref, inversion, source, targets, settings, words, batch4=False):
@@ -192,16 +141,55 @@ def test_batch_of_two_equals_batch_of_four_without_unconditional_rows(editor, re
     assert_near_exact(batch2, exact, error, "icdedit's batch of 2")
 
 
-@pytest.mark.parametrize("mode", ["replace", "refine"])
-def test_identical_prompts_leave_row_one_equal_to_row_zero(editor, editor64, inversion, mode):
+# -- the same properties on both families, each on its own inputs: its models, photo and prompt, and
+# its settings (SD1.5: the default preset; SDXL: xl-default with Prompt-to-Prompt) ------------------
+FAMILIES = {
+    "sd15": {
+        "models": ("editor", "editor64", "inversion"),
+        "prompt": "a photo of a cat on the grass",
+        "settings": lambda **values: EditSettings(**values),
+    },
+    "sdxl": {
+        "models": ("xl_editor", "xl_editor64", "xl_inversion"),
+        "prompt": XL_SOURCE,
+        "settings": lambda **values: load_preset("xl-default").with_overrides(method="p2p", **values),
+    },
+}
+
+
+@pytest.mark.parametrize("family, mode", [("sd15", "replace"), ("sd15", "refine"), ("sdxl", None)])
+def test_identical_prompts_leave_row_one_equal_to_row_zero(request, family, mode):
     """Both rows carry the same inputs, so they are the same mathematics; not bit-equal, since
-    a matrix product may round two rows of one batch differently (MKL's AVX2 branch does)."""
-    settings = EditSettings(guidance=0.0, mode=mode, cross_replace=1.0, self_replace=1.0)
-    result = editor.edit(inversion, ["a photo of a cat on the grass"], settings)
-    exact = editor64.edit(in_float64(inversion), ["a photo of a cat on the grass"], settings).latents
+    a matrix product may round two rows of one batch differently (MKL's AVX2 branch does).
+    (SDXL: the preset's mode, auto.)"""
+    editor, editor64, inversion = map(request.getfixturevalue, FAMILIES[family]["models"])
+    prompt = FAMILIES[family]["prompt"]
+    modes = {} if mode is None else {"mode": mode}
+    settings = FAMILIES[family]["settings"](guidance=0.0, **modes, cross_replace=1.0, self_replace=1.0)
+    result = editor.edit(inversion, [prompt], settings)
+    exact = editor64.edit(in_float64(inversion), [prompt], settings).latents
     error = Float32Error.measure(result.latents[:1], exact[:1])
     assert_same_mathematics(exact[1], exact[0], error, "float64 row 1")
     assert_near_exact(result.latents[1], exact[0], error, "row 1")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_reweight_scales_exactly_the_chosen_columns_in_controlled_steps_only(request, family):
+    editor = request.getfixturevalue(FAMILIES[family]["models"][0])
+    prompt = FAMILIES[family]["prompt"]
+    settings = FAMILIES[family]["settings"](cross_replace=0.3)  # N = 4: only step 0 is controlled
+    cat = 5  # token position of 'cat': start token, a, photo, of, a, cat
+    out, own = probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=0)
+    # q.k (8 products), a softmax over 77 keys, times 3 and the identity values: a short chain
+    tolerance = rounding_tolerance(3 * own, 8 + 77 + 2)
+    assert torch.allclose(out[0], own[0], rtol=0, atol=tolerance)  # row 0 untouched
+    expected = own[0].clone()  # identity mapper: row 1 takes row 0's map, reweighted
+    expected[..., cat] *= 3.0
+    assert torch.allclose(out[1], expected, rtol=0, atol=tolerance)
+    others = [c for c in range(77) if c != cat]
+    assert torch.allclose(out[1][..., others], own[0][..., others], rtol=0, atol=tolerance)
+    out_late, own_late = probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=2)
+    assert torch.allclose(out_late, own_late, rtol=0, atol=tolerance)  # outside the window: no control
 
 
 def test_local_blend_keeps_row_zero_exactly_outside_the_mask(editor, inversion):
@@ -225,38 +213,6 @@ def test_without_blend_targets_are_independent_rows(editor, editor64, inversion)
     # equal up to float32 round-off of different batch sizes
     assert_near_exact(only_a, exact[:2], error, "first target alone")
     assert_near_exact(only_b[1], exact[2], error, "second target alone")
-
-
-def _probe(editor, source, target, settings, amplify, step):
-    """Run one cross layer of the controller on synthetic q, k and identity values, so the
-    output *is* the attention probabilities."""
-    _, plan = plan_for(editor, source, [target], settings, amplify=amplify)
-    controller = AttentionController(plan, (8, 8), torch.device("cpu"), torch.float32)
-    controller.begin_step(step)
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 2, 64, 8, generator=g)
-    k = torch.randn(1, 2, 77, 8, generator=g).expand(2, -1, -1, -1)  # same prompt: same keys
-    v = torch.eye(77).expand(2, 2, 77, 77)
-    out = controller.attend(LayerInfo("x", "down", True), q, k, v, 8**-0.5)
-    own = torch.softmax(q @ k.transpose(-1, -2) * 8**-0.5, -1)
-    return out, own
-
-
-def test_reweight_scales_exactly_the_chosen_columns_in_controlled_steps_only(editor):
-    prompt = "a photo of a cat on the grass"
-    settings = EditSettings(cross_replace=0.3)  # N = 4: only step 0 is controlled
-    cat = 5  # token position of 'cat'
-    out, own = _probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=0)
-    # q.k (8 products), a softmax over 77 keys, times 3 and the identity values: a short chain
-    tolerance = rounding_tolerance(3 * own, 8 + 77 + 2)
-    assert torch.allclose(out[0], own[0], rtol=0, atol=tolerance)  # row 0 untouched
-    expected = own[0].clone()  # identity mapper: row 1 takes row 0's map, reweighted
-    expected[..., cat] *= 3.0
-    assert torch.allclose(out[1], expected, rtol=0, atol=tolerance)
-    others = [c for c in range(77) if c != cat]
-    assert torch.allclose(out[1][..., others], own[0][..., others], rtol=0, atol=tolerance)
-    out_late, own_late = _probe(editor, prompt, prompt, settings, [("cat", 3.0)], step=2)
-    assert torch.allclose(out_late, own_late, rtol=0, atol=tolerance)  # outside the window: no control
 
 
 def test_explicit_maps_only_where_controlled_or_read(editor, inversion, monkeypatch):

@@ -21,8 +21,7 @@ from icdedit.latents import load_latent
 from icdedit.preview import PREVIEW_DECODERS, decoder_for, load_preview_decoder
 from icdedit.tiny import build_tiny_preview_decoder
 
-from .conftest import make_photo
-from .test_cli import assert_clean_error, run
+from .helpers import assert_clean_error, make_photo, run
 
 SOURCE, TARGET = "a photo of a cat", "a photo of a dog"
 

@@ -21,58 +21,11 @@ from icdedit.preparation import prepare_edit
 from icdedit.presets import load_preset
 
 from . import reference
-from .conftest import in_float64, make_photo
-from .test_cli import assert_clean_error, run
-from .test_p2p import _probe, official_controller
-from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics, rounding_tolerance
+from .helpers import P2P_SIZE, XL_SOURCE, assert_clean_error, in_float64, make_photo, official_controller, run
+from .reference import official_pipeline, ref_embed, ref_jump
+from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics
 
-SOURCE, TARGET = "a photo of a cat sitting on the grass", "a photo of a dog sitting on the grass"
-
-
-@torch.no_grad()
-def ref_embed(ref, prompts):
-    """The official encode_prompt: penultimate states of both encoders, pooled from the second."""
-    states = []
-    for tok, enc in zip(ref["toks"], ref["encs"]):
-        ids = tok(
-            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        out = enc(ids, output_hidden_states=True)
-        states.append(out.hidden_states[-2])
-        pooled = out[0]
-    return torch.cat(states, -1), pooled
-
-
-@torch.no_grad()
-def ref_jump(unet, x, t, s, tokens, pooled, w, size):
-    acp, dtype = reference.alphas_cumprod(), unet.dtype
-    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(x.shape[0], 1)
-    x = x.to(dtype)
-    eps = unet(
-        x,
-        t,
-        encoder_hidden_states=tokens.to(dtype),
-        timestep_cond=reference.w_embedding(w).to(dtype),
-        added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids.to(dtype)},
-    ).sample
-    x0 = (x - (1 - acp[t]).sqrt() * eps) / acp[t].sqrt()
-    return x0 if s == 0 else acp[s].sqrt() * x0 + (1 - acp[s]).sqrt() * eps
-
-
-def official_pipeline(pipeline_class, ref, spec, unet):
-    """A diffusers SDXL pipeline over the reference's models, as `load_models_xl` builds the
-    official one (a DDIM scheduler from the base)."""
-    from diffusers import DDIMScheduler
-
-    return pipeline_class(
-        vae=ref["vae"],
-        text_encoder=ref["encs"][0],
-        text_encoder_2=ref["encs"][1],
-        tokenizer=ref["toks"][0],
-        tokenizer_2=ref["toks"][1],
-        unet=unet,
-        scheduler=DDIMScheduler.from_pretrained(spec.base, subfolder="scheduler"),
-    )
+SOURCE, TARGET = XL_SOURCE, "a photo of a dog sitting on the grass"
 
 
 @torch.no_grad()
@@ -246,13 +199,7 @@ def test_options_a_method_would_ignore_are_refused(xl_editor):
 
 
 # -- Prompt-to-Prompt on SDXL ----------------------------------------------------------------------
-P2P_SIZE = 256  # latent 32x32: the local-blend level (1/32 of the image) is 8x8, so masks can be partial
 PARTIAL = 0.9  # on the tiny SDXL model's maps, a blend threshold whose mask covers part of the image
-
-
-@pytest.fixture(scope="module")
-def xl_inversion(xl_editor):
-    return xl_editor.invert(make_photo(P2P_SIZE, P2P_SIZE, seed=5), SOURCE, seed=3, size=P2P_SIZE)
 
 
 @torch.no_grad()
@@ -328,15 +275,6 @@ def test_p2p_on_sdxl_equals_the_explicit_reference(
         assert same.any() and not same.all()
 
 
-def test_p2p_on_sdxl_identical_prompts_leave_row_one_equal_to_row_zero(xl_editor, xl_editor64, xl_inversion):
-    settings = load_preset("xl-default").with_overrides(method="p2p", guidance=0.0, cross_replace=1.0, self_replace=1.0)
-    result = xl_editor.edit(xl_inversion, [SOURCE], settings)
-    exact = xl_editor64.edit(in_float64(xl_inversion), [SOURCE], settings).latents
-    error = Float32Error.measure(result.latents[:1], exact[:1])
-    assert_same_mathematics(exact[1], exact[0], error, "float64 row 1")
-    assert_near_exact(result.latents[1], exact[0], error, "row 1")
-
-
 def test_p2p_on_sdxl_keeps_row_zero_exactly_outside_the_blend_mask(xl_editor, xl_inversion):
     """Exact: outside the mask the blend computes z0 + 0 * (z1 - z0), which is z0 to the bit."""
     settings = load_preset("xl-default").with_overrides(method="p2p", blend_threshold=PARTIAL)
@@ -347,19 +285,6 @@ def test_p2p_on_sdxl_keeps_row_zero_exactly_outside_the_blend_mask(xl_editor, xl
     # (a block edited in every channel may still equal row 0 in one channel by chance)
     blocks = same.all(dim=0).reshape(8, 4, 8, 4).permute(0, 2, 1, 3).flatten(2)
     assert torch.equal(blocks.all(dim=2), blocks.any(dim=2))
-
-
-def test_p2p_on_sdxl_reweights_only_the_chosen_columns_in_controlled_steps(xl_editor):
-    settings = load_preset("xl-default").with_overrides(method="p2p", cross_replace=0.3)
-    cat = 5  # 'a photo of a cat ...': start token, a, photo, of, a, cat
-    out, own = _probe(xl_editor, SOURCE, SOURCE, settings, [("cat", 3.0)], step=0)
-    tolerance = rounding_tolerance(3 * own, 8 + 77 + 2)
-    expected = own[0].clone()
-    expected[..., cat] *= 3.0
-    assert torch.allclose(out[0], own[0], rtol=0, atol=tolerance)
-    assert torch.allclose(out[1], expected, rtol=0, atol=tolerance)
-    late, own_late = _probe(xl_editor, SOURCE, SOURCE, settings, [("cat", 3.0)], step=2)
-    assert torch.allclose(late, own_late, rtol=0, atol=tolerance)
 
 
 def test_p2p_on_sdxl_reads_blend_maps_at_one_resolution_only(xl_editor, xl_inversion, monkeypatch):

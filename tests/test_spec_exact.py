@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from icdedit.cli import app
 
 from . import reference
-from .conftest import embed, make_photo, ref_invert
+from .helpers import make_photo
+from .reference import embed, ref_invert
 from .tolerance import Float32Error, assert_near_exact, assert_same_mathematics
 
 runner = CliRunner()

@@ -21,8 +21,7 @@ from icdedit.errors import InputError, UsageError
 from icdedit.run_context import RunOptions
 from icdedit.ui import PageEdit, UiSession, mask_from_editor
 
-from .conftest import make_photo
-from .test_cli import run
+from .helpers import make_photo, run
 
 SRC, TGT = "a photo of a cat", "a photo of a tiger"
 
