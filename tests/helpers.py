@@ -10,6 +10,7 @@
   (icdedit's control plan of an edit), `probe` (one cross layer of icdedit's controller on
   synthetic inputs) and `official_controller` (the official-style controller, built by
   tests/official_plan.py and tests/reference.py from the prompts and the edit's words).
+  `P2P_SIZE` and `XL_SOURCE`: the size and the SDXL source prompt of the photo they edit.
 
 Fixtures live in conftest.py; the independent reference in reference.py and official_plan.py.
 """
