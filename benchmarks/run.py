@@ -140,7 +140,7 @@ def run_icdedit(parts: dict, args, device, dtype, clock: Clock, variant: str = "
     counter = EvalCounter([bundle.unet], adapter_strategy=bundle.adapters.strategy)
 
     def once():
-        editor._prompt_cache.clear()  # time the text encoder on every run
+        editor._prompts.clear()  # time the text encoder on every run
         with clock.stage("text"):
             editor.prompt_embeddings([SOURCE, TARGET])
         with clock.stage("vae_encode"):

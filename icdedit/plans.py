@@ -286,10 +286,10 @@ def _plan_scoring(request: EditRequest, base: Path, source: Source):
 
     rule = parse_pick(request.pick, METRICS) if request.pick is not None else None
     names = list(dict.fromkeys([*request.score, *(rule.metrics if rule else [])]))
-    check_metrics(names)
-    masked = [name for name in names if TABLE[name].needs_mask]
+    masked = [name for name in names if name in TABLE and TABLE[name].needs_mask]
     if masked:
         raise UsageError(f"{', '.join(masked)} needs PIE-Bench's edit region, which a grid has not", "use clip_whole")
+    check_metrics(names)
     return tuple(names), rule, base if rule is not None else None  # without --pick the first metric ranks
 
 

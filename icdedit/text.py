@@ -143,3 +143,6 @@ class PromptCache:
         while len(self.rows) > self.size:
             self.rows.popitem(last=False)
         return PromptEmbeddings.cat([self.rows[p] for p in prompts])
+
+    def clear(self) -> None:
+        self.rows.clear()

@@ -4,8 +4,6 @@ on it is gone. Modules stay short enough to read whole."""
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "icdedit"
 DOC = ROOT / "docs" / "architecture.md"

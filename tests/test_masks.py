@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 
-from icdedit import editor as editor_module
+from icdedit import denoisers
 from icdedit.errors import InputError
 from icdedit.masks import aspect_note, blend_rows, composite, fit_mask, latent_mask, read_mask
 
@@ -80,14 +80,14 @@ def test_bad_masks_are_named(tmp_path):
 def _spy_steps(monkeypatch):
     """Every latent batch right after the mask was applied, one per reverse step."""
     seen = []
-    original = editor_module.blend_rows
+    original = denoisers.blend_rows
 
     def spy(z, start, count, mask):
         out = original(z, start, count, mask)
         seen.append((out.clone(), start, count, mask.clone()))
         return out
 
-    monkeypatch.setattr(editor_module, "blend_rows", spy)
+    monkeypatch.setattr(denoisers, "blend_rows", spy)
     return seen
 
 
