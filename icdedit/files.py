@@ -39,6 +39,12 @@ def distinct_paths(paths: list[Path]) -> bool:
     return len(set(names)) == len(names)
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` lies inside `folder` once `..` and symbolic links (of either) are resolved."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, root]) == root and real != root
+
+
 def make_folder(folder: Path, option: str) -> Path:
     """Create an output folder (and its parents); a file in the way or no permission is one line."""
     try:

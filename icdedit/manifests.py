@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import IcdEditError, UsageError
-from .files import slug
+from .files import inside, slug
 from .grid import Grid, check_grid_method
 from .images import image_format
 from .methods import edit_method, readers
@@ -203,12 +203,15 @@ def expand_grid(items: list[BatchItem], grid: Grid, spec: ModelSpec, out_dir: Pa
     for item in items:
         try:
             relative = item.output.relative_to(out_dir)
-        except ValueError:  # an absolute output cell: its name, in the cell's folder
-            relative = Path(item.output.name)
+        except ValueError:  # an absolute output cell (inside --out): its path there, in the cell's folder
+            real = os.path.relpath(os.path.realpath(item.output), os.path.realpath(out_dir))
+            relative = Path(real) if not real.startswith("..") else Path(item.output.name)
         for k, cell in enumerate(cells):
             number = (item.number - 1) * len(cells) + k + 1
             cell_item = replace(item, number=number, output=out_dir / Grid.name_part(cell) / relative)
-            if item.problem is None:
+            if item.problem is None and not inside(cell_item.output, out_dir):
+                cell_item = replace(cell_item, problem=output_outside(str(cell_item.output), out_dir))
+            if cell_item.problem is None:
                 try:
                     check_grid_method(grid, item.settings.method)
                     settings = item.settings.with_overrides("--grid", **cell)
@@ -232,6 +235,7 @@ def _build_item(
     if is_blank(output):
         output = f"{number:04d}-{image_path.stem or 'item'}-{slug(str(tgt or ''))}.png"
     output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
+    outside = None if inside(output_path, out_dir) else output_outside(str(output), out_dir)
     mask = None if is_blank(row.get("mask")) else Path(str(row["mask"])).expanduser()
     mask = mask if mask is None or mask.is_absolute() else image_root / mask
     item = BatchItem(
@@ -245,6 +249,8 @@ def _build_item(
         mask=mask,
     )
     try:
+        if outside is not None:
+            raise ValueError(outside)
         if row.get(EXTRA_CELLS) is not None:
             extra = row[EXTRA_CELLS]
             raise ValueError(extra if isinstance(extra, str) else f"{len(extra)} more cell(s) than the header has")
@@ -281,6 +287,16 @@ def _build_item(
         item = _unusable_blend(item, str(exc), defaults.bad_blend)
         return item if item.problem else _prepare(item, defaults)
     return _prepare(item, defaults)
+
+
+def output_outside(output: str, out_dir: Path) -> str:
+    """Why an output outside --out is refused: a row's output cell names a file inside --out,
+    never one elsewhere (an input photo, any existing file), whatever `..`, an absolute path or a
+    symbolically linked folder say."""
+    return (
+        f"output {output!r} is outside --out {out_dir} (an output cell is a file name inside --out, "
+        "e.g. room-edit.png; nothing is written elsewhere)"
+    )
 
 
 def checked_cells(row: dict, cells: dict) -> list[str]:
