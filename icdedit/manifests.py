@@ -123,6 +123,39 @@ def expand_images(paths: Iterable[str]) -> list[Path]:
     return found
 
 
+def check_out_not_input(paths: Iterable[str], out_dir: Path) -> None:
+    """Refuse an --out that a folder or glob of the inputs reaches into: a second run would take
+    the first run's edits for photos to edit (`batch imgs/ --out imgs/`). Refused on the first
+    run as on the second (not only once outputs are there to be found)."""
+    out = os.path.realpath(out_dir)
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            reached = os.path.realpath(path) == out
+        elif any(c in raw for c in "*?["):
+            fixed = Path(*[part for part in iter_fixed(path.parts)] or ["."])
+            if "**" in raw:  # a recursive glob reaches every folder under its fixed part
+                reached = os.path.realpath(fixed) == out or inside(out_dir, fixed)
+            else:
+                parents = {os.path.realpath(Path(p).parent) for p in glob.glob(raw)}
+                reached = out in parents or (fixed == path.parent and os.path.realpath(fixed) == out)
+        else:
+            continue
+        if reached:
+            raise UsageError(
+                f"--out {out_dir} is where the input {raw} finds photos: a second run would edit its own outputs",
+                "choose an --out folder outside the inputs",
+            )
+
+
+def iter_fixed(parts: Iterable[str]) -> Iterable[str]:
+    """A glob's leading path parts without wildcards."""
+    for part in parts:
+        if any(c in part for c in "*?["):
+            return
+        yield part
+
+
 def _row_blend(row: dict, defaults: BatchDefaults) -> list[tuple[str, str]] | None:
     """A row's blend: its cell where the manifest has a blend column, a blank cell meaning no
     local blend (as the official script reads PIE-Bench's ' '); else --blend, or derived (None)."""
