@@ -1,8 +1,12 @@
 """The one many-item runner: `batch`, `batch --grid` and `generate --prompts` supply only the
 per-group work and the per-item record; everything else about running many items is here.
 
-What it owns: the output folder (created; this run's stale temp files removed), the results
-file and its name per shard, resuming (done items skipped), items with a known problem recorded
+What it owns: the output folder (created; locked per results file, so a second run on the
+same folder and shard fails at once; the temp files of runs that are gone removed, in every
+folder of its outputs), the results file (a plain file, never followed through a link) and its
+name per shard, resuming (done items whose outputs are still whole skipped), an output path
+already taken by a file the report does not record as this folder's (failed, unless
+--overwrite), items with a known problem recorded
 as failed without running, the lazily loaded editor (a run with nothing to do loads nothing),
 grouping (consecutive items with one group key, up to `batch_size`), the fallback when a group
 fails (each item alone, so every item gets its own outcome; out of memory recognised by type),
