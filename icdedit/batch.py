@@ -65,6 +65,7 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
     else:
         if request.images is not None:
             raise manifests.ManifestError(["--images is for manifests; give image files or folders directly"])
+        manifests.check_out_not_input(request.inputs, request.out)
         rows = [{"image": str(p)} for p in manifests.expand_images(request.inputs)]
         root = Path(".")
     if not rows:

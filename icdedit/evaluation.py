@@ -208,7 +208,9 @@ def run_eval(request: EvalRequest, reporter=None) -> dict:
     output = request.output or default
     if output.suffix.lower() != ".csv":
         raise UsageError(f"-o {output} must end in .csv", "e.g. -o metrics.csv")
-    check_output(output, request.overwrite)
+    # the pairs file (and a PIE-Bench mapping file) are inputs: never written over, as in `edit`
+    own_inputs = tuple(p for p in (request.inputs, request.pie_bench) if p is not None and Path(p).is_file())
+    check_output(output, request.overwrite, own_inputs)
     if masks is None and "clip_edited" in names and all(mask is None for *_, mask, _ in raw):
         reporter.note("note: clip_edited needs masks (--pie-bench, or a mask column); region metrics are _whole")
     scorer = Scorer(names, resolve_device(request.device), request.icd_size)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +41,12 @@ def distinct_paths(paths: list[Path]) -> bool:
     return len(set(names)) == len(names)
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` lies inside `folder` once `..` and symbolic links (of either) are resolved."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, root]) == root and real != root
+
+
 def make_folder(folder: Path, option: str) -> Path:
     """Create an output folder (and its parents); a file in the way or no permission is one line."""
     try:
@@ -57,12 +65,78 @@ def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "edit"
 
 
+_OWNER = re.compile(r"\.(\d+)-[A-Za-z0-9_]+" + re.escape(TEMP_MARK))
+STALE_AFTER = 24 * 3600  # a temp file a day old is a dead run's, whoever named it
+
+
+def _owner_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temporary files that a killed run left (never a finished output)."""
-    stale = [p for p in Path(folder).glob(f".*{TEMP_MARK}*") if p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
+    """Delete the temporary files that a killed run left (never a finished output). A temp name
+    carries its writer's pid (`write_atomically`): only those whose process is gone, or that are
+    a day old, are removed, so a shard running beside this one keeps its file in flight."""
+    stale = []
+    for path in Path(folder).glob(f".*{TEMP_MARK}*"):
+        try:
+            if not path.is_file() or path.is_symlink():
+                continue
+            owner = _OWNER.search(path.name)
+            if owner and _owner_alive(int(owner[1])) and time.time() - path.stat().st_mtime < STALE_AFTER:
+                continue
+            path.unlink(missing_ok=True)
+            stale.append(path)
+        except OSError:
+            continue
     return stale
+
+
+class FolderLock:
+    """An advisory lock (flock) on one results file of an output folder, held for a run: a
+    second run on the same folder and shard fails at once instead of doing every item again.
+    The lock file names the holder (pid and host); the kernel drops a dead process's lock."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what, self.fd = Path(path), what, None
+
+    def __enter__(self) -> FolderLock:
+        try:
+            import fcntl
+        except ImportError:  # no flock on this system: run unlocked
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create the lock file {self.path}: {exc.strerror or exc}", "choose another --out"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise OutputError(
+                f"{self.what} is in use by another run ({holder}; lock {self.path.name})",
+                "wait for it to finish, or choose another --out or --shard",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
+            self.fd = None
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
@@ -70,7 +144,9 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     write that fails (read-only folder, full disk) leaves nothing behind and is an OutputError."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK + path.suffix, dir=path.parent or ".")
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}-", suffix=TEMP_MARK + path.suffix, dir=path.parent or "."
+        )
     except OSError as exc:
         raise _write_error(path, exc) from None
     os.close(fd)

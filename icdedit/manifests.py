@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import IcdEditError, UsageError
-from .files import slug
+from .files import inside, slug
 from .grid import Grid, check_grid_method
 from .images import image_format
 from .methods import edit_method, readers
@@ -123,6 +123,39 @@ def expand_images(paths: Iterable[str]) -> list[Path]:
     return found
 
 
+def check_out_not_input(paths: Iterable[str], out_dir: Path) -> None:
+    """Refuse an --out that a folder or glob of the inputs reaches into: a second run would take
+    the first run's edits for photos to edit (`batch imgs/ --out imgs/`). Refused on the first
+    run as on the second (not only once outputs are there to be found)."""
+    out = os.path.realpath(out_dir)
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            reached = os.path.realpath(path) == out
+        elif any(c in raw for c in "*?["):
+            fixed = Path(*[part for part in iter_fixed(path.parts)] or ["."])
+            if "**" in raw:  # a recursive glob reaches every folder under its fixed part
+                reached = os.path.realpath(fixed) == out or inside(out_dir, fixed)
+            else:
+                parents = {os.path.realpath(Path(p).parent) for p in glob.glob(raw)}
+                reached = out in parents or (fixed == path.parent and os.path.realpath(fixed) == out)
+        else:
+            continue
+        if reached:
+            raise UsageError(
+                f"--out {out_dir} is where the input {raw} finds photos: a second run would edit its own outputs",
+                "choose an --out folder outside the inputs",
+            )
+
+
+def iter_fixed(parts: Iterable[str]) -> Iterable[str]:
+    """A glob's leading path parts without wildcards."""
+    for part in parts:
+        if any(c in part for c in "*?["):
+            return
+        yield part
+
+
 def _row_blend(row: dict, defaults: BatchDefaults) -> list[tuple[str, str]] | None:
     """A row's blend: its cell where the manifest has a blend column, a blank cell meaning no
     local blend (as the official script reads PIE-Bench's ' '); else --blend, or derived (None)."""
@@ -203,12 +236,15 @@ def expand_grid(items: list[BatchItem], grid: Grid, spec: ModelSpec, out_dir: Pa
     for item in items:
         try:
             relative = item.output.relative_to(out_dir)
-        except ValueError:  # an absolute output cell: its name, in the cell's folder
-            relative = Path(item.output.name)
+        except ValueError:  # an absolute output cell (inside --out): its path there, in the cell's folder
+            real = os.path.relpath(os.path.realpath(item.output), os.path.realpath(out_dir))
+            relative = Path(real) if not real.startswith("..") else Path(item.output.name)
         for k, cell in enumerate(cells):
             number = (item.number - 1) * len(cells) + k + 1
             cell_item = replace(item, number=number, output=out_dir / Grid.name_part(cell) / relative)
-            if item.problem is None:
+            if item.problem is None and not inside(cell_item.output, out_dir):
+                cell_item = replace(cell_item, problem=output_outside(str(cell_item.output), out_dir))
+            if cell_item.problem is None:
                 try:
                     check_grid_method(grid, item.settings.method)
                     settings = item.settings.with_overrides("--grid", **cell)
@@ -232,6 +268,7 @@ def _build_item(
     if is_blank(output):
         output = f"{number:04d}-{image_path.stem or 'item'}-{slug(str(tgt or ''))}.png"
     output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
+    outside = None if inside(output_path, out_dir) else output_outside(str(output), out_dir)
     mask = None if is_blank(row.get("mask")) else Path(str(row["mask"])).expanduser()
     mask = mask if mask is None or mask.is_absolute() else image_root / mask
     item = BatchItem(
@@ -245,6 +282,8 @@ def _build_item(
         mask=mask,
     )
     try:
+        if outside is not None:
+            raise ValueError(outside)
         if row.get(EXTRA_CELLS) is not None:
             extra = row[EXTRA_CELLS]
             raise ValueError(extra if isinstance(extra, str) else f"{len(extra)} more cell(s) than the header has")
@@ -281,6 +320,16 @@ def _build_item(
         item = _unusable_blend(item, str(exc), defaults.bad_blend)
         return item if item.problem else _prepare(item, defaults)
     return _prepare(item, defaults)
+
+
+def output_outside(output: str, out_dir: Path) -> str:
+    """Why an output outside --out is refused: a row's output cell names a file inside --out,
+    never one elsewhere (an input photo, any existing file), whatever `..`, an absolute path or a
+    symbolically linked folder say."""
+    return (
+        f"output {output!r} is outside --out {out_dir} (an output cell is a file name inside --out, "
+        "e.g. room-edit.png; nothing is written elsewhere)"
+    )
 
 
 def checked_cells(row: dict, cells: dict) -> list[str]:

@@ -1,8 +1,12 @@
 """The one many-item runner: `batch`, `batch --grid` and `generate --prompts` supply only the
 per-group work and the per-item record; everything else about running many items is here.
 
-What it owns: the output folder (created; this run's stale temp files removed), the results
-file and its name per shard, resuming (done items skipped), items with a known problem recorded
+What it owns: the output folder (created; locked per results file, so a second run on the
+same folder and shard fails at once; the temp files of runs that are gone removed, in every
+folder of its outputs), the results file (a plain file, never followed through a link) and its
+name per shard, resuming (done items whose outputs are still whole skipped), an output path
+already taken by a file the report does not record as this folder's (failed, unless
+--overwrite), items with a known problem recorded
 as failed without running, the lazily loaded editor (a run with nothing to do loads nothing),
 grouping (consecutive items with one group key, up to `batch_size`), the fallback when a group
 fails (each item alone, so every item gets its own outcome; out of memory recognised by type),
@@ -18,6 +22,7 @@ run linear: rewriting the whole report after every item would be quadratic.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import IcdEditError, OutputError, first_line
-from .files import make_folder, remove_stale_temp_files, write_atomically
+from .files import FolderLock, inside, make_folder, remove_stale_temp_files, write_atomically
 from .reporting import Reporter
 from .run_context import free_device_memory, is_out_of_memory
 
@@ -67,21 +72,33 @@ class Report:
     def __init__(self, path: Path):
         self.path = path
         self.records: dict[int, dict] = {}
-        text = path.read_text(encoding="utf-8") if path.is_file() else ""
-        self._cut_off = bool(text) and not text.endswith("\n")  # a killed run's half-written last line
-        if text:
-            for line in text.splitlines():
-                try:
-                    record = json.loads(line)
-                    self.records[int(record["item"])] = record
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line from an older, different run format: redo that item
+        data = path.read_bytes() if path.is_file() else b""
+        self._cut_off = bool(data) and not data.endswith(b"\n")  # a killed run's half-written last line
+        self.damaged = 0  # lines that are not a record (bad UTF-8, not JSON): their items are redone
+        lines = data.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+                self.records[int(record["item"])] = record
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+                if not (self._cut_off and number == len(lines)):
+                    self.damaged += 1
 
     def is_done(self, item) -> bool:
+        """Recorded as done with the same key, and its output still whole on disk: the size it
+        was written with and, for an image, a header that PIL reads (a truncated file is redone)."""
         record = self.records.get(item.number)
-        return bool(
-            record and record.get("status") == "done" and record.get("key") == item.key and item.output.is_file()
-        )
+        if not (record and record.get("status") == "done" and record.get("key") == item.key):
+            return False
+        return output_intact(Path(item.output), record.get("bytes"))
+
+    def wrote(self, item) -> bool:
+        """Whether this folder's report says that the item's output file is its own (written by
+        a run of this report), so that a rerun may replace it."""
+        record = self.records.get(item.number)
+        return bool(record and record.get("status") == "done" and record.get("output") == str(item.output))
 
     def record(self, item, status: str, **fields) -> dict:
         record = {"item": item.number, "key": item.key, "status": status, **item.describe()}
@@ -91,7 +108,9 @@ class Report:
         if self._cut_off:  # start a fresh line after it
             line, self._cut_off = "\n" + line, False
         try:
-            with open(self.path, "a", encoding="utf-8") as handle:
+            # never through a symbolic link: the report is icdedit's own file, in --out
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with open(fd, "a", encoding="utf-8") as handle:
                 handle.write(line)
                 handle.flush()
         except OSError as exc:
@@ -131,6 +150,25 @@ class Summary:
         return 1 if self.failed else 0
 
 
+def output_intact(path: Path, size: int | None) -> bool:
+    """A recorded output that is still what was written: a file, of its recorded size (records
+    of older runs have none), and for an image, one whose header and size PIL can read."""
+    try:
+        if not path.is_file() or (size is not None and path.stat().st_size != size):
+            return False
+    except OSError:
+        return False
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
+        return True
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size[0] > 0 and image.size[1] > 0
+    except Exception:  # PIL raises many kinds for a damaged file: any of them means redo it
+        return False
+
+
 def report_name(shard: tuple[int, int] | None) -> str:
     return "results.jsonl" if shard is None else f"results-shard-{shard[0]}-of-{shard[1]}.jsonl"
 
@@ -166,6 +204,10 @@ class Run:
         warning = getattr(item, "warning", None)
         if warning and "warning" not in fields:
             fields["warning"] = warning
+        try:  # the size written: a rerun redoes an output cut short since
+            fields.setdefault("bytes", Path(item.output).stat().st_size)
+        except OSError:
+            pass
         self.report.record(item, "done", seconds=round(seconds, 3), **fields)
         self.advance()
         return "done"
@@ -190,8 +232,28 @@ def run_many(
 ) -> tuple[Summary, Path]:
     """Run every item not already done; record each outcome as soon as it is known."""
     make_folder(out, "--out")
-    remove_stale_temp_files(out)
-    report = Report(out / report_name(shard))
+    name = report_name(shard)
+    report_path = out / name
+    if report_path.is_symlink():
+        raise OutputError(
+            f"{report_path} is a symbolic link: icdedit writes its results file only as a plain file in --out",
+            "remove the link (or choose another --out)",
+        )
+    with FolderLock(out / f"{name}.lock", f"--out {out} ({name})"):
+        # this run's stale temp files: in --out and in the folders of its outputs (grid cells)
+        for folder in sorted({out, *(Path(i.output).parent for i in items if inside(i.output, out))}):
+            if folder.is_dir():
+                remove_stale_temp_files(folder)
+        return _run_locked(items, work, report_path, get_editor, reporter, label, batch_size, overwrite)
+
+
+def _run_locked(items, work, report_path, get_editor, reporter, label, batch_size, overwrite) -> tuple[Summary, Path]:
+    report = Report(report_path)
+    if report.damaged:
+        reporter.note(
+            f"note: {report.damaged} damaged line(s) of {report_path} skipped: their items are redone, or, "
+            "where an output of theirs is there, failed as not this run's (--overwrite redoes them)"
+        )
     run = Run(report, Summary(), reporter, reporter.stage(label, len(items)))
     editors: list = []
 
@@ -217,6 +279,11 @@ def run_many(
             started = time.perf_counter()
             if item.problem is not None:
                 run.fail_item(item, item.problem, started)
+                continue
+            if not overwrite and os.path.lexists(item.output) and not report.wrote(item):
+                run.fail_item(
+                    item, f"output {item.output} exists and is not this run's (--overwrite replaces it)", started
+                )
                 continue
             try:
                 loaded = work.load(item)
