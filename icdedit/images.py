@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import InputError, UsageError
-from .files import write_atomically
+from .files import check_name, write_atomically
 
 if TYPE_CHECKING:
     from .specs import ModelSpec
@@ -172,6 +172,7 @@ _FORMATS = {
 
 
 def image_format(path: Path) -> str:
+    check_name(path)  # a NUL byte would fail in the writer, after the edit was computed
     fmt = _FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise InputError(

@@ -109,3 +109,106 @@ def test_a_latent_with_a_bad_seed_is_one_line(work, seed):
     path = write_latent(work / "seed.safetensors", seed=seed)
     result = run(*edit_args(path, None, "a dog", model=NO_MODEL, size=None))
     assert_clean_error(result, "seed.safetensors", f"seed = {seed!r}", hint=True)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any model load fails the test: the checks under test come before it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the check")
+
+    monkeypatch.setattr("icdedit.workflow.load_editor", refuse)
+
+
+def test_a_nul_byte_in_an_output_name_is_refused_before_the_model(work, tiny_model, no_model):
+    """The command line's -o never holds one (Click refuses it, exit 2); the library and the
+    page can: refused with the other output checks, not by the writer after the edit ran."""
+    from icdedit.errors import OutputError
+    from icdedit.plans import EditRequest, plan_edit
+    from icdedit.workflow import InvertRequest, ReconstructRequest, run_invert, run_reconstruct
+
+    make_photo(64, 64).save(work / "photo.png")
+    before = sorted(p.name for p in work.iterdir())
+    model = str(tiny_model)
+    calls = [
+        lambda: plan_edit(EditRequest(work / "photo.png", ["a dog"], "a cat", model=model, output=Path("a\0b.png"))),
+        lambda: run_invert(InvertRequest(work / "photo.png", "a cat", model=model, output=Path("x\0.safetensors"))),
+        lambda: run_reconstruct(ReconstructRequest(work / "photo.png", "a cat", model=model, output=Path("\0.png"))),
+    ]
+    for call in calls:
+        with pytest.raises(OutputError, match="NUL byte"):
+            call()
+    assert sorted(p.name for p in work.iterdir()) == before
+    result = run(*edit_args(work / "photo.png", "a cat", "a dog", "a\0b.png", model=tiny_model))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_nul_byte_in_a_manifest_output_cell_is_that_rows_problem(work, tiny_model):
+    make_photo(64, 64).save(work / "a.png")
+    rows = [
+        {"image": "a.png", "src": "a cat", "tgt": "a dog", "output": "bad\0name.png"},
+        {"image": "a.png", "src": "a cat", "tgt": "a dog", "output": "good.png"},
+    ]
+    (work / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run(
+        "batch", work / "m.jsonl", "--out", "out", "--model", tiny_model, "--device", "cpu", "--size", 64, "--json"
+    )
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["done"] == [2] and "NUL byte" in summary["failed"]["1"], summary
+    assert "Traceback" not in result.output
+
+
+# -- 6. valid input refused, leftovers, privacy ------------------------------------------------------
+def test_an_output_name_of_255_bytes_is_written(work, tiny_model):
+    """The temporary name (NAME.<random>.part.png) is kept within the 255-byte limit too."""
+    make_photo(64, 64).save(work / "photo.png")
+    output = work / ("é" * 125 + "a.png")  # 255 bytes in UTF-8
+    assert len(os.fsencode(output.name)) == 255
+    result = run(*edit_args(work / "photo.png", "a cat", "a dog", output, model=tiny_model))
+    assert result.exit_code == 0, result.output
+    assert output.is_file() and not list(work.glob(".*"))
+
+
+def test_an_output_name_over_255_bytes_is_one_line_before_the_model(work, tiny_model, no_model):
+    make_photo(64, 64).save(work / "photo.png")
+    before = sorted(p.name for p in work.iterdir())
+    result = run(*edit_args(work / "photo.png", "a cat", "a dog", "x" * 252 + ".png", model=tiny_model))
+    assert_clean_error(result, "256 bytes", "255-byte limit", folder=work, before=before, hint=True)
+
+
+def test_a_photo_with_a_long_name_gets_shortened_default_outputs(work, tiny_model):
+    """The default names would be 266 bytes: the photo's part is cut and ends in a hash of it,
+    the target's part is kept, and two photos that share the first 200 bytes stay apart."""
+    names = ["p" * 236 + "-one.png", "p" * 236 + "-two.png"]  # 244 bytes each
+    outputs = []
+    for name in names:
+        make_photo(64, 64).save(work / name)
+        result = run(*edit_args(work / name, "a cat", "a dog", model=tiny_model, extra=["--side-by-side", "--json"]))
+        assert result.exit_code == 0, result.output
+        outputs.append(json.loads(result.stdout))
+    made = sorted(p.name for p in work.iterdir() if p.name not in names)
+    assert len(made) == 4 and all(len(os.fsencode(n)) <= 255 for n in made), made
+    assert all(n.startswith("p" * 100) and ("-a-dog" in n) for n in made), made
+    edits = [n for n in made if not n.endswith("side-by-side.png")]
+    assert len(set(edits)) == 2 and all(n.endswith("-a-dog.png") for n in edits), edits
+
+
+def test_outputs_respect_the_umask(work, tiny_model):
+    make_photo(64, 64).save(work / "photo.png")
+    previous = os.umask(0o077)
+    try:
+        edit = run(*edit_args(work / "photo.png", "a cat", "a dog", "private.png", model=tiny_model))
+        invert = run("invert", "photo.png", "--prompt", "a cat", "--model", tiny_model, "--device", "cpu", "--size", 64)
+    finally:
+        os.umask(previous)
+    assert edit.exit_code == 0 and invert.exit_code == 0, edit.output + invert.output
+    assert (work / "private.png").stat().st_mode & 0o777 == 0o600
+    assert (work / "photo.safetensors").stat().st_mode & 0o777 == 0o600
+    os.umask(0o022)
+    try:
+        assert run(*edit_args(work / "photo.png", "a cat", "a dog", "shared.png", model=tiny_model)).exit_code == 0
+    finally:
+        os.umask(previous)
+    assert (work / "shared.png").stat().st_mode & 0o777 == 0o644
