@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +217,70 @@ def test_outputs_respect_the_umask(work, tiny_model):
     finally:
         os.umask(previous)
     assert (work / "shared.png").stat().st_mode & 0o777 == 0o644
+
+
+# -- the page: usage errors and the port before the model, its files removed when it stops --------
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--port", "-5"], "--port -5"),
+        (["--port", "70000"], "--port 70000"),
+        (["--max-upload-mb", "-1"], "--max-upload-mb -1"),
+    ],
+)
+def test_ui_refuses_unusable_values_before_loading_the_model(args, fragment):
+    result = run("ui", "-m", NO_MODEL, *args)
+    assert_clean_error(result, fragment, code=2, hint=True)
+
+
+def test_ui_on_a_port_in_use_is_one_line_before_loading_the_model(monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("ui", "-m", NO_MODEL, "--port", port)
+    assert_clean_error(result, f"127.0.0.1:{port}", "--port", hint=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_the_page_leaves_no_files_when_stopped(tmp_path, tiny_model, stop):
+    """Uploads (Gradio's copies) and the session's files live in one folder, removed on Ctrl-C and SIGTERM."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("gradio")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(temp), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("GRADIO_TEMP_DIR", None)
+    command = [sys.executable, "-m", "icdedit", "ui", "-m", str(tiny_model), "--port", str(port), "--device", "cpu"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline_at = time.monotonic() + 180
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline_at, "the page did not start"
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        buffer = io.BytesIO()
+        make_photo(32, 32).save(buffer, format="PNG")
+        upload = httpx.post(url + "gradio_api/upload", files={"files": ("photo.png", buffer.getvalue())}, timeout=30)
+        assert upload.status_code == 200, upload.text
+        (session,) = temp.glob("icdedit-ui-*")
+        assert [p for p in session.rglob("photo.png")], sorted(temp.rglob("*"))
+        process.send_signal(stop)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not list(temp.glob("icdedit-ui-*")) and not list(temp.rglob("photo*.png")), sorted(temp.rglob("*"))
