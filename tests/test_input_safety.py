@@ -284,3 +284,65 @@ def test_the_page_leaves_no_files_when_stopped(tmp_path, tiny_model, stop):
             process.kill()
             process.wait()
     assert not list(temp.glob("icdedit-ui-*")) and not list(temp.rglob("photo*.png")), sorted(temp.rglob("*"))
+
+
+# -- eval's inputs -------------------------------------------------------------------------------------
+def _batch_folder(work: Path) -> Path:
+    """A `batch` output folder by hand: one good item, one line not UTF-8, one with "output": null."""
+    out = work / "out"
+    out.mkdir()
+    for name in ("a.png", "b.png"):
+        make_photo(64, 64).save(out / name)
+    good = {"item": 1, "status": "done", "image": str(out / "a.png"), "output": str(out / "b.png"), "tgt": "a dog"}
+    null = {**good, "item": 2, "output": None}
+    lines = [json.dumps(good).encode(), b'{"item": 3, "status": "done", "tgt": "\xff\xfe"}', json.dumps(null).encode()]
+    (out / "results.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return out
+
+
+def test_eval_skips_report_lines_it_cannot_read_with_a_note(work):
+    result = run("eval", _batch_folder(work), "--metrics", "psnr", "--json")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "results.jsonl line 2 is not UTF-8 text: skipped" in result.stderr, result.stderr
+    assert "line 3: item 2's image, output or tgt is not text: skipped" in result.stderr, result.stderr
+    rows = (work / "out" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("1,"), rows
+
+
+@pytest.mark.parametrize("mask", ["abc", 5, None, {"0": 1}])
+def test_a_pie_bench_mask_that_is_not_a_list_is_that_items_problem(work, mask):
+    out = _batch_folder(work)
+    (work / "mapping.json").write_text(json.dumps({"a": {"image_path": "a.jpg", "mask": mask}}))
+    result = run("eval", out, "--pie-bench", work / "mapping.json", "--metrics", "psnr", "--json")
+    assert "Traceback" not in result.output
+    assert f"the mask is {type(mask).__name__}, not a list" in result.stderr, result.output
+
+
+# -- download: web addresses only --------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["path", "file-url", "ftp"])
+def test_download_refuses_sources_that_are_not_web_addresses(work, tiny_spec, monkeypatch, kind):
+    """Policy: a model YAML's sources are http(s) only. A local path or file:// address is refused,
+    not copied (a YAML from elsewhere must not copy this machine's files into the weights folder)."""
+    import yaml
+
+    home = work / "home"
+    monkeypatch.setenv("ICDEDIT_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    secret = work / "secret.tar.gz"
+    secret.write_bytes(b"not for the weights folder")
+    address = {"path": str(secret), "file-url": secret.as_uri(), "ftp": "ftp://example.org/t.tar.gz"}[kind]
+    data = {
+        "name": "local-sources",
+        "base": str(Path(tiny_spec.base)),
+        "teacher": "$ICDEDIT_HOME/t.pt",
+        "forward_lora": "$ICDEDIT_HOME/f_19_259.safetensors",
+        "reverse_lora": "$ICDEDIT_HOME/r_259_999.safetensors",
+        "forward_timesteps": [19, 259],
+        "reverse_timesteps": [259, 999],
+        "sources": {"teacher": address, "loras": address},
+    }
+    (work / "local.yaml").write_text(yaml.safe_dump(data))
+    result = run("download", work / "local.yaml")
+    assert_clean_error(result, repr(address), "not an http(s) address", "sources.teacher", hint=True)
+    assert not home.exists() or not [p for p in home.rglob("*") if p.is_file()]
