@@ -134,6 +134,23 @@ def download_command(spec: ModelSpec) -> str:
 
 
 # -- fetching one URL, resumable ------------------------------------------------------------------
+WEB_SCHEMES = ("https", "http")
+
+
+def check_address(url: str, where: str = "the model YAML's sources") -> str:
+    """Only web addresses are fetched. A local path or a file:// address is refused rather than
+    copied: a model YAML from elsewhere must not be able to copy files of this machine into the
+    weights folder, and a file already here needs no download (put it where the YAML says)."""
+    scheme = urllib.request.urlparse(url).scheme.lower()
+    if scheme not in WEB_SCHEMES:
+        kind = "a local file" if scheme in ("", "file") or len(scheme) == 1 else f"a {scheme}: address"
+        raise DownloadError(
+            f"{url!r} in {where} is {kind}, not an http(s) address",
+            "put the file where the model YAML's teacher/forward_lora/reverse_lora say, or give an https:// address",
+        )
+    return url
+
+
 def _open(url: str, start: int, timeout: float):
     request = urllib.request.Request(url, headers={"User-Agent": "icdedit"})
     if start:
@@ -160,6 +177,7 @@ def fetch(
     progress: Progress | None = None,
 ) -> Path:
     """Download `url` to `destination`, resuming `destination.part`; verify size (and hash)."""
+    check_address(url, "the download")
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     last_error = ""
@@ -296,6 +314,7 @@ def _archives(spec: ModelSpec) -> dict[str, dict[str, Path]]:
                 f"model {spec.name!r} names no download address for {path.name}",
                 f"put the file at {path} yourself, or add sources.{key} to {spec.path}",
             )
+        check_address(url, f"{spec.path or spec.name}: sources.{key}")
         plan.setdefault(url, {})[path.name] = path
     return plan
 

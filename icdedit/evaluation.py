@@ -51,10 +51,13 @@ def decode_rle(encoded: Sequence[int], shape: tuple[int, int] = PIE_SIZE) -> np.
     return mask
 
 
-def items_from_batch(folder: Path) -> list[tuple[int, Path, Path, str, dict]]:
+def items_from_batch(folder: Path, note=None) -> list[tuple[int, Path, Path, str, dict]]:
     """(item number, photo, edit, target prompt, settings) of every done item of a `batch` output
     folder, the last line of each item (a killed run may have left earlier ones). Paths recorded
-    relative to where `batch` ran are found from here, or from beside the folder."""
+    relative to where `batch` ran are found from here, or from beside the folder. A line that is
+    not UTF-8 text, or a done line whose image, output or prompt is not text, is skipped; `note`
+    (a function of one line of text) hears which."""
+    note = note or (lambda text: None)
     if not folder.is_dir():
         raise EvalInputError(f"{folder} is not a folder", "give a `batch` output folder or a pairs .csv")
     reports = sorted(folder.glob("results*.jsonl"))
@@ -62,13 +65,26 @@ def items_from_batch(folder: Path) -> list[tuple[int, Path, Path, str, dict]]:
         raise EvalInputError(f"{folder} has no results.jsonl", "is it a `batch` output folder? (or give a pairs .csv)")
     found: dict[tuple[str, int], tuple] = {}
     for report in reports:
-        for line in report.read_text(encoding="utf-8").splitlines():
+        try:
+            lines = report.read_bytes().splitlines()
+        except OSError as exc:
+            raise EvalInputError(f"cannot read {report}: {exc.strerror or exc}", "check its permissions") from None
+        for line_number, raw in enumerate(lines, start=1):
             try:
-                record = json.loads(line)
+                record = json.loads(raw.decode("utf-8"))
                 number = int(record["item"])
+            except UnicodeDecodeError:
+                note(f"note: {report.name} line {line_number} is not UTF-8 text: skipped")
+                continue
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
             if record.get("status") != "done" or not {"image", "output", "tgt"} <= record.keys():
+                found.pop((report.name, number), None)
+                continue
+            if not all(isinstance(record[k], str) and record[k] for k in ("image", "output", "tgt")):
+                note(
+                    f"note: {report.name} line {line_number}: item {number}'s image, output or tgt is not text: skipped"
+                )
                 found.pop((report.name, number), None)
                 continue
             settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
@@ -114,6 +130,11 @@ class PieBenchMasks:
         entry = self.entries.get(photo.stem) or self.by_image.get(photo.stem)
         if not isinstance(entry, dict) or "mask" not in entry:
             raise InputError(f"{self.path.name} has no entry with a mask for {photo.stem}")
+        if not isinstance(entry["mask"], list):
+            raise InputError(
+                f"{self.path.name}, {photo.stem}: the mask is {type(entry['mask']).__name__}, not a list",
+                "PIE-Bench's masks are lists of (start, length) pairs",
+            )
         try:
             return decode_rle(entry["mask"])
         except ValueError as exc:
@@ -172,11 +193,11 @@ def metric_columns(rows: list[dict]) -> list[str]:
     return [name for name in COLUMNS if any(name in row for row in rows)]
 
 
-def _raw_items(inputs: Path) -> list[tuple[int, Path, Path, str, Path | None, str | None]]:
+def _raw_items(inputs: Path, note=None) -> list[tuple[int, Path, Path, str, Path | None, str | None]]:
     """(item number, photo, edit, target, mask image or None, settings label or None) per item. A batch made
     with --grid (items whose settings differ) labels each item with the settings that vary."""
     if inputs.is_dir():
-        found = items_from_batch(inputs)
+        found = items_from_batch(inputs, note)
         varying = sorted({k for *_, s in found for k in s if len({json.dumps(x.get(k)) for *_, x in found}) > 1})
         label = (lambda s: ", ".join(f"{k}={s.get(k)}" for k in varying)) if varying else (lambda s: None)
         return [(n, source, edit, target, None, label(settings)) for n, source, edit, target, settings in found]
@@ -199,7 +220,7 @@ def run_eval(request: EvalRequest, reporter=None) -> dict:
     reporter = reporter or Reporter()
     names = check_metrics(request.metrics)
     masks = PieBenchMasks(request.pie_bench) if request.pie_bench is not None else None
-    raw = _raw_items(request.inputs)
+    raw = _raw_items(request.inputs, reporter.note)
     default = (
         request.inputs / "metrics.csv"
         if request.inputs.is_dir()

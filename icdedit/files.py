@@ -13,10 +13,28 @@ from pathlib import Path
 
 from .errors import OutputError
 
+NAME_MAX = 255  # bytes in one file name (ext4, XFS, APFS, NTFS's 255 UTF-16 units hold more)
+
+
+def check_name(path: Path) -> Path:
+    """An output path the system can create: no NUL byte, a file name within NAME_MAX bytes.
+    Checked before any model runs (the OS would refuse it only when the result is written)."""
+    text = os.fspath(path)
+    if "\0" in text:
+        raise OutputError(f"output {text!r} holds a NUL byte", "remove it from the output name")
+    size = len(os.fsencode(Path(text).name))
+    if size > NAME_MAX:
+        raise OutputError(
+            f"output name {Path(text).name[:40]}... is {size} bytes, over the {NAME_MAX}-byte limit for a file name",
+            "choose a shorter -o name",
+        )
+    return Path(path)
+
 
 def check_output(path: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
-    """Refuse an existing output (unless overwrite), an input, or a folder that cannot be written."""
-    path = Path(path)
+    """Refuse a name the system cannot create, an existing output (unless overwrite), an input,
+    or a folder that cannot be written."""
+    path = check_name(path)
     for source in inputs:
         try:
             if source.exists() and path.exists() and path.samefile(source):
@@ -42,8 +60,12 @@ def distinct_paths(paths: list[Path]) -> bool:
 
 
 def inside(path: Path, folder: Path) -> bool:
-    """Whether `path` lies inside `folder` once `..` and symbolic links (of either) are resolved."""
-    real, root = os.path.realpath(path), os.path.realpath(folder)
+    """Whether `path` lies inside `folder` once `..` and symbolic links (of either) are resolved;
+    a path no file can have (a NUL byte) lies nowhere."""
+    try:
+        real, root = os.path.realpath(path), os.path.realpath(folder)
+    except ValueError:
+        return False
     return os.path.commonpath([real, root]) == root and real != root
 
 
@@ -144,15 +166,13 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     write that fails (read-only folder, full disk) leaves nothing behind and is an OutputError."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.{os.getpid()}-", suffix=TEMP_MARK + path.suffix, dir=path.parent or "."
-        )
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_MARK + path.suffix, dir=path.parent or ".")
     except OSError as exc:
         raise _write_error(path, exc) from None
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~current_umask())  # what open() would have given: mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -160,6 +180,31 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
             raise _write_error(path, exc) from None
         raise
     return path
+
+
+TEMP_RANDOM = 8  # the characters mkstemp adds
+
+
+def _temp_prefix(path: Path) -> str:
+    """`.NAME.PID-`, NAME cut (at a character boundary) so that the temporary name stays within
+    NAME_MAX bytes: a 255-byte output is written as well as a short one."""
+    owner = f".{os.getpid()}-"  # the writer: start-up cleanup spares the files of live processes
+    room = NAME_MAX - len(os.fsencode(TEMP_MARK + path.suffix + owner)) - TEMP_RANDOM - 1
+    name = os.fsencode(path.name)[:room].decode(errors="ignore") if len(os.fsencode(path.name)) > room else path.name
+    return f".{name}{owner}"
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_error(path: Path, exc: OSError) -> OutputError:

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import InputError, UsageError
-from .files import write_atomically
+from .files import check_name, write_atomically
 
 if TYPE_CHECKING:
     from .specs import ModelSpec
@@ -45,6 +45,7 @@ def load_image(path: str | Path) -> Image.Image:
         raise InputError(f"image not found: {path}", "check the path")
     if path.is_dir():
         raise InputError(f"{path} is a folder, not an image", "give an image file (use `icdedit batch` for folders)")
+    check_regular_file(path, "image")
     try:
         with warnings.catch_warnings():  # between 1x and 2x Pillow's limit: a large photo, decoded
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -54,7 +55,7 @@ def load_image(path: str | Path) -> Image.Image:
                 return _to_rgb(image)
     except Image.DecompressionBombError as exc:
         raise InputError(
-            f"{path}: {_megapixels(exc)} is over the {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
+            f"{path}: {_megapixels(exc)} is over the {max_pixels() / 1e6:.0f}-megapixel limit "
             "for decoding (a guard against decompression bombs)",
             "downscale it first; icdedit processes photos at 512 or 1024 px anyway",
         ) from None
@@ -62,6 +63,16 @@ def load_image(path: str | Path) -> Image.Image:
         raise InputError(f"{path} is not an image PIL can read", "use JPEG, PNG, WebP, BMP or TIFF") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: the image file is damaged ({exc})", "re-export or re-download it") from None
+
+
+def check_regular_file(path: Path, what: str) -> Path:
+    """Only regular files are opened: reading a FIFO (or a device) would wait forever."""
+    if not Path(path).is_file():
+        raise InputError(
+            f"{path} is not a regular file (a FIFO, device or socket), so it is not read as an {what}",
+            f"save the {what} to a file first and give that file",
+        )
+    return Path(path)
 
 
 MAX_SIZE = 4096  # the VAE tiles above twice the model's resolution, but a UNet pass grows with the area
@@ -73,6 +84,30 @@ def check_size(size: int | None, option: str = "--size") -> int | None:
         raise UsageError(
             f"{option} {size} is not a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIZE}",
             f"e.g. {option} 512, or leave it out for the model's resolution",
+        )
+    return size
+
+
+def max_pixels() -> int:
+    """The decompression-bomb limit: the most pixels a photo may have to be decoded at all."""
+    return 2 * Image.MAX_IMAGE_PIXELS
+
+
+def check_recorded_size(size: tuple[int, int], path: Path, key: str, processed: bool) -> tuple[int, int]:
+    """A size written in a file meets the limits a photo or --size meets: a processing size is at
+    most MAX_SIZE x MAX_SIZE pixels (a side at most twice that: SDXL's widest buckets), a photo's
+    size is within the decompression-bomb limit. Checked before any model loads."""
+    width, height = size
+    if processed:
+        too_big = width * height > MAX_SIZE * MAX_SIZE or max(width, height) > 2 * MAX_SIZE
+        limit = f"{MAX_SIZE}x{MAX_SIZE} pixels (a side at most {2 * MAX_SIZE})"
+    else:
+        too_big = width * height > max_pixels()
+        limit = f"the {max_pixels() / 1e6:.0f}-megapixel limit for photos"
+    if too_big:
+        raise InputError(
+            f"{path}: {key} {width}x{height} is over {limit}",
+            "use a latent file written by `icdedit invert` at a size up to --size " + str(MAX_SIZE),
         )
     return size
 
@@ -137,6 +172,7 @@ _FORMATS = {
 
 
 def image_format(path: Path) -> str:
+    check_name(path)  # a NUL byte would fail in the writer, after the edit was computed
     fmt = _FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise InputError(

@@ -14,6 +14,7 @@ import torch
 from . import __version__
 from .errors import InputError
 from .files import write_atomically
+from .images import check_recorded_size, check_regular_file
 
 LATENT_FORMAT = "icdedit-latent"
 
@@ -26,6 +27,10 @@ class LatentFile:
     @property
     def prompt(self) -> str:
         return self.metadata.get("prompt", "")
+
+    @property
+    def seed(self) -> int:
+        return int(self.metadata.get("seed", "0"))
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -65,25 +70,23 @@ def load_latent(path: Path) -> LatentFile:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"latent file not found: {path}", "check the path")
+    check_regular_file(path, "latent file")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            if metadata.get("format") != LATENT_FORMAT:
+                raise InputError(f"{path}: not an icdedit latent file", "use a file written by `icdedit invert`")
             if "latent" not in handle.keys():
                 raise InputError(f"{path}: has no 'latent' tensor", "use a file written by `icdedit invert`")
+            shape = tuple(handle.get_slice("latent").get_shape())
+            _check_shape(shape, path)  # before reading: a huge tensor is refused, not allocated
             latent = handle.get_tensor("latent").float()
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(
             f"{path}: not a readable safetensors file ({exc})", "use a file written by `icdedit invert`"
         ) from None
-    if metadata.get("format") != LATENT_FORMAT:
-        raise InputError(f"{path}: not an icdedit latent file", "use a file written by `icdedit invert`")
-    if latent.ndim != 4 or latent.shape[1] != 4 or 0 in latent.shape:
-        raise InputError(
-            f"{path}: latent has shape {tuple(latent.shape)}, expected (rows, 4, h, w)",
-            "use a file written by `icdedit invert`",
-        )
     if not torch.isfinite(latent).all():
         raise InputError(f"{path}: the latent holds NaN or infinite values", "invert the photo again")
     for key in ("processed_size", "original_size"):
@@ -96,7 +99,36 @@ def load_latent(path: Path) -> LatentFile:
                 f"{path}: metadata {key} = {metadata.get(key)!r} is not WIDTHxHEIGHT",
                 "use a file written by `icdedit invert`",
             ) from None
+        check_recorded_size((width, height), path, f"metadata {key}", processed=key == "processed_size")
+    _check_seed(metadata.get("seed", "0"), path)
     return LatentFile(latent, metadata)
+
+
+def _check_seed(text: str, path: Path) -> None:
+    """The recorded seed (the noise of a photo's inversion) is a whole number in --seed's range."""
+    from .presets import SEED_MAX
+
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed <= SEED_MAX:
+        raise InputError(
+            f"{path}: metadata seed = {text!r} is not a whole number from 0 to {SEED_MAX}",
+            "use a file written by `icdedit invert`, or invert the photo again",
+        )
+
+
+LATENT_SCALE = 8  # pixels per latent cell (the VAE's downsampling)
+
+
+def _check_shape(shape: tuple[int, ...], path: Path) -> None:
+    if len(shape) != 4 or shape[1] != 4 or 0 in shape:
+        raise InputError(
+            f"{path}: latent has shape {shape}, expected (rows, 4, h, w)", "use a file written by `icdedit invert`"
+        )
+    pixels = (shape[3] * LATENT_SCALE, shape[2] * LATENT_SCALE)
+    check_recorded_size(pixels, path, f"latent of shape {shape} (pixels)", processed=True)
 
 
 def check_same_model(latent: LatentFile, identity: dict[str, str], path: Path) -> None:

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import IcdEditError, UsageError
-from .files import inside, slug
+from .errors import IcdEditError, OutputError, UsageError
+from .files import check_name, inside, slug
 from .grid import Grid, check_grid_method
 from .images import image_format
 from .methods import edit_method, readers
@@ -268,7 +268,11 @@ def _build_item(
     if is_blank(output):
         output = f"{number:04d}-{image_path.stem or 'item'}-{slug(str(tgt or ''))}.png"
     output_path = Path(str(output)) if Path(str(output)).is_absolute() else out_dir / str(output)
-    outside = None if inside(output_path, out_dir) else output_outside(str(output), out_dir)
+    try:  # a name the system cannot create (a NUL byte, too long) is the row's problem, before where it is
+        check_name(output_path)
+        outside = None if inside(output_path, out_dir) else output_outside(str(output), out_dir)
+    except OutputError as exc:
+        outside = exc.message
     mask = None if is_blank(row.get("mask")) else Path(str(row["mask"])).expanduser()
     mask = mask if mask is None or mask.is_absolute() else image_root / mask
     item = BatchItem(

@@ -80,7 +80,7 @@ def inversion_from_latent(latent: LatentFile, prompt: str | None, trajectory: di
     return Inversion(
         latent.latent,
         prompt or latent.prompt,
-        int(latent.metadata.get("seed", 0)),
+        latent.seed,  # checked by load_latent
         latent.processed_size,
         latent.original_size,
         source_guidance=trajectory.get("guidance", 0.0),

@@ -10,8 +10,14 @@ prepared by the same functions, and `command()` is the CLI command that gives th
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import os
 import shlex
+import shutil
+import signal
+import socket
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -82,6 +88,7 @@ class UiSession:
         self.model = model  # as given to --model, for the command line it shows
         self.run = run or RunOptions(preview=editor.preview_decoder is not None)  # as the server runs
         self._lock = threading.Lock()  # one edit at a time on the one model, whatever the page queues
+        self._owns_folder = folder is None  # a folder of its own is removed by close()
         self.folder = Path(folder or tempfile.mkdtemp(prefix="icdedit-ui-"))
         self.folder.mkdir(parents=True, exist_ok=True)
         self._cache: OrderedDict[tuple, Inversion] = OrderedDict()
@@ -90,6 +97,12 @@ class UiSession:
     @property
     def spec(self):
         return self.editor.spec
+
+    def close(self) -> None:
+        """Remove the folder the session made (uploaded photos, edits, inversions); a folder given
+        to it is left to its giver (`serving_folder` removes its own at exit)."""
+        if self._owns_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def _photo_file(self, photo: Image.Image) -> Path:
         """The photo as a PNG in the session folder, named by its pixels (what the CLI reads)."""
@@ -287,6 +300,32 @@ def build_app(session: UiSession):
 
         preset.change(preset_values, [preset], [guidance, tau, cross, self_, amplify])
     return app
+
+
+def check_port(host: str, port: int) -> None:
+    """The port is free to listen on: checked before the model loads (Gradio would fail after)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+            probe.bind(address)
+    except OSError as exc:
+        raise IcdEditError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", "choose another --port, or stop what uses it"
+        ) from None
+
+
+def serving_folder() -> Path:
+    """The folder a served page keeps its files in (uploads, edits, inversions, and Gradio's own
+    copies: GRADIO_TEMP_DIR, which Gradio reads when it is imported, so call this first). It is
+    removed when the process ends: at exit (Ctrl-C ends Gradio's loop, then the process exits)
+    and on SIGTERM, which would otherwise end the process without running atexit."""
+    folder = Path(tempfile.mkdtemp(prefix="icdedit-ui-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder / "gradio")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return folder
 
 
 def serve(session: UiSession, host: str, port: int, max_upload_mb: int = 25, block: bool = True):

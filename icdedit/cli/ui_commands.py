@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import IcdEditError
+from ..errors import IcdEditError, UsageError
 from ..run_context import load_editor
 from ..specs import resolve_model
 from .app import command, progress_bar, reporter, stderr
@@ -38,11 +38,18 @@ def ui(
     compile: CompileOpt = False,
     preview: PreviewOpt = False,
 ) -> None:
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a port number", "give one from 1 to 65535, e.g. --port 7860")
+    if max_upload_mb < 1:
+        raise UsageError(f"--max-upload-mb {max_upload_mb} is not a size", "give a whole number of MB, e.g. 25")
+    from ..ui import LOCAL_HOSTS, UiSession, check_port, serve, serving_folder
+
+    check_port(host, port)
+    folder = serving_folder()  # before Gradio is imported: it reads GRADIO_TEMP_DIR then
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise IcdEditError("icdedit ui needs Gradio, which is not installed", "pip install 'icdedit[ui]'") from None
-    from ..ui import LOCAL_HOSTS, UiSession, serve
 
     if host not in LOCAL_HOSTS:
         stderr.print(
@@ -54,6 +61,6 @@ def ui(
     run = run_options(device, dtype, attention, cuda_graphs, compile, preview)
     with progress_bar(ctx, True) as progress:
         editor = load_editor(spec, run, reporter(ctx, progress))
-    session = UiSession(editor, model=model, run=run)
+    session = UiSession(editor, folder, model=model, run=run)
     stderr.print(f"icdedit ui: {spec.name} on http://{host}:{port} (Ctrl+C stops it)", markup=False)
     serve(session, host, port, max_upload_mb)
