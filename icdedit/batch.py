@@ -25,7 +25,6 @@ from .run_context import RunOptions, load_editor, warn_truncation
 from .runner import Report, Summary, run_many
 from .sources import Source
 from .specs import ModelSpec, resolve_model
-from .text import truncation_warning
 
 __all__ = ["BatchRequest", "InversionCache", "Report", "Summary", "batch_items", "run_batch"]
 
@@ -167,7 +166,7 @@ class EditWork:
     decoder: str | None
     reporter: Reporter
     inversions: InversionCache = field(default_factory=InversionCache)  # a grid's cells share one
-    warned: set = field(default_factory=set)
+    truncation: dict = field(default_factory=dict)  # prompt -> its truncation warning (None: fits), once a run
 
     def load(self, item: manifests.BatchItem) -> EditPlan:
         """The row's plan: its photo and mask read, its prepared edit, its outputs."""
@@ -214,10 +213,10 @@ class EditWork:
             {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)]}
             for w in result.words
         ]
-        fresh = [p for p in plan.prompts if p and p not in self.warned]
-        self.warned.update(fresh)
-        warn_truncation(editor, fresh, self.reporter)  # once per prompt in the run, as `edit` warns
-        truncated = [m for m in (truncation_warning(editor.tokenizer, p) for p in plan.prompts if p) if m]
+        fresh = [p for p in plan.prompts if p and p not in self.truncation]
+        found = warn_truncation(editor, fresh, self.reporter)  # once per prompt in the run, as `edit` warns
+        self.truncation.update({p: found.get(p) for p in fresh})
+        truncated = [self.truncation[p] for p in plan.prompts if p and self.truncation[p]]
         if truncated or item.warning:
             fields["warning"] = "; ".join([*([item.warning] if item.warning else []), *truncated])
         if self.decoder:

@@ -118,14 +118,14 @@ def _prepare_compile(torch_device, reporter: Reporter) -> None:
         reporter.note("note: on the CPU, compiled runs were measured slower than plain ones (docs/benchmarks.md)")
 
 
-def warn_truncation(editor: Editor, prompts, reporter: Reporter) -> list[str]:
-    """A warning per distinct prompt longer than the text encoder takes; the warnings, returned."""
-    warnings = []
+def warn_truncation(editor: Editor, prompts, reporter: Reporter) -> dict[str, str]:
+    """A warning per distinct prompt longer than the text encoder takes; {prompt: warning} of those."""
+    warnings = {}
     for prompt in dict.fromkeys(p for p in prompts if p):
         message = truncation_warning(editor.tokenizer, prompt)
         if message:
             reporter.note(f"warning: {message}")
-            warnings.append(message)
+            warnings[prompt] = message
     return warnings
 
 
