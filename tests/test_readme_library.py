@@ -31,16 +31,17 @@ def test_the_readme_library_example_runs_as_written(tmp_path, monkeypatch):
         assert released in code, f"the README's example no longer says {released}: update SUBSTITUTIONS"
         code = code.replace(released, tiny)
     monkeypatch.chdir(tmp_path)
-    make_photo(96, 64).save("pug.jpg")
-    before = Image.open("pug.jpg").tobytes()
+    Path("examples").mkdir()
+    make_photo(96, 64).save("examples/chelsea.jpg")  # the clone's photo, as the README's paths say
+    before = Image.open("examples/chelsea.jpg").tobytes()
     namespace = {}
     exec(compile(code, "README.md (library)", "exec"), namespace)
-    written = {"bear.png", "bear-xl.png", "fox.png", "fox-rain.png"}
+    written = {"tiger.png", "tiger-xl.png", "fox.png", "fox-rain.png"}
     assert written <= {p.name for p in tmp_path.iterdir()}
     for name in written:
         with Image.open(name) as image:
             assert image.mode == "RGB" and min(image.size) > 0
-    assert Image.open("pug.jpg").tobytes() == before  # the input is never written
+    assert Image.open("examples/chelsea.jpg").tobytes() == before  # the input is never written
     # what the example's names hold: one target per edit, one generated image per seed
     assert len(namespace["result"].targets) == 1
     assert namespace["fox"].image.size == Image.open("fox.png").size == (64, 64)  # the tiny model's size
