@@ -130,7 +130,7 @@ def announce(app, host: str, port: int, share: bool, say, open_browser: bool) ->
             say(f"icdedit ui: public link {app.share_url}")
             url = app.share_url
         else:
-            say("warning: no public link could be made (no network?); the page is served locally only")
+            say("warning: no public link was made (Gradio says why above); the page is served on this address only")
     if open_browser and not webbrowser.open(url):
         say(f"warning: could not open a browser; open {url} yourself")
     return url

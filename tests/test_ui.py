@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from icdedit.ui import (
     page_words,
     serve,
 )
+from icdedit.ui_server import announce
 
 from .helpers import make_photo, run
 
@@ -141,7 +143,8 @@ def test_share_warns_as_a_non_local_host_does_and_open_is_passed_on(monkeypatch,
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "--share" in warnings[0] and "anyone with the link can run edits" in warnings[0]
     assert served[0][3]["share"] is True and served[0][3]["open_browser"] is True
-    assert "--share" in run("ui", "--help").stdout and "--open" in run("ui", "--help").stdout
+    help_text = run("ui", "--help").stdout
+    assert "--share" in help_text and "--open" in help_text
 
 
 def test_open_opens_the_page_once_it_answers_and_gradios_share_line_is_silent(session, monkeypatch, capfd, tmp_path):
@@ -165,6 +168,21 @@ def test_open_opens_the_page_once_it_answers_and_gradios_share_line_is_silent(se
         app.close()
     console = capfd.readouterr()
     assert "share=True" not in console.out + console.err and "Running on" not in console.out + console.err
+
+
+def test_a_public_link_is_announced_and_opened_or_its_absence_said(monkeypatch):
+    opened = []
+    monkeypatch.setattr("icdedit.ui_server.webbrowser.open", lambda url: opened.append(url) or True)
+    shared, said = SimpleNamespace(share_url="https://abc.gradio.live"), []
+    assert announce(shared, "0.0.0.0", 7860, True, said.append, True) == "https://abc.gradio.live"
+    assert said == [
+        "icdedit ui: serving on http://127.0.0.1:7860/ (Ctrl+C stops it)",
+        "icdedit ui: public link https://abc.gradio.live",
+    ]
+    assert opened == ["https://abc.gradio.live"]
+    said.clear()
+    assert announce(SimpleNamespace(share_url=None), "::1", 7860, True, said.append, False) == "http://[::1]:7860/"
+    assert said[1].startswith("warning: no public link was made") and opened == ["https://abc.gradio.live"]
 
 
 PAGE_MISTAKES = [  # (what the page sends, what the page says)
