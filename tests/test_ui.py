@@ -238,6 +238,17 @@ def test_the_example_photos_travel_with_the_package():
     assert examples_dir() in (REPO / "icdedit" / "examples", REPO / "examples")
 
 
+def test_an_installed_package_finds_its_own_examples_and_a_page_without_them_has_none(tmp_path, monkeypatch):
+    """The wheel's layout: site-packages/icdedit/examples, no examples/ beside the package."""
+    package = tmp_path / "site-packages" / "icdedit"
+    shutil.copytree(REPO / "examples", package / "examples")
+    monkeypatch.setattr("icdedit.ui.PACKAGE_DIR", package)
+    assert examples_dir() == package / "examples"
+    assert [Path(photo).parent for photo, _, _ in page_examples()] == [package / "examples"] * 3
+    (package / "examples" / "coffee.jpg").unlink()
+    assert examples_dir() is None and page_examples() == []
+
+
 # -- end to end in a real browser -------------------------------------------------------------------
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
