@@ -26,6 +26,7 @@ from icdedit.run_context import RunOptions
 from icdedit.ui import (
     PageEdit,
     UiSession,
+    build_app,
     examples_dir,
     mask_from_editor,
     page_examples,
@@ -183,6 +184,40 @@ def test_a_public_link_is_announced_and_opened_or_its_absence_said(monkeypatch):
     said.clear()
     assert announce(SimpleNamespace(share_url=None), "::1", 7860, True, said.append, False) == "http://[::1]:7860/"
     assert said[1].startswith("warning: no public link was made") and opened == ["https://abc.gradio.live"]
+
+
+def _page_edit_handler(session, monkeypatch, tmp_path):
+    """The function the page's Edit button calls, taken from the built page."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    app = build_app(session)
+    (handler,) = {block.fn for block in app.fns.values() if getattr(block.fn, "__name__", "") == "run"}
+    return handler
+
+
+def test_the_pages_errors_are_messages_with_one_console_line_at_most(session, monkeypatch, tmp_path, capfd):
+    import gradio as gr
+
+    handler = _page_edit_handler(session, monkeypatch, tmp_path)
+    settings = (None, 19.0, 0.8, 0.3, 0.6, 4.0, 0)
+    with pytest.raises(gr.Error) as caught:  # the user's error: the page's words, nothing on the console
+        handler(make_photo(64, 64), "", "<b>a tiger</b>", *settings)
+    assert caught.value.message.startswith("The source prompt is empty") and not caught.value.print_exception
+    assert capfd.readouterr().err == ""
+    with pytest.raises(gr.Error) as caught:
+        handler(None, SRC, TGT, *settings)
+    assert "Upload a photo" in caught.value.message
+
+    def out_of_memory(page):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB <sic>\nmore detail")
+
+    monkeypatch.setattr(session, "edit", out_of_memory)
+    with pytest.raises(gr.Error) as caught:  # a failure: said on the page, and in one line to the console
+        handler(make_photo(64, 64), SRC, TGT, *settings)
+    assert caught.value.message == "The edit failed: CUDA out of memory. Tried to allocate 2 GiB &lt;sic&gt;"
+    assert not caught.value.print_exception
+    assert capfd.readouterr().err.splitlines() == [
+        "icdedit ui: an edit failed: CUDA out of memory. Tried to allocate 2 GiB <sic>"
+    ]
 
 
 PAGE_MISTAKES = [  # (what the page sends, what the page says)
