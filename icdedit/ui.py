@@ -10,13 +10,11 @@ prepared by the same functions, and `command()` is the CLI command that gives th
 
 from __future__ import annotations
 
-import atexit
 import hashlib
-import os
+import html
+import re
 import shlex
 import shutil
-import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -32,14 +30,14 @@ from .errors import IcdEditError, InputError, first_line
 from .images import load_image, save_image
 from .latents import save_latent
 from .methods import edit_method
+from .paths import PACKAGE_DIR
 from .plans import EditRequest, plan_edit, run_plan
 from .preparation import resolve_settings
 from .presets import builtin_presets, check_seed
 from .run_context import RunOptions
 from .sources import Source, latent_metadata
+from .ui_server import StopRequest, announce, launch, wait_until_stopped
 from .values import Inversion
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -216,6 +214,90 @@ def mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
     return photo, Image.fromarray((alpha * 255).astype(np.uint8), "L")
 
 
+# -- the page's words -------------------------------------------------------------------------------
+# The library speaks the command line's language (`--src`, `cross_replace = 2.0`, a temp file's
+# path); the page's messages name what the page shows. Every message the page shows is mapped
+# here, in one place, so a new library error reads right on the page without a page-side copy.
+PAGE_NAMES = {
+    "src": "source prompt",
+    "tgt": "target prompt",
+    "guidance": "Guidance",
+    "tau": "Tau",
+    "cross_replace": "Cross-attention fraction",
+    "self_replace": "Self-attention fraction",
+    "amplify": "Amplify edited words",
+    "seed": "Seed",
+    "preset": "Preset",
+    "mask": "painted mask",
+}
+_NAMES = "|".join(sorted(PAGE_NAMES, key=len, reverse=True))
+_LAYER_LABEL = re.compile(r"^command line: ")  # the layer the page's values are given as (presets.py)
+_ASSIGNMENT = re.compile(rf"\b({_NAMES}) = ('?)([^\s']+)\2")  # `tau = 2.0` -> `Tau 2`
+_QUOTED_PROMPT = re.compile(r"--(?:src|tgt|prompt) (?=')")  # `such as --src 'a cat'` -> `such as 'a cat'`
+_FLAG = re.compile(rf"--({_NAMES.replace('_', '[-_]')})\b")  # `--cross-replace` -> `Cross-attention fraction`
+_PROMPT_WORD = re.compile(r"\b(src|tgt)\b")  # `the src is empty` -> `the source prompt is empty`
+
+
+def _number(text: str) -> str:
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
+def page_words(text: str, folder: Path | None = None) -> str:
+    """One message or hint of the library in the page's words."""
+    if folder is not None:  # the session's files are what the user gave: the photo, the painted mask
+        root = re.escape(str(folder).rstrip("/"))
+        text = re.sub(rf"{root}/photo-[0-9a-f]+\.png", "the photo", text)
+        text = re.sub(rf"(?:mask )?{root}/mask-[0-9a-f]+\.png", "the painted mask", text)
+    text = _LAYER_LABEL.sub("", text)
+    text = _ASSIGNMENT.sub(lambda m: f"{PAGE_NAMES[m[1]]} {_number(m[3])}", text)
+    text = _QUOTED_PROMPT.sub("", text)
+    text = _FLAG.sub(lambda m: PAGE_NAMES[m[1].replace("-", "_")], text)
+    return _PROMPT_WORD.sub(lambda m: PAGE_NAMES[m[1]], text)
+
+
+def page_message(exc: IcdEditError, folder: Path | None = None) -> str:
+    """What the page says for a library error: its message and hint in the page's words."""
+    message = page_words(exc.message, folder)
+    message = message[:1].upper() + message[1:]
+    return f"{message} ({page_words(exc.hint, folder)})" if exc.hint else message
+
+
+def page_error(message: str):
+    """A message for the page, not the server's console: Gradio shows it (as HTML, hence escaped)
+    and, told so, prints no traceback for it."""
+    import gradio as gr
+
+    return gr.Error(html.escape(message), print_exception=False)
+
+
+# -- the bundled example photos ----------------------------------------------------------------------
+# (photo, source prompt, target prompt): the photos of examples/ (examples/README.md), shipped
+# inside the wheel as icdedit/examples (pyproject.toml) and read from the checkout otherwise.
+EXAMPLES = (
+    ("chelsea.jpg", "a photo of a cat", "a photo of a tiger"),
+    ("coffee.jpg", "a cup of coffee", "a cup of tea"),
+    ("astronaut.jpg", "a photo of an astronaut", "a photo of a robot"),
+)
+
+
+def examples_dir() -> Path | None:
+    """The folder holding every example photo: in the installed package, or examples/ beside it
+    in a checkout; None (the page shows no examples) when neither has them all."""
+    for candidate in (PACKAGE_DIR / "examples", PACKAGE_DIR.parent / "examples"):
+        if all((candidate / name).is_file() for name, _, _ in EXAMPLES):
+            return candidate
+    return None
+
+
+def page_examples() -> list[list[str]]:
+    """The examples as the page's rows: [photo path, source prompt, target prompt]."""
+    folder = examples_dir()
+    return [[str(folder / name), src, tgt] for name, src, tgt in EXAMPLES] if folder else []
+
+
 # -- the page --------------------------------------------------------------------------------------
 def build_app(session: UiSession):
     """The Gradio page over `session`. Edits follow the sliders when released (debounced: a new
@@ -229,17 +311,18 @@ def build_app(session: UiSession):
     def run(value, src, tgt, preset, guidance, tau, cross, self_, amplify, seed):
         photo, mask = mask_from_editor(value)
         if photo is None:
-            raise gr.Error("Upload a photo first.")
+            raise page_error("Upload a photo first, or click one of the examples.")
         page = PageEdit(
             photo, src or "", tuple((tgt or "").splitlines()), preset or None, guidance, tau, cross, self_,
             amplify, int(seed or 0), mask,
         )  # fmt: skip
         try:
             result = session.edit(page)
-        except IcdEditError as exc:
-            raise gr.Error(str(exc)) from None
-        except RuntimeError as exc:  # out of memory and the like: say so, keep serving
-            raise gr.Error(f"the edit failed: {first_line(exc)}") from None
+        except IcdEditError as exc:  # the user's to fix: said on the page, nothing on the console
+            raise page_error(page_message(exc, session.folder)) from None
+        except RuntimeError as exc:  # out of memory and the like: one line for whoever runs the server
+            print(f"icdedit ui: an edit failed: {first_line(exc)}", file=sys.stderr, flush=True)
+            raise page_error(f"The edit failed: {first_line(exc)}") from None
         status = "inverted the photo, then edited" if result.inverted else "reused the photo's inversion"
         return (
             (result.original, result.images[0]),
@@ -278,6 +361,9 @@ def build_app(session: UiSession):
                 status = gr.Markdown(elem_id="status")
                 command = gr.Textbox(label="The same edit on the command line", buttons=["copy"], elem_id="command")
                 files = gr.File(label="Download the edit and the photo's latent", file_count="multiple")
+        examples = page_examples()
+        if examples:
+            gr.Examples(examples, [photo, src, tgt], label="Examples: click one to load its photo and prompts")
         inputs = [photo, src, tgt, preset, guidance, tau, cross, self_, amplify, seed]
         outputs = [before_after, gallery, command, files, status]
         edit = {"trigger_mode": "always_last", "concurrency_id": "edit"}  # one queue: one edit at a time
@@ -302,40 +388,22 @@ def build_app(session: UiSession):
     return app
 
 
-def check_port(host: str, port: int) -> None:
-    """The port is free to listen on: checked before the model loads (Gradio would fail after)."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
-            probe.bind(address)
-    except OSError as exc:
-        raise IcdEditError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}", "choose another --port, or stop what uses it"
-        ) from None
-
-
-def serving_folder() -> Path:
-    """The folder a served page keeps its files in (uploads, edits, inversions, and Gradio's own
-    copies: GRADIO_TEMP_DIR, which Gradio reads when it is imported, so call this first). It is
-    removed when the process ends: at exit (Ctrl-C ends Gradio's loop, then the process exits)
-    and on SIGTERM, which would otherwise end the process without running atexit."""
-    folder = Path(tempfile.mkdtemp(prefix="icdedit-ui-"))
-    os.environ["GRADIO_TEMP_DIR"] = str(folder / "gradio")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    return folder
-
-
-def serve(session: UiSession, host: str, port: int, max_upload_mb: int = 25, block: bool = True):
-    app = build_app(session)
-    app.queue(default_concurrency_limit=1)
-    return app.launch(
-        server_name=host,
-        server_port=port,
-        max_file_size=f"{max_upload_mb}mb",
-        prevent_thread_lock=not block,
-        show_error=True,
-        quiet=False,
-    )
+def serve(
+    session: UiSession,
+    host: str,
+    port: int,
+    max_upload_mb: int = 25,
+    *,
+    share: bool = False,
+    open_browser: bool = False,
+    say=lambda line: print(line, file=sys.stderr, flush=True),
+    block: bool = True,
+):
+    """Serve the page; with `block`, until Ctrl-C or SIGTERM, then remove the session's folder.
+    Without it, return the running app (its `close()` stops it)."""
+    with StopRequest() as stop:
+        app = launch(build_app(session), host, port, max_upload_mb, share, allowed=examples_dir())
+        announce(app, host, port, share, say, open_browser)
+        if not block:
+            return app
+        wait_until_stopped(app, session.folder, stop, say)

@@ -20,6 +20,7 @@ from .options import AttentionOpt, CompileOpt, CudaGraphsOpt, DeviceOpt, DtypeOp
         "reverse steps. The page shows the `icdedit edit` command that gives the same image.\n\n"
         "Examples:\n\n  icdedit ui --model tiny        # then open http://127.0.0.1:7860\n\n"
         "  icdedit ui --preview          # faster updates, approximate images (icdedit download taesd)\n\n"
+        "  icdedit ui --open             # and open it in the browser\n\n"
         "Needs the ui extra: pip install 'icdedit[ui]'."
     )
 )
@@ -31,6 +32,17 @@ def ui(
     ),
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="Largest upload accepted, in MB.")] = 25,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the browser once it is served.")] = (
+        False
+    ),
+    share: Annotated[
+        bool,
+        typer.Option(
+            "--share",
+            help="Also serve the page on a temporary public gradio.live link (needs the network): anyone with the "
+            "link can run edits on this machine.",
+        ),
+    ] = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     attention: AttentionOpt = "auto",
@@ -42,7 +54,8 @@ def ui(
         raise UsageError(f"--port {port} is not a port number", "give one from 1 to 65535, e.g. --port 7860")
     if max_upload_mb < 1:
         raise UsageError(f"--max-upload-mb {max_upload_mb} is not a size", "give a whole number of MB, e.g. 25")
-    from ..ui import LOCAL_HOSTS, UiSession, check_port, serve, serving_folder
+    from ..ui import UiSession, serve
+    from ..ui_server import check_port, exposure_warnings, serving_folder
 
     check_port(host, port)
     folder = serving_folder()  # before Gradio is imported: it reads GRADIO_TEMP_DIR then
@@ -51,16 +64,13 @@ def ui(
     except ImportError:
         raise IcdEditError("icdedit ui needs Gradio, which is not installed", "pip install 'icdedit[ui]'") from None
 
-    if host not in LOCAL_HOSTS:
-        stderr.print(
-            f"warning: --host {host} makes the page reachable from other machines; anyone who can reach it can run "
-            "edits on this machine",
-            markup=False,
-        )
+    for warning in exposure_warnings(host, share):
+        stderr.print(warning, markup=False)
     spec = resolve_model(model)
     run = run_options(device, dtype, attention, cuda_graphs, compile, preview)
     with progress_bar(ctx, True) as progress:
         editor = load_editor(spec, run, reporter(ctx, progress))
     session = UiSession(editor, folder, model=model, run=run)
-    stderr.print(f"icdedit ui: {spec.name} on http://{host}:{port} (Ctrl+C stops it)", markup=False)
-    serve(session, host, port, max_upload_mb)
+    stderr.print(f"icdedit ui: {spec.name} loaded", markup=False)
+    say = lambda line: stderr.print(line, markup=False)  # noqa: E731
+    serve(session, host, port, max_upload_mb, share=share, open_browser=open_browser, say=say)
