@@ -232,16 +232,6 @@ def test_download_of_a_malicious_archive_writes_nothing(server, tmp_path, home, 
     assert not (home / "t.pt").exists() and not (tmp_path / "t.pt").exists()
 
 
-def test_missing_weights_error_names_the_fix(tmp_path, home, server, tiny_spec):
-    from .helpers import make_photo
-
-    path = model_yaml(tmp_path, server, tiny_spec)
-    make_photo(64, 64).save(tmp_path / "p.png")
-    result = runner.invoke(app, ["edit", str(tmp_path / "p.png"), "--src", "a cat", "--tgt", "a dog", "-m", str(path)])
-    assert result.exit_code == 1
-    assert "t.pt" in result.stderr and f"icdedit download {path}" in result.stderr
-
-
 def test_hub_unreachable_is_a_clean_error(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
@@ -311,40 +301,6 @@ def test_models_command_shows_present_partial_and_absent(home):
     assert "sd15-4step-v1" in text and "icdedit download sd15-4step-v1" in text
 
 
-def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec):
-    """On a terminal, `edit` asks before fetching missing weights; yes -> download, then edit."""
-    from icdedit.reporting import Reporter
-    from icdedit.run_context import RunOptions
-    from icdedit.workflow import EditRequest, run_edit
-
-    from .helpers import make_photo
-
-    server.files["/teacher.tar.gz"] = make_tar({"t.pt": tiny_spec.teacher.read_bytes()})
-    server.files["/loras.tar.gz"] = make_tar(
-        {
-            "f_19_259.safetensors": tiny_spec.forward_lora.read_bytes(),
-            "r_259_999.safetensors": tiny_spec.reverse_lora.read_bytes(),
-        }
-    )
-    path = model_yaml(tmp_path, server, tiny_spec)
-    make_photo(64, 64).save(tmp_path / "p.png")
-    request = EditRequest(
-        source=tmp_path / "p.png",
-        targets=["a photo of a dog"],
-        src="a photo of a cat",
-        model=str(path),
-        output=tmp_path / "out.png",
-        run=RunOptions(device="cpu"),
-    )
-    questions = []
-    with pytest.raises(Exception, match="not found"):  # declined: nothing is fetched
-        run_edit(request, Reporter(confirm=lambda q: questions.append(q) or False))
-    assert not (home / "t.pt").exists() and "Download" in questions[0]
-    report = run_edit(request, Reporter(confirm=lambda q: True))
-    assert report["outputs"] == [str(tmp_path / "out.png")] and (tmp_path / "out.png").is_file()
-    assert (home / "t.pt").read_bytes() == tiny_spec.teacher.read_bytes()
-
-
 def test_unreachable_release_server_is_a_clean_error(tmp_path):
     with pytest.raises(DownloadError, match="cannot reach 127.0.0.1:9") as info:
         fetch("http://127.0.0.1:9/teacher.tar.gz", tmp_path / "t.tar.gz", retries=1)
@@ -357,3 +313,112 @@ def test_offline_download_names_the_missing_files(monkeypatch, tmp_path, home, s
     assert result.exit_code == 1 and "HF_HUB_OFFLINE" in result.stderr
     assert str(home / "t.pt") in result.stderr and "icdedit download" in result.stderr
     assert server.requests == []  # nothing was even tried
+
+
+# -- the first command fetches what is missing (as from_pretrained does) ----------------------------
+def serve_tiny_weights(server: Server, tiny_spec) -> None:
+    """The release archives of a model whose teacher and LoRAs are the tiny model's own."""
+    server.files["/teacher.tar.gz"] = make_tar({"t.pt": tiny_spec.teacher.read_bytes()})
+    server.files["/loras.tar.gz"] = make_tar(
+        {
+            "f_19_259.safetensors": tiny_spec.forward_lora.read_bytes(),
+            "r_259_999.safetensors": tiny_spec.reverse_lora.read_bytes(),
+        }
+    )
+
+
+def command_line(command: str, path: Path, tmp_path: Path) -> list[str]:
+    from .helpers import edit_args, generate_args, invert_args, make_photo
+
+    make_photo(64, 64).save(tmp_path / "p.png")
+    return {
+        "edit": lambda: edit_args(tmp_path / "p.png", "a cat", "a dog", tmp_path / "out.png", model=path),
+        "invert": lambda: invert_args(tmp_path / "p.png", "a cat", tmp_path / "out.safetensors", model=path),
+        "generate": lambda: generate_args("a cat", model=path, extra=["-o", tmp_path / "out.png"]),
+    }[command]()
+
+
+@pytest.mark.parametrize("command", ["edit", "invert", "generate"])
+def test_a_command_without_weights_fetches_them_and_runs(server, tmp_path, home, tiny_spec, command):
+    serve_tiny_weights(server, tiny_spec)
+    path = model_yaml(tmp_path, server, tiny_spec)
+    result = runner.invoke(app, command_line(command, path, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert list(tmp_path.glob("out.*")), "the command wrote its output"
+    assert (home / "t.pt").read_bytes() == tiny_spec.teacher.read_bytes()
+    assert (home / "r_259_999.safetensors").read_bytes() == tiny_spec.reverse_lora.read_bytes()
+    # what is fetched, how much and from where, before it is fetched; nothing asked
+    assert "fetching what model 'served' needs (about 3.5 kB):" in result.stderr
+    assert f"teacher {home / 't.pt'} (3.0 kB) from {server.url}/teacher.tar.gz" in result.stderr
+    assert f"forward LoRA {home / 'f_19_259.safetensors'}, reverse LoRA" in result.stderr
+    assert "fetched 3 file(s) for model 'served'" in result.stderr
+    fetched = list(server.requests)
+    again = runner.invoke(app, [*command_line(command, path, tmp_path), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert "fetching" not in again.stderr and server.requests == fetched  # on disk now: nothing fetched
+
+
+@pytest.mark.parametrize("how", ["--offline", "HF_HUB_OFFLINE=1"])
+def test_offline_refuses_naming_every_missing_file(server, tmp_path, home, tiny_spec, monkeypatch, how):
+
+    serve_tiny_weights(server, tiny_spec)
+    path = model_yaml(tmp_path, server, tiny_spec)
+    (home / "f_19_259.safetensors").parent.mkdir(parents=True)
+    (home / "f_19_259.safetensors").write_bytes(tiny_spec.forward_lora.read_bytes())  # one of three is there
+    args = command_line("edit", path, tmp_path)
+    if how == "--offline":
+        args.append("--offline")
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    variable = "--offline" if how == "--offline" else "HF_HUB_OFFLINE"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr  # one line (edit's own notes on the prompts come before it)
+    assert (
+        f"weights of model 'served' not found: teacher {home / 't.pt'}, reverse LoRA {home / 'r_259_999.safetensors'}"
+        f" (hint: {variable} is set: run `icdedit download {path}` (about 3.5 kB from {server.url}/teacher.tar.gz"
+    ) in errors[0]
+    assert "forward LoRA" not in errors[0]  # only what is missing
+    assert server.requests == [] and not (tmp_path / "out.png").exists()
+
+
+def test_every_missing_file_is_named_base_files_included(server, tmp_path, home, tiny_spec):
+    """A local base folder that lacks its VAE cannot be fetched: the one line names the VAE's
+    files as well as the teacher and both LoRAs, and says what to do with each."""
+    import shutil
+
+    from icdedit.loader import MissingWeightsError, load_model
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_spec.base, base)
+    shutil.rmtree(base / "vae")
+    data = yaml.safe_load(model_yaml(tmp_path, server, tiny_spec).read_text())
+    (tmp_path / "served.yaml").write_text(yaml.safe_dump({**data, "base": str(base)}))
+    with pytest.raises(MissingWeightsError) as info:
+        load_model(load_spec(tmp_path / "served.yaml"), device="cpu")
+    message = info.value.message
+    for fragment in ("teacher", "forward LoRA", "reverse LoRA", f"VAE config {base / 'vae' / 'config.json'}"):
+        assert fragment in message, message
+    assert f"VAE {base / 'vae' / 'diffusion_pytorch_model.safetensors'}" in message
+    assert str(base / "vae") in info.value.hint and "icdedit download" in info.value.hint
+    assert server.requests == []  # nothing fetched while something cannot be
+
+
+def test_a_missing_preview_decoder_is_fetched_with_the_model(tmp_path, home, tiny_model, monkeypatch):
+    import huggingface_hub
+
+    from icdedit.preview import PREVIEW_DECODERS
+    from icdedit.tiny import build_tiny_preview_decoder
+
+    asked = []
+
+    def fake_snapshot(repo_id, allow_patterns, local_dir, **_):  # the hub, as far as this download sees it
+        asked.append(repo_id)
+        build_tiny_preview_decoder(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    result = runner.invoke(app, [*command_line("edit", tiny_model, tmp_path), "--preview"])
+    assert result.exit_code == 0, result.output
+    assert asked == ["madebyollin/taesd"] and PREVIEW_DECODERS["taesd"].present
+    assert f"preview decoder 'taesd' {PREVIEW_DECODERS['taesd'].folder} (10.0 MB)" in result.stderr
