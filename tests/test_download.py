@@ -273,8 +273,8 @@ def test_models_command_shows_present_partial_and_absent(home):
     (home / "iCD-SD15-forward_19_339_699.safetensors").write_bytes(b"0" * 10)
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
-    listing = json.loads(result.stdout)
-    report = {m["model"]: m for m in listing if m["kind"] == "editing"}
+    listing = json.loads(result.stdout)["models"]
+    report = {m["model"]: m for m in listing if m["kind"] == "editing" and not m.get("random_weights")}
     evaluation = {m["model"]: m for m in listing if m["kind"] == "evaluation"}
     assert set(evaluation) == {"dino-vitb8", "clip-vit-large-patch14", "dinov2-base", "lpips-squeeze"}
     assert evaluation["lpips-squeeze"]["download_command"] == "icdedit download lpips-squeeze"
@@ -422,3 +422,36 @@ def test_a_missing_preview_decoder_is_fetched_with_the_model(tmp_path, home, tin
     assert result.exit_code == 0, result.output
     assert asked == ["madebyollin/taesd"] and PREVIEW_DECODERS["taesd"].present
     assert f"preview decoder 'taesd' {PREVIEW_DECODERS['taesd'].folder} (10.0 MB)" in result.stderr
+
+
+# -- listings ---------------------------------------------------------------------------------------
+def test_models_lists_the_tiny_models_without_building_them(home):
+    listing = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    assert listing["command"] == "models"
+    tiny = {m["model"]: m for m in listing["models"] if m.get("random_weights")}
+    assert set(tiny) == {"tiny", "tiny-xl"} and tiny["tiny-xl"]["family"] == "sdxl"
+    assert all(m["ready"] and m["kind"] == "editing" and m["download_bytes"] == 0 for m in tiny.values())
+    assert tiny["tiny"]["parts"][0]["location"] == str(home / "tiny") and not tiny["tiny"]["parts"][0]["present"]
+    assert not (home / "tiny").exists()  # listed, not built
+    text = runner.invoke(app, ["models"]).stdout
+    assert "built on first use" in text and "tiny-xl" in text
+
+
+@pytest.mark.parametrize(
+    "name, suggestion", [("tinyy", "did you mean 'tiny'?"), ("taesx", "did you mean 'taesd"), ("nothing", "")]
+)
+def test_download_of_an_unknown_name_lists_every_name_it_takes(home, name, suggestion):
+    from .helpers import assert_clean_error
+
+    result = runner.invoke(app, ["download", name])
+    every = ["sd15-4step-v1", "sdxl-3step", "tiny-xl", "dinov2-base", "lpips-squeeze", "taesd", "taesdxl", ".yaml"]
+    assert_clean_error(result, f"unknown model {name!r}", suggestion, *every, code=2, hint=True)
+    assert ("did you mean" in result.stderr) == bool(suggestion)
+
+
+def test_presets_show_their_method():
+    result = runner.invoke(app, ["presets"])
+    header = next(line for line in result.stdout.splitlines() if line.startswith("preset"))
+    assert "method" in header.split() and "model's" in result.stdout
+    assert "the model's own edit method (p2p for SD1.5, switch for SDXL)" in result.stdout
+    assert json.loads(runner.invoke(app, ["presets", "--json"]).stdout)["presets"]["default"]["method"] is None
