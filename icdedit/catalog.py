@@ -16,7 +16,6 @@ from .eval_models import EVAL_MODELS, download_eval_model
 from .families import FAMILIES, TINY_MODELS
 from .paths import weights_home
 from .reporting import Reporter
-from .specs import resolve_model
 
 
 def _preview_decoders() -> dict:
@@ -153,6 +152,8 @@ def run_download(request: DownloadRequest, reporter: Reporter | None = None) -> 
 
         folder = download_preview_decoder(_preview_decoders()[request.model])
         return {"command": "download", "model": request.model, "placed": [str(folder)]}
+    from .specs import resolve_model
+
     spec = resolve_model(request.model)
     if spec.random_weights:
         return {"command": "download", "model": spec.name, "placed": [], "note": "built locally, nothing to download"}

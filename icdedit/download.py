@@ -26,11 +26,14 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from .errors import ModelError, first_line
 from .families import DEFAULT_FAMILY, FAMILIES
 from .paths import weights_home
-from .specs import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: listing and downloading import no torch (specs' schedule does)
+    from .specs import ModelSpec
 
 log = logging.getLogger(__name__)
 

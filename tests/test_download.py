@@ -455,3 +455,14 @@ def test_presets_show_their_method():
     assert "method" in header.split() and "model's" in result.stdout
     assert "the model's own edit method (p2p for SD1.5, switch for SDXL)" in result.stdout
     assert json.loads(runner.invoke(app, ["presets", "--json"]).stdout)["presets"]["default"]["method"] is None
+
+
+def test_the_catalog_modules_import_no_torch():
+    """`icdedit models` and `download` answer without torch: their modules import none of it."""
+    import subprocess
+    import sys
+
+    code = "import sys, icdedit.catalog, icdedit.download, icdedit.eval_models, icdedit.preview; print(sorted("
+    code += "m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
