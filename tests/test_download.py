@@ -466,3 +466,28 @@ def test_the_catalog_modules_import_no_torch():
     code += "m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_an_evaluation_model_is_fetched_on_first_use_unless_offline(server, home, monkeypatch):
+    import hashlib
+
+    from icdedit.errors import ModelError
+    from icdedit.eval_models import EvalModel
+    from icdedit.reporting import Reporter
+
+    data = b"weights" * 100
+    name = f"/net-{hashlib.sha256(data).hexdigest()[:8]}.pth"  # torchvision's naming: a sha256 prefix
+    server.files[name] = data
+    model = EvalModel("net", "a test network", len(data), url=server.url + name)
+    with pytest.raises(ModelError, match="--offline is set: run `icdedit download net`"):
+        model.ensure(offline_flag=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE is set: run `icdedit download net`"):
+        model.ensure()
+    assert server.requests == [] and not model.present
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    notes = []
+    assert model.ensure(Reporter(note=notes.append)) == model.folder and model.checkpoint.read_bytes() == data
+    assert len(notes) == 1 and notes[0].startswith("fetching evaluation model 'net'")
+    assert f"(about 700 bytes) from {server.url}{name}" in notes[0]
+    assert model.ensure() == model.folder and len(server.requests) == 1  # on disk: not fetched again
