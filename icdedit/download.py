@@ -193,7 +193,11 @@ def missing_base_files(spec: ModelSpec, variant: str = "fp32") -> list[Needed]:
     `variant` (fp32 or fp16) are named."""
     traits = spec.traits
     folder = Path(spec.base) if spec.base_is_local else _hub_snapshot(spec.base)
-    where = (lambda f: str(Path(spec.base) / f)) if spec.base_is_local else (lambda f: f"{spec.base}/{f}")
+
+    def where(file: str) -> str:  # a folder of files (tokenizer/*) is named as the folder
+        file = file.removesuffix("*")
+        return str(Path(spec.base) / file) + "/" * file.endswith("/") if spec.base_is_local else f"{spec.base}/{file}"
+
     configs = [f for f in traits.base_files if f != "scheduler/*"]  # no scheduler config: SD's default applies
     if folder is None:
         missing = [*configs, *traits.base_weights[variant]]
