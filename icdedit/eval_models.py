@@ -12,9 +12,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .download import DownloadError, fetch, human_size, offline, offline_reason
+from .download import DownloadError, fetch, offline
 from .errors import ModelError, first_line
 from .paths import weights_home
+from .weights import human_size, offline_reason
 
 HUB_FILES = ("*.json", "*.txt")  # configs, tokenizer and processor files; weights chosen below
 WEIGHT_FILES = ("*.safetensors", "pytorch_model.bin")  # safetensors where the repository has them

@@ -15,12 +15,7 @@ from pathlib import Path
 import torch
 
 from .attention import KERNELS, AttentionFn, choose_attention
-from .download import (
-    MissingWeightsError,  # noqa: F401 - re-exported: where callers have always imported it
-    download_command,
-    ensure_weights,
-    hub_cache_dir,
-)
+from .download import download_command, hub_cache_dir
 from .errors import ModelError, SettingsError, UsageError, first_line
 from .lora import (
     AdapterSwitch,
@@ -37,6 +32,10 @@ from .paths import weights_home
 from .precision import at_least_float32
 from .schedule import NoiseSchedule, StepPlan
 from .specs import ModelSpec
+from .weights import (
+    MissingWeightsError,  # noqa: F401 - re-exported: where callers have always imported it
+    ensure_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +209,7 @@ def load_model(
 ) -> ModelBundle:
     """Load every part of `spec` once; the result is reused for any number of edits. What is not
     on disk is fetched first (as `from_pretrained` does), unless `offline` or HF_HUB_OFFLINE:
-    then one error names every missing file (`download.ensure_weights`; `reporter` hears about
+    then one error names every missing file (`weights.ensure_weights`; `reporter` hears about
     the download). `adapter_strategy`: how the forward model is switched in (see
     `assemble_bundle`); `attention`: auto, sdpa or xformers (see `attention.py`)."""
     from diffusers import AutoencoderKL

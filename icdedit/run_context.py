@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 
-from . import download
+from . import weights
 from .attention import check_attention_request
 from .compiling import check_toolchain, keep_compiled_code
 from .editor import Editor
@@ -57,9 +57,9 @@ class RunOptions:
         if not self.preview:
             return None
         decoder = decoder_for(spec)
-        why = download.offline_reason(self.offline)
+        why = weights.offline_reason(self.offline)
         if why and not decoder.present:  # it cannot be fetched: say so before anything runs
-            raise download.missing_error(spec, download.preview_needed(decoder), why)
+            raise weights.missing_error(spec, weights.preview_needed(decoder), why)
         return decoder
 
     def decoder_label(self, spec: ModelSpec) -> str | None:
@@ -90,7 +90,7 @@ def load_editor(spec: ModelSpec, options: RunOptions, reporter: Reporter | None 
     if spec.random_weights:
         reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
     variant = base_variant(resolve_dtype(options.dtype, torch_device))
-    download.ensure_weights(spec, variant, offline_flag=options.offline, reporter=reporter, decoder=decoder)
+    weights.ensure_weights(spec, variant, offline_flag=options.offline, reporter=reporter, decoder=decoder)
     loaded = reporter.stage(f"loading {spec.name}", 1)
     bundle = load_model(
         spec, device=options.device, dtype=options.dtype, attention=options.attention, offline=options.offline

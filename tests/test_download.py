@@ -462,7 +462,8 @@ def test_the_catalog_modules_import_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, icdedit.catalog, icdedit.download, icdedit.eval_models, icdedit.preview; print(sorted("
+    code = "import sys, icdedit.catalog, icdedit.download, icdedit.eval_models, icdedit.preview, icdedit.weights; "
+    code += "print(sorted("
     code += "m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
