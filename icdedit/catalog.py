@@ -145,7 +145,7 @@ def run_download(request: DownloadRequest, reporter: Reporter | None = None) -> 
     reporter = reporter or Reporter()
     check_download_name(request.model)
     if request.model in EVAL_MODELS:
-        folder = download_eval_model(EVAL_MODELS[request.model], progress=reporter.bytes_progress())
+        folder = download_eval_model(EVAL_MODELS[request.model], progress=download.in_units(reporter.bytes_progress()))
         return {"command": "download", "model": request.model, "placed": [str(folder)]}
     if request.model in _preview_decoders():
         from .preview import download_preview_decoder
@@ -157,6 +157,6 @@ def run_download(request: DownloadRequest, reporter: Reporter | None = None) -> 
     spec = resolve_model(request.model)
     if spec.random_weights:
         return {"command": "download", "model": spec.name, "placed": [], "note": "built locally, nothing to download"}
-    placed = download.download_icd_files(spec, progress=reporter.bytes_progress())
+    placed = download.download_icd_files(spec, progress=download.in_units(reporter.bytes_progress()))
     base = download.download_base(spec, "fp16" if request.dtype == "fp16" else "fp32")
     return {"command": "download", "model": spec.name, "placed": [str(p) for p in placed], "base": str(base)}

@@ -42,6 +42,19 @@ CHUNK = 1 << 20
 Progress = Callable[[str, int, int | None], None]  # (what, bytes so far, total or None)
 
 
+def in_units(progress: Progress | None) -> Progress | None:
+    """A bytes callback that reports in MB (kB for small files), so that a progress bar's count
+    column reads `120/830` with the unit in the file's line rather than a count of bytes."""
+    if progress is None:
+        return None
+
+    def update(name: str, done: int, total: int | None) -> None:
+        unit, scale = ("MB", 1_000_000) if total is None or total >= 10_000_000 else ("kB", 1_000)
+        progress(f"{name} ({unit})", done // scale, None if total is None else max(total // scale, 1))
+
+    return update
+
+
 class DownloadError(ModelError):
     """A download or unpacking that did not complete; the message says whether a rerun resumes."""
 

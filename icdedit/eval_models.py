@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .download import DownloadError, fetch, offline
+from .download import DownloadError, fetch, in_units, offline
 from .errors import ModelError, first_line
 from .paths import weights_home
 from .weights import human_size, offline_reason
@@ -79,7 +79,7 @@ class EvalModel:
                 f"fetching evaluation model {self.name!r} for {', '.join(self.metrics)} "
                 f"(about {human_size(self.approx_bytes)}) from {source}"
             )
-        return download_eval_model(self, progress=None if reporter is None else reporter.bytes_progress())
+        return download_eval_model(self, progress=None if reporter is None else in_units(reporter.bytes_progress()))
 
 
 EVAL_MODELS = {

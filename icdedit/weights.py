@@ -19,6 +19,7 @@ from .download import (
     download_command,
     download_icd_files,
     hub_snapshot,
+    in_units,
     offline,
 )
 from .errors import ModelError
@@ -231,7 +232,7 @@ def ensure_weights(spec: ModelSpec, variant: str = "fp32", *, offline_flag: bool
     announce(spec, missing, reporter)
     started = time.monotonic()
     if icd:
-        download_icd_files(spec, progress=reporter.bytes_progress())
+        download_icd_files(spec, progress=in_units(reporter.bytes_progress()))
     if base:
         done = reporter.stage(f"fetching {spec.base} from the Hugging Face hub", None)
         download_base(spec, variant)

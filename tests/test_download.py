@@ -492,3 +492,13 @@ def test_an_evaluation_model_is_fetched_on_first_use_unless_offline(server, home
     assert len(notes) == 1 and notes[0].startswith("fetching evaluation model 'net'")
     assert f"(about 700 bytes) from {server.url}{name}" in notes[0]
     assert model.ensure() == model.folder and len(server.requests) == 1  # on disk: not fetched again
+
+
+def test_download_progress_counts_in_megabytes_or_kilobytes():
+    seen = []
+    update = download.in_units(lambda name, done, total: seen.append((name, done, total)))
+    update("t.pt", 120_500_000, 830_000_000)
+    update("small.bin", 2_500, 3_000)
+    update("unknown.bin", 5_000_000, None)
+    assert seen == [("t.pt (MB)", 120, 830), ("small.bin (kB)", 2, 3), ("unknown.bin (MB)", 5, None)]
+    assert download.in_units(None) is None
