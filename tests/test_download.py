@@ -502,3 +502,17 @@ def test_download_progress_counts_in_megabytes_or_kilobytes():
     update("unknown.bin", 5_000_000, None)
     assert seen == [("t.pt (MB)", 120, 830), ("small.bin (kB)", 2, 3), ("unknown.bin (MB)", 5, None)]
     assert download.in_units(None) is None
+
+
+def test_batch_with_offline_names_every_missing_file_and_runs_nothing(server, tmp_path, home, tiny_spec):
+    from .helpers import batch_args, make_photo
+
+    path = model_yaml(tmp_path, server, tiny_spec)
+    make_photo(64, 64).save(tmp_path / "p.png")
+    args = batch_args([tmp_path / "p.png"], tmp_path / "out", model=path, extra=["--src", "a cat", "--tgt", "a dog"])
+    result = runner.invoke(app, [*args, "--offline"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and all(name in errors[0] for name in ("t.pt", "f_19_259", "r_259_999")), result.stderr
+    assert "--offline is set" in errors[0] and server.requests == []
+    assert not list(tmp_path.glob("out/*.png"))
