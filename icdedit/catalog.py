@@ -1,14 +1,27 @@
-"""The catalog commands' work: which models exist and what of them is on disk, downloads."""
+"""The catalog commands' work: which models exist and what of them is on disk, downloads.
+
+Nothing here imports torch (`icdedit models` answers at once): the preview decoders' table is
+read from `preview.py` only when a listing or a download needs it.
+"""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import download
+from .errors import UsageError
 from .eval_models import EVAL_MODELS, download_eval_model
-from .preview import PREVIEW_DECODERS, download_preview_decoder
+from .families import FAMILIES, TINY_MODELS
+from .paths import weights_home
 from .reporting import Reporter
-from .specs import resolve_model
+
+
+def _preview_decoders() -> dict:
+    from .preview import PREVIEW_DECODERS
+
+    return PREVIEW_DECODERS
 
 
 def models_report() -> list[dict]:
@@ -38,8 +51,31 @@ def models_report() -> list[dict]:
                 "kind": "editing",
             }
         )
+    report += [_tiny_entry(name, family) for name, family in TINY_MODELS.items()]
     report += [_eval_entry(model) for model in EVAL_MODELS.values()]
-    return report + [_preview_entry(decoder) for decoder in PREVIEW_DECODERS.values()]
+    return report + [_preview_entry(decoder) for decoder in _preview_decoders().values()]
+
+
+def _tiny_entry(name: str, family: str) -> dict:
+    """A random-weight model (`--model tiny`, `tiny-xl`): built on first use, never downloaded.
+    Listed without building it (that would import torch)."""
+    folder = weights_home() / name
+    built = (folder / "model.yaml").is_file()
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if built else None
+    return {
+        "model": name,
+        "description": f"random weights in {FAMILIES[family].label}'s formats: checks an installation, "
+        "its images are noise",
+        "ready": True,  # nothing to fetch: the first use builds it (seconds)
+        "parts": [
+            {"part": "random weights", "present": built, "size_bytes": size, "location": str(folder), "source": None}
+        ],
+        "download_bytes": 0,
+        "download_command": None,
+        "kind": "editing",
+        "family": family,
+        "random_weights": True,
+    }
 
 
 def _eval_entry(model) -> dict:
@@ -81,17 +117,46 @@ class DownloadRequest:
     dtype: str = "fp32"
 
 
+def download_names() -> dict[str, list[str]]:
+    """Every name `icdedit download` takes, by kind (a model .yaml file is taken too)."""
+    from .specs import builtin_specs
+
+    return {
+        "editing models": [*builtin_specs(), *TINY_MODELS],
+        "evaluation models": list(EVAL_MODELS),
+        "preview decoders": list(_preview_decoders()),
+    }
+
+
+def check_download_name(name: str) -> None:
+    """A name `download` does not know: one usage error listing every name it takes, with the
+    closest one first when the name looks misspelt. A path to a .yaml file is left to the loader."""
+    names = download_names()
+    known = [n for kind in names.values() for n in kind]
+    if name in known or Path(name).suffix in (".yaml", ".yml"):
+        return
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    listing = "; ".join(f"{kind}: {', '.join(values)}" for kind, values in names.items())
+    suggestion = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"unknown model {name!r}", f"{suggestion}download takes {listing}; or a model .yaml file")
+
+
 def run_download(request: DownloadRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
+    check_download_name(request.model)
     if request.model in EVAL_MODELS:
-        folder = download_eval_model(EVAL_MODELS[request.model], progress=reporter.bytes_progress())
+        folder = download_eval_model(EVAL_MODELS[request.model], progress=download.in_units(reporter.bytes_progress()))
         return {"command": "download", "model": request.model, "placed": [str(folder)]}
-    if request.model in PREVIEW_DECODERS:
-        folder = download_preview_decoder(PREVIEW_DECODERS[request.model])
+    if request.model in _preview_decoders():
+        from .preview import download_preview_decoder
+
+        folder = download_preview_decoder(_preview_decoders()[request.model])
         return {"command": "download", "model": request.model, "placed": [str(folder)]}
+    from .specs import resolve_model
+
     spec = resolve_model(request.model)
     if spec.random_weights:
         return {"command": "download", "model": spec.name, "placed": [], "note": "built locally, nothing to download"}
-    placed = download.download_icd_files(spec, progress=reporter.bytes_progress())
+    placed = download.download_icd_files(spec, progress=download.in_units(reporter.bytes_progress()))
     base = download.download_base(spec, "fp16" if request.dtype == "fp16" else "fp32")
     return {"command": "download", "model": spec.name, "placed": [str(p) for p in placed], "base": str(base)}

@@ -26,17 +26,33 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from .errors import ModelError, first_line
 from .families import DEFAULT_FAMILY, FAMILIES
 from .paths import weights_home
-from .specs import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: listing and downloading import no torch (specs' schedule does)
+    from .specs import ModelSpec
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 # The files of a diffusers SD1.5 / SDXL folder that icdedit reads (the base UNet's weights never are).
 Progress = Callable[[str, int, int | None], None]  # (what, bytes so far, total or None)
+
+
+def in_units(progress: Progress | None) -> Progress | None:
+    """A bytes callback that reports in MB (kB for small files), so that a progress bar's count
+    column reads `120/830` with the unit in the file's line rather than a count of bytes."""
+    if progress is None:
+        return None
+
+    def update(name: str, done: int, total: int | None) -> None:
+        unit, scale = ("MB", 1_000_000) if total is None or total >= 10_000_000 else ("kB", 1_000)
+        progress(f"{name} ({unit})", done // scale, None if total is None else max(total // scale, 1))
+
+    return update
 
 
 class DownloadError(ModelError):
@@ -57,7 +73,7 @@ def _tree_size(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
-def _hub_snapshot(repo_id: str) -> Path | None:
+def hub_snapshot(repo_id: str) -> Path | None:
     """The cached snapshot folder of a hub repo, when model_index.json is in the cache."""
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -76,7 +92,7 @@ def base_files_present(folder: Path, family: str = DEFAULT_FAMILY) -> bool:
 
 
 def base_status(spec: ModelSpec) -> PartStatus:
-    folder = Path(spec.base) if spec.base_is_local else _hub_snapshot(spec.base)
+    folder = Path(spec.base) if spec.base_is_local else hub_snapshot(spec.base)
     if folder is not None and base_files_present(folder, spec.family):
         parts = ("text_encoder", "text_encoder_2", "vae", "tokenizer", "tokenizer_2", "scheduler", "unet")
         files = [p for sub in parts for p in (folder / sub).glob("*")]
@@ -96,7 +112,7 @@ def hub_cache_dir() -> str:
         return "~/.cache/huggingface/hub"
 
 
-def _approx_bytes(spec: ModelSpec, key: str) -> int | None:
+def approx_bytes(spec: ModelSpec, key: str) -> int | None:
     value = spec.sources.get(f"{key}_bytes")
     return int(float(value)) if value else None
 
@@ -109,7 +125,7 @@ def model_status(spec: ModelSpec) -> list[PartStatus]:
         ("reverse", spec.reverse_lora, "loras"),
     ):
         present = path.is_file()
-        size = path.stat().st_size if present else _approx_bytes(spec, key)
+        size = path.stat().st_size if present else approx_bytes(spec, key)
         parts.append(PartStatus(part, str(path), present, size, spec.sources.get(key)))
     return parts
 

@@ -12,9 +12,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .download import DownloadError, fetch, offline
+from .download import DownloadError, fetch, in_units, offline
 from .errors import ModelError, first_line
 from .paths import weights_home
+from .weights import human_size, offline_reason
 
 HUB_FILES = ("*.json", "*.txt")  # configs, tokenizer and processor files; weights chosen below
 WEIGHT_FILES = ("*.safetensors", "pytorch_model.bin")  # safetensors where the repository has them
@@ -58,6 +59,27 @@ class EvalModel:
                 f"run `icdedit download {self.name}` (needs network), or leave those metrics out with --metrics",
             )
         return self.folder
+
+    def ensure(self, reporter=None, offline_flag: bool = False) -> Path:
+        """Its folder, fetched first when missing, as a model run fetches its weights (announced
+        on `reporter`, bytes on its progress bar); offline (`offline_flag`, HF_HUB_OFFLINE): the
+        one-line error of `require`, saying why nothing was fetched."""
+        if self.present:
+            return self.folder
+        why = offline_reason(offline_flag)
+        if why:
+            raise ModelError(
+                f"evaluation model {self.name!r} (for {', '.join(self.metrics)}) is not in {self.folder}",
+                f"{why}: run `icdedit download {self.name}` on a machine with network, or leave those metrics out "
+                "with --metrics",
+            )
+        if reporter is not None:
+            source = self.url or f"the Hugging Face hub ({self.hub_id})"
+            reporter.note(
+                f"fetching evaluation model {self.name!r} for {', '.join(self.metrics)} "
+                f"(about {human_size(self.approx_bytes)}) from {source}"
+            )
+        return download_eval_model(self, progress=None if reporter is None else in_units(reporter.bytes_progress()))
 
 
 EVAL_MODELS = {

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .attention import KERNELS, AttentionFn, choose_attention
-from .download import download_command, hub_cache_dir, offline
+from .download import download_command, hub_cache_dir
 from .errors import ModelError, SettingsError, UsageError, first_line
 from .lora import (
     AdapterSwitch,
@@ -32,6 +32,10 @@ from .paths import weights_home
 from .precision import at_least_float32
 from .schedule import NoiseSchedule, StepPlan
 from .specs import ModelSpec
+from .weights import (
+    MissingWeightsError,  # noqa: F401 - re-exported: where callers have always imported it
+    ensure_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,28 +104,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-class MissingWeightsError(ModelError):
-    """A weight file is not on disk; `spec` says which model, so the CLI can offer to fetch it."""
-
-    def __init__(self, message: str, hint: str, spec: ModelSpec):
-        super().__init__(message, hint)
-        self.spec = spec
-
-
-def _require_file(path: Path, part: str, spec: ModelSpec) -> None:
-    if path.is_file():
-        return
-    source = spec.sources.get("teacher" if part == "teacher" else "loras")
-    where = f"run `{download_command(spec)}`" + (
-        f" (or fetch {source} and unpack it into {path.parent})" if source else ""
-    )
-    if not source:
-        where = f"put the file at {path}"
-    raise MissingWeightsError(f"{part} weights of model {spec.name!r} not found: {path}", where, spec)
-
-
 def _base_kwargs(spec: ModelSpec) -> dict:
-    return {"local_files_only": True} if spec.base_is_local or offline() else {}
+    # The base's files are on disk by the time it loads (`ensure_weights`): the hub is never asked
+    # again, so --offline and HF_HUB_OFFLINE hold, and a cached base loads without network.
+    return {"local_files_only": True}
 
 
 def _load_base_part(loader, spec: ModelSpec, subfolder: str):
@@ -207,24 +193,32 @@ def build_teacher_unet(spec: ModelSpec):
     return unet.eval().requires_grad_(False)
 
 
+def base_variant(dtype: torch.dtype) -> str:
+    """Which base weights a run in `dtype` reads (and a download fetches): fp16 or fp32."""
+    return "fp16" if dtype == torch.float16 else "fp32"
+
+
 def load_model(
-    spec: ModelSpec, device: str = "auto", dtype: str = "auto", adapter_strategy: str = "auto", attention: str = "auto"
+    spec: ModelSpec,
+    device: str = "auto",
+    dtype: str = "auto",
+    adapter_strategy: str = "auto",
+    attention: str = "auto",
+    offline: bool = False,
+    reporter=None,
 ) -> ModelBundle:
-    """Load every part of `spec` once; the result is reused for any number of edits.
-    `adapter_strategy`: how the forward model is switched in (see `assemble_bundle`);
-    `attention`: auto, sdpa or xformers (see `attention.py`)."""
+    """Load every part of `spec` once; the result is reused for any number of edits. What is not
+    on disk is fetched first (as `from_pretrained` does), unless `offline` or HF_HUB_OFFLINE:
+    then one error names every missing file (`weights.ensure_weights`; `reporter` hears about
+    the download). `adapter_strategy`: how the forward model is switched in (see
+    `assemble_bundle`); `attention`: auto, sdpa or xformers (see `attention.py`)."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     kernel = choose_attention(attention, torch_device, torch_dtype, weights_home() / "attention.json")
-    for path, part in (
-        (spec.teacher, "teacher"),
-        (spec.forward_lora, "forward LoRA"),
-        (spec.reverse_lora, "reverse LoRA"),
-    ):
-        _require_file(path, part, spec)
+    ensure_weights(spec, base_variant(torch_dtype), offline_flag=offline, reporter=reporter)
     second_encoder = {}
     if spec.traits.pooled_text:
         second_encoder = dict(

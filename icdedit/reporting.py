@@ -12,8 +12,8 @@ from collections.abc import Callable
 class Reporter:
     """Progress and notes for the person at the terminal; silent by default (library use).
 
-    `confirm(question)` asks the person (the CLI only does so on an interactive terminal);
-    without it, nothing is ever downloaded implicitly."""
+    `confirm(question)` asks the person (the CLI only does so on an interactive terminal).
+    Missing weights are fetched without asking (`weights.ensure_weights`), announced by `note`."""
 
     def __init__(
         self, progress=None, note: Callable[[str], None] | None = None, confirm: Callable[[str], bool] | None = None

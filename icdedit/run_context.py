@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 
-from . import download
+from . import weights
 from .attention import check_attention_request
-from .catalog import DownloadRequest, run_download
 from .compiling import check_toolchain, keep_compiled_code
 from .editor import Editor
-from .loader import MissingWeightsError, load_model, resolve_device, resolve_dtype
+from .loader import base_variant, load_model, resolve_device, resolve_dtype
 from .paths import weights_home
 from .preview import PreviewDecoder, decoder_for, load_preview_decoder
 from .reporting import Reporter
@@ -35,6 +34,7 @@ class RunOptions:
     cuda_graphs: bool = False  # capture UNet evaluations as CUDA graphs and replay them
     compile: bool = False  # torch.compile the attention-free regions and the VAE
     preview: bool = False  # decode with the family's fast, approximate preview decoder
+    offline: bool = False  # never fetch what is missing (HF_HUB_OFFLINE=1 does the same): fail naming it
 
     def check(self) -> None:
         """A bad --device, --dtype or --attention fails before anything else (milliseconds)."""
@@ -52,11 +52,14 @@ class RunOptions:
         return replace(self, device=f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}")
 
     def decoder(self, spec: ModelSpec) -> PreviewDecoder | None:
-        """The preview decoder asked for, checked present on disk (before minutes of loading)."""
+        """The preview decoder asked for (its family must have one); fetched, if missing, with the
+        model's files (`load_editor`)."""
         if not self.preview:
             return None
         decoder = decoder_for(spec)
-        decoder.require()
+        why = weights.offline_reason(self.offline)
+        if why and not decoder.present:  # it cannot be fetched: say so before anything runs
+            raise weights.missing_error(spec, weights.preview_needed(decoder), why)
         return decoder
 
     def decoder_label(self, spec: ModelSpec) -> str | None:
@@ -72,7 +75,8 @@ class RunOptions:
 
 def load_editor(spec: ModelSpec, options: RunOptions, reporter: Reporter | None = None) -> Editor:
     """The Editor for `spec` under `options`: every check first, notes on what the options mean,
-    then the model (what is missing downloaded when the person agrees on a terminal)."""
+    what is missing fetched without asking (as `from_pretrained` does; with --offline or
+    HF_HUB_OFFLINE one error naming every missing file instead), then the model."""
     reporter = reporter or Reporter()
     options.check()
     torch_device = resolve_device(options.device)
@@ -85,25 +89,16 @@ def load_editor(spec: ModelSpec, options: RunOptions, reporter: Reporter | None 
         _prepare_compile(torch_device, reporter)
     if spec.random_weights:
         reporter.note(f"note: model {spec.name!r} has random weights: its images are noise (it checks an installation)")
-
-    def build() -> Editor:
-        bundle = load_model(spec, device=options.device, dtype=options.dtype, attention=options.attention)
-        fast = None if decoder is None else load_preview_decoder(decoder, bundle.device, bundle.dtype)
-        return Editor(bundle, cuda_graphs=options.cuda_graphs, compile=options.compile, preview_decoder=fast)
-
-    try:
-        loaded = reporter.stage(f"loading {spec.name}", 1)
-        editor = build()
-        loaded()
-        return editor
-    except MissingWeightsError as exc:
-        size = download.missing_download_bytes(spec) / 1e9
-        if not reporter.confirm(
-            f"{exc.message}. Download what model {spec.name!r} is missing (about {size:.1f} GB) now?"
-        ):
-            raise
-    run_download(DownloadRequest(spec.name if spec.path is None else str(spec.path), options.dtype), reporter)
-    return build()
+    variant = base_variant(resolve_dtype(options.dtype, torch_device))
+    weights.ensure_weights(spec, variant, offline_flag=options.offline, reporter=reporter, decoder=decoder)
+    loaded = reporter.stage(f"loading {spec.name}", 1)
+    bundle = load_model(
+        spec, device=options.device, dtype=options.dtype, attention=options.attention, offline=options.offline
+    )
+    fast = None if decoder is None else load_preview_decoder(decoder, bundle.device, bundle.dtype)
+    editor = Editor(bundle, cuda_graphs=options.cuda_graphs, compile=options.compile, preview_decoder=fast)
+    loaded()
+    return editor
 
 
 def _prepare_compile(torch_device, reporter: Reporter) -> None:

@@ -330,7 +330,7 @@ def test_builtin_tiny_model_runs_through_every_command(work):
 def test_presets_command(work):
     result = run("presets")
     assert result.exit_code == 0 and "faithful" in result.stdout and "19" in result.stdout
-    data = json.loads(run("presets", "--json").stdout)
+    data = json.loads(run("presets", "--json").stdout)["presets"]
     assert data["default"]["guidance"] == 19 and data["strong"]["amplify"] == 6
 
 

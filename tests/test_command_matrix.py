@@ -6,7 +6,6 @@ its bytes untouched, unless `--overwrite` (the README: "No output is ever overwr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -119,21 +118,18 @@ def test_json_is_one_object_with_the_commands_keys(first_runs, command):
     assert named and all(Path(name).is_file() for name in named), named  # what it says it wrote is there
 
 
-def test_models_json_is_one_line_listing_every_model():
-    # today a JSON list (one object per model), not an object: the README promises "--json for scripts"
-    result = run("models", "--json")
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1
-    models = json.loads(lines[0])
-    names = {m["model"] for m in models}
-    assert {"sd15-4step-v1", "sd15-3step", "sdxl-4step-v2", "sdxl-3step"} <= names
-    assert all({"model", "ready", "parts"} <= set(m) for m in models)
+def test_models_json_is_one_object_listing_every_model():
+    report = one_json_object(run("models", "--json"), {"command", "models"})
+    assert report["command"] == "models"
+    names = {m["model"] for m in report["models"]}
+    assert {"sd15-4step-v1", "sd15-3step", "sdxl-4step-v2", "sdxl-3step", "tiny", "tiny-xl"} <= names
+    assert all({"model", "ready", "parts"} <= set(m) for m in report["models"])
 
 
 def test_presets_json_is_one_object_of_the_presets():
-    report = one_json_object(run("presets", "--json"), {"default", "xl-default"})
-    assert {"guidance", "tau", "cross_replace", "self_replace"} <= set(report["default"])
+    report = one_json_object(run("presets", "--json"), {"command", "presets"})
+    assert report["command"] == "presets" and {"default", "xl-default"} <= set(report["presets"])
+    assert {"guidance", "tau", "cross_replace", "self_replace", "method"} <= set(report["presets"]["default"])
 
 
 def test_download_json_of_a_model_with_nothing_to_fetch():
@@ -192,7 +188,7 @@ def bad_inputs(place):
         "invert missing photo": (invert_args(place / "nophoto.png", PROMPT, place / "x.safetensors"), 1, "nophoto"),
         "reconstruct photo without prompt": (["reconstruct", photo, *tiny_args()], 1, "prompt"),
         "edit latent from nowhere": (edit_args(place / "none.safetensors", None, TARGET), 1, "none.safetensors"),
-        "download unknown model": (["download", "nosuchmodel"], 1, "unknown model"),
+        "download unknown model": (["download", "nosuchmodel"], 2, "unknown model"),
         "download offline": (["download", "taesd"], 1, "HF_HUB_OFFLINE"),
         "ui unknown model": (["ui", "--model", "nosuchmodel"], 1, "unknown model"),
         # a value the tool cannot take: exit 2

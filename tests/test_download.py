@@ -232,16 +232,6 @@ def test_download_of_a_malicious_archive_writes_nothing(server, tmp_path, home, 
     assert not (home / "t.pt").exists() and not (tmp_path / "t.pt").exists()
 
 
-def test_missing_weights_error_names_the_fix(tmp_path, home, server, tiny_spec):
-    from .helpers import make_photo
-
-    path = model_yaml(tmp_path, server, tiny_spec)
-    make_photo(64, 64).save(tmp_path / "p.png")
-    result = runner.invoke(app, ["edit", str(tmp_path / "p.png"), "--src", "a cat", "--tgt", "a dog", "-m", str(path)])
-    assert result.exit_code == 1
-    assert "t.pt" in result.stderr and f"icdedit download {path}" in result.stderr
-
-
 def test_hub_unreachable_is_a_clean_error(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
@@ -283,8 +273,8 @@ def test_models_command_shows_present_partial_and_absent(home):
     (home / "iCD-SD15-forward_19_339_699.safetensors").write_bytes(b"0" * 10)
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
-    listing = json.loads(result.stdout)
-    report = {m["model"]: m for m in listing if m["kind"] == "editing"}
+    listing = json.loads(result.stdout)["models"]
+    report = {m["model"]: m for m in listing if m["kind"] == "editing" and not m.get("random_weights")}
     evaluation = {m["model"]: m for m in listing if m["kind"] == "evaluation"}
     assert set(evaluation) == {"dino-vitb8", "clip-vit-large-patch14", "dinov2-base", "lpips-squeeze"}
     assert evaluation["lpips-squeeze"]["download_command"] == "icdedit download lpips-squeeze"
@@ -311,40 +301,6 @@ def test_models_command_shows_present_partial_and_absent(home):
     assert "sd15-4step-v1" in text and "icdedit download sd15-4step-v1" in text
 
 
-def test_edit_offers_to_download_and_then_runs(server, tmp_path, home, tiny_spec):
-    """On a terminal, `edit` asks before fetching missing weights; yes -> download, then edit."""
-    from icdedit.reporting import Reporter
-    from icdedit.run_context import RunOptions
-    from icdedit.workflow import EditRequest, run_edit
-
-    from .helpers import make_photo
-
-    server.files["/teacher.tar.gz"] = make_tar({"t.pt": tiny_spec.teacher.read_bytes()})
-    server.files["/loras.tar.gz"] = make_tar(
-        {
-            "f_19_259.safetensors": tiny_spec.forward_lora.read_bytes(),
-            "r_259_999.safetensors": tiny_spec.reverse_lora.read_bytes(),
-        }
-    )
-    path = model_yaml(tmp_path, server, tiny_spec)
-    make_photo(64, 64).save(tmp_path / "p.png")
-    request = EditRequest(
-        source=tmp_path / "p.png",
-        targets=["a photo of a dog"],
-        src="a photo of a cat",
-        model=str(path),
-        output=tmp_path / "out.png",
-        run=RunOptions(device="cpu"),
-    )
-    questions = []
-    with pytest.raises(Exception, match="not found"):  # declined: nothing is fetched
-        run_edit(request, Reporter(confirm=lambda q: questions.append(q) or False))
-    assert not (home / "t.pt").exists() and "Download" in questions[0]
-    report = run_edit(request, Reporter(confirm=lambda q: True))
-    assert report["outputs"] == [str(tmp_path / "out.png")] and (tmp_path / "out.png").is_file()
-    assert (home / "t.pt").read_bytes() == tiny_spec.teacher.read_bytes()
-
-
 def test_unreachable_release_server_is_a_clean_error(tmp_path):
     with pytest.raises(DownloadError, match="cannot reach 127.0.0.1:9") as info:
         fetch("http://127.0.0.1:9/teacher.tar.gz", tmp_path / "t.tar.gz", retries=1)
@@ -357,3 +313,206 @@ def test_offline_download_names_the_missing_files(monkeypatch, tmp_path, home, s
     assert result.exit_code == 1 and "HF_HUB_OFFLINE" in result.stderr
     assert str(home / "t.pt") in result.stderr and "icdedit download" in result.stderr
     assert server.requests == []  # nothing was even tried
+
+
+# -- the first command fetches what is missing (as from_pretrained does) ----------------------------
+def serve_tiny_weights(server: Server, tiny_spec) -> None:
+    """The release archives of a model whose teacher and LoRAs are the tiny model's own."""
+    server.files["/teacher.tar.gz"] = make_tar({"t.pt": tiny_spec.teacher.read_bytes()})
+    server.files["/loras.tar.gz"] = make_tar(
+        {
+            "f_19_259.safetensors": tiny_spec.forward_lora.read_bytes(),
+            "r_259_999.safetensors": tiny_spec.reverse_lora.read_bytes(),
+        }
+    )
+
+
+def command_line(command: str, path: Path, tmp_path: Path) -> list[str]:
+    from .helpers import edit_args, generate_args, invert_args, make_photo
+
+    make_photo(64, 64).save(tmp_path / "p.png")
+    return {
+        "edit": lambda: edit_args(tmp_path / "p.png", "a cat", "a dog", tmp_path / "out.png", model=path),
+        "invert": lambda: invert_args(tmp_path / "p.png", "a cat", tmp_path / "out.safetensors", model=path),
+        "generate": lambda: generate_args("a cat", model=path, extra=["-o", tmp_path / "out.png"]),
+    }[command]()
+
+
+@pytest.mark.parametrize("command", ["edit", "invert", "generate"])
+def test_a_command_without_weights_fetches_them_and_runs(server, tmp_path, home, tiny_spec, command):
+    serve_tiny_weights(server, tiny_spec)
+    path = model_yaml(tmp_path, server, tiny_spec)
+    result = runner.invoke(app, command_line(command, path, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert list(tmp_path.glob("out.*")), "the command wrote its output"
+    assert (home / "t.pt").read_bytes() == tiny_spec.teacher.read_bytes()
+    assert (home / "r_259_999.safetensors").read_bytes() == tiny_spec.reverse_lora.read_bytes()
+    # what is fetched, how much and from where, before it is fetched; nothing asked
+    assert "fetching what model 'served' needs (about 3.5 kB):" in result.stderr
+    assert f"teacher {home / 't.pt'} (3.0 kB) from {server.url}/teacher.tar.gz" in result.stderr
+    assert f"forward LoRA {home / 'f_19_259.safetensors'}, reverse LoRA" in result.stderr
+    assert "fetched 3 file(s) for model 'served'" in result.stderr
+    fetched = list(server.requests)
+    again = runner.invoke(app, [*command_line(command, path, tmp_path), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert "fetching" not in again.stderr and server.requests == fetched  # on disk now: nothing fetched
+
+
+@pytest.mark.parametrize("how", ["--offline", "HF_HUB_OFFLINE=1"])
+def test_offline_refuses_naming_every_missing_file(server, tmp_path, home, tiny_spec, monkeypatch, how):
+
+    serve_tiny_weights(server, tiny_spec)
+    path = model_yaml(tmp_path, server, tiny_spec)
+    (home / "f_19_259.safetensors").parent.mkdir(parents=True)
+    (home / "f_19_259.safetensors").write_bytes(tiny_spec.forward_lora.read_bytes())  # one of three is there
+    args = command_line("edit", path, tmp_path)
+    if how == "--offline":
+        args.append("--offline")
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    variable = "--offline" if how == "--offline" else "HF_HUB_OFFLINE"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr  # one line (edit's own notes on the prompts come before it)
+    assert (
+        f"weights of model 'served' not found: teacher {home / 't.pt'}, reverse LoRA {home / 'r_259_999.safetensors'}"
+        f" (hint: {variable} is set: run `icdedit download {path}` (about 3.5 kB from {server.url}/teacher.tar.gz"
+    ) in errors[0]
+    assert "forward LoRA" not in errors[0]  # only what is missing
+    assert server.requests == [] and not (tmp_path / "out.png").exists()
+
+
+def test_every_missing_file_is_named_base_files_included(server, tmp_path, home, tiny_spec):
+    """A local base folder that lacks its VAE cannot be fetched: the one line names the VAE's
+    files as well as the teacher and both LoRAs, and says what to do with each."""
+    import shutil
+
+    from icdedit.loader import MissingWeightsError, load_model
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_spec.base, base)
+    shutil.rmtree(base / "vae")
+    data = yaml.safe_load(model_yaml(tmp_path, server, tiny_spec).read_text())
+    (tmp_path / "served.yaml").write_text(yaml.safe_dump({**data, "base": str(base)}))
+    with pytest.raises(MissingWeightsError) as info:
+        load_model(load_spec(tmp_path / "served.yaml"), device="cpu")
+    message = info.value.message
+    for fragment in ("teacher", "forward LoRA", "reverse LoRA", f"VAE config {base / 'vae' / 'config.json'}"):
+        assert fragment in message, message
+    assert f"VAE {base / 'vae' / 'diffusion_pytorch_model.safetensors'}" in message
+    assert str(base / "vae") in info.value.hint and "icdedit download" in info.value.hint
+    assert server.requests == []  # nothing fetched while something cannot be
+
+
+def test_a_missing_preview_decoder_is_fetched_with_the_model(tmp_path, home, tiny_model, monkeypatch):
+    import huggingface_hub
+
+    from icdedit.preview import PREVIEW_DECODERS
+    from icdedit.tiny import build_tiny_preview_decoder
+
+    asked = []
+
+    def fake_snapshot(repo_id, allow_patterns, local_dir, **_):  # the hub, as far as this download sees it
+        asked.append(repo_id)
+        build_tiny_preview_decoder(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    result = runner.invoke(app, [*command_line("edit", tiny_model, tmp_path), "--preview"])
+    assert result.exit_code == 0, result.output
+    assert asked == ["madebyollin/taesd"] and PREVIEW_DECODERS["taesd"].present
+    assert f"preview decoder 'taesd' {PREVIEW_DECODERS['taesd'].folder} (10.0 MB)" in result.stderr
+
+
+# -- listings ---------------------------------------------------------------------------------------
+def test_models_lists_the_tiny_models_without_building_them(home):
+    listing = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    assert listing["command"] == "models"
+    tiny = {m["model"]: m for m in listing["models"] if m.get("random_weights")}
+    assert set(tiny) == {"tiny", "tiny-xl"} and tiny["tiny-xl"]["family"] == "sdxl"
+    assert all(m["ready"] and m["kind"] == "editing" and m["download_bytes"] == 0 for m in tiny.values())
+    assert tiny["tiny"]["parts"][0]["location"] == str(home / "tiny") and not tiny["tiny"]["parts"][0]["present"]
+    assert not (home / "tiny").exists()  # listed, not built
+    text = runner.invoke(app, ["models"]).stdout
+    assert "built on first use" in text and "tiny-xl" in text
+
+
+@pytest.mark.parametrize(
+    "name, suggestion", [("tinyy", "did you mean 'tiny'?"), ("taesx", "did you mean 'taesd"), ("nothing", "")]
+)
+def test_download_of_an_unknown_name_lists_every_name_it_takes(home, name, suggestion):
+    from .helpers import assert_clean_error
+
+    result = runner.invoke(app, ["download", name])
+    every = ["sd15-4step-v1", "sdxl-3step", "tiny-xl", "dinov2-base", "lpips-squeeze", "taesd", "taesdxl", ".yaml"]
+    assert_clean_error(result, f"unknown model {name!r}", suggestion, *every, code=2, hint=True)
+    assert ("did you mean" in result.stderr) == bool(suggestion)
+
+
+def test_presets_show_their_method():
+    result = runner.invoke(app, ["presets"])
+    header = next(line for line in result.stdout.splitlines() if line.startswith("preset"))
+    assert "method" in header.split() and "model's" in result.stdout
+    assert "the model's own edit method (p2p for SD1.5, switch for SDXL)" in result.stdout
+    assert json.loads(runner.invoke(app, ["presets", "--json"]).stdout)["presets"]["default"]["method"] is None
+
+
+def test_the_catalog_modules_import_no_torch():
+    """`icdedit models` and `download` answer without torch: their modules import none of it."""
+    import subprocess
+    import sys
+
+    code = "import sys, icdedit.catalog, icdedit.download, icdedit.eval_models, icdedit.preview, icdedit.weights; "
+    code += "print(sorted("
+    code += "m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_an_evaluation_model_is_fetched_on_first_use_unless_offline(server, home, monkeypatch):
+    import hashlib
+
+    from icdedit.errors import ModelError
+    from icdedit.eval_models import EvalModel
+    from icdedit.reporting import Reporter
+
+    data = b"weights" * 100
+    name = f"/net-{hashlib.sha256(data).hexdigest()[:8]}.pth"  # torchvision's naming: a sha256 prefix
+    server.files[name] = data
+    model = EvalModel("net", "a test network", len(data), url=server.url + name)
+    with pytest.raises(ModelError, match="--offline is set: run `icdedit download net`"):
+        model.ensure(offline_flag=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE is set: run `icdedit download net`"):
+        model.ensure()
+    assert server.requests == [] and not model.present
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    notes = []
+    assert model.ensure(Reporter(note=notes.append)) == model.folder and model.checkpoint.read_bytes() == data
+    assert len(notes) == 1 and notes[0].startswith("fetching evaluation model 'net'")
+    assert f"(about 700 bytes) from {server.url}{name}" in notes[0]
+    assert model.ensure() == model.folder and len(server.requests) == 1  # on disk: not fetched again
+
+
+def test_download_progress_counts_in_megabytes_or_kilobytes():
+    seen = []
+    update = download.in_units(lambda name, done, total: seen.append((name, done, total)))
+    update("t.pt", 120_500_000, 830_000_000)
+    update("small.bin", 2_500, 3_000)
+    update("unknown.bin", 5_000_000, None)
+    assert seen == [("t.pt (MB)", 120, 830), ("small.bin (kB)", 2, 3), ("unknown.bin (MB)", 5, None)]
+    assert download.in_units(None) is None
+
+
+def test_batch_with_offline_names_every_missing_file_and_runs_nothing(server, tmp_path, home, tiny_spec):
+    from .helpers import batch_args, make_photo
+
+    path = model_yaml(tmp_path, server, tiny_spec)
+    make_photo(64, 64).save(tmp_path / "p.png")
+    args = batch_args([tmp_path / "p.png"], tmp_path / "out", model=path, extra=["--src", "a cat", "--tgt", "a dog"])
+    result = runner.invoke(app, [*args, "--offline"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and all(name in errors[0] for name in ("t.pt", "f_19_259", "r_259_999")), result.stderr
+    assert "--offline is set" in errors[0] and server.requests == []
+    assert not list(tmp_path.glob("out/*.png"))

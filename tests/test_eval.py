@@ -298,7 +298,7 @@ def test_bad_eval_input_is_one_line(tmp_path, monkeypatch, args, fragment, code)
 
 
 def test_models_lists_and_download_names_the_evaluation_models(with_models, monkeypatch):
-    listing = json.loads(run("models", "--json").stdout)
+    listing = json.loads(run("models", "--json").stdout)["models"]
     evaluation = {m["model"]: m for m in listing if m["kind"] == "evaluation"}
     assert all(m["ready"] for m in evaluation.values()) and evaluation["dino-vitb8"]["metrics"] == ["structure"]
     monkeypatch.setenv("ICDEDIT_HOME", str(with_models.parent / "empty-home"))

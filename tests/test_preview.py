@@ -123,7 +123,7 @@ def test_a_broken_preview_decoder_folder_is_one_clear_error(preview_home, tiny_m
 
 
 def test_models_lists_the_preview_decoders_and_download_names_them(preview_home, monkeypatch):
-    listing = {m["model"]: m for m in json.loads(run("models", "--json").stdout) if m["kind"] == "preview"}
+    listing = {m["model"]: m for m in json.loads(run("models", "--json").stdout)["models"] if m["kind"] == "preview"}
     assert listing["taesd"]["ready"] and listing["taesd"]["family"] == "sd15"
     assert not listing["taesdxl"]["ready"] and listing["taesdxl"]["download_command"] == "icdedit download taesdxl"
     assert "taesd (sd15): on disk" in run("models").stdout

@@ -399,7 +399,7 @@ def test_cli_edit_batch_and_models_with_sdxl(tmp_path, monkeypatch, xl_spec):
     errors = [json.loads(line)["error"] for line in (tmp_path / "bad" / "results.jsonl").read_text().splitlines()]
     assert "'switch' method" in errors[0] and "--method p2p" in errors[0] and "'p2p' method" in errors[1]
 
-    listing = json.loads(run("models", "--json").stdout)
+    listing = json.loads(run("models", "--json").stdout)["models"]
     assert {"sdxl-4step-v2", "sdxl-4step-v1", "sdxl-3step"} <= {m["model"] for m in listing}
 
 

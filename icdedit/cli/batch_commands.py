@@ -24,6 +24,7 @@ from .options import (
     MethodOpt,
     ModelOpt,
     ModeOpt,
+    OfflineOpt,
     PreviewOpt,
     SeedOpt,
     SelfOpt,
@@ -107,6 +108,7 @@ def batch(
     cuda_graphs: CudaGraphsOpt = False,
     compile: CompileOpt = False,
     preview: PreviewOpt = False,
+    offline: OfflineOpt = False,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -143,7 +145,7 @@ def batch(
         side_by_side=side_by_side,
         batch_size=batch_size,
         grid=tuple(grid or ()),
-        run=run_options(device, dtype, attention, cuda_graphs, compile, preview),
+        run=run_options(device, dtype, attention, cuda_graphs, compile, preview, offline),
         defaults=dict(
             src=src,
             tgt=tgt,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -10,6 +9,7 @@ from rich.table import Table
 
 from .. import catalog
 from ..errors import UsageError
+from ..families import FAMILIES
 from .app import command, emit, progress_bar, reporter, stdout
 from .options import JsonOpt
 
@@ -23,21 +23,20 @@ def _size(n: int | None) -> str:
 @command(help="Show the known models and which of their parts are on disk.\n\nExample:\n\n  icdedit models")
 def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     report = catalog.models_report()
-    if as_json:
-        stdout.print(json.dumps(report), markup=False)
+    if as_json:  # the shape of every command's --json: one object naming the command
+        emit({"command": "models", "models": report}, True, [])
         return
     table = Table(box=None, pad_edge=False)
     for column in ("model", "part", "on disk", "size", "path"):
         table.add_column(column, overflow="fold", no_wrap=column != "path")
     for entry in (e for e in report if e["kind"] == "editing"):
         for i, part in enumerate(entry["parts"]):
-            table.add_row(
-                entry["model"] if i == 0 else "",
-                part["part"],
-                "yes" if part["present"] else "no",
-                _size(part["size_bytes"]) if part["present"] else f"~{_size(part['size_bytes'])}",
-                part["location"],
-            )
+            if entry.get("random_weights"):
+                on_disk, size = ("yes", _size(part["size_bytes"])) if part["present"] else ("built on first use", "-")
+            else:
+                on_disk = "yes" if part["present"] else "no"
+                size = _size(part["size_bytes"]) if part["present"] else f"~{_size(part['size_bytes'])}"
+            table.add_row(entry["model"] if i == 0 else "", part["part"], on_disk, size, part["location"])
     stdout.print(table)
     for entry in report:
         if not entry["ready"] and entry["kind"] == "editing":
@@ -45,9 +44,8 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 f"{entry['model']}: about {_size(entry['download_bytes'])} to download: {entry['download_command']}",
                 markup=False,
             )
-    stdout.print(
-        "tiny, tiny-xl: built locally on first use (--model tiny / tiny-xl), nothing to download", markup=False
-    )
+    tiny = ", ".join(e["model"] for e in report if e.get("random_weights"))
+    stdout.print(f"{tiny}: random weights, built locally on first use, nothing to download", markup=False)
     stdout.print("evaluation models (icdedit eval; psnr, mse and ssim need none):", markup=False)
     for entry in (e for e in report if e["kind"] == "evaluation"):
         state = "on disk" if entry["ready"] else f"~{_size(entry['download_bytes'])}: {entry['download_command']}"
@@ -85,10 +83,9 @@ def presets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from ..presets import builtin_presets, load_preset
 
     rows = {name: load_preset(name) for name in builtin_presets()}
-    if as_json:
-        stdout.print(
-            json.dumps({n: {**s.as_dict(), "description": s.description} for n, s in rows.items()}), markup=False
-        )
+    if as_json:  # the shape of every command's --json: one object naming the command
+        listing = {n: {**s.as_dict(), "description": s.description} for n, s in rows.items()}
+        emit({"command": "presets", "presets": listing}, True, [])
         return
     columns = {
         "guidance": "guidance",
@@ -98,6 +95,7 @@ def presets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         "amplify": "amplify",
         "blend_threshold": "blend",
         "mode": "mode",
+        "method": "method",
     }
     table = Table(box=None, pad_edge=False)
     table.add_column("preset", no_wrap=True, style="bold")
@@ -105,6 +103,15 @@ def presets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         table.add_column(header, no_wrap=True)
     table.add_column("what it is for", overflow="fold")
     for name, settings in rows.items():
-        values = [f"{getattr(settings, k):g}" if k != "mode" else settings.mode for k in columns]
+        values = [_preset_cell(settings, key) for key in columns]
         table.add_row(name, *values, settings.description)
     stdout.print(table)
+    defaults = ", ".join(f"{f.edit_method} for {f.label}" for f in FAMILIES.values())
+    stdout.print(f"method 'model's': the model's own edit method ({defaults})", markup=False)
+
+
+def _preset_cell(settings, key: str) -> str:
+    value = getattr(settings, key)
+    if key == "method":
+        return value or "model's"  # a preset that names no method leaves it to the model's family
+    return value if isinstance(value, str) else f"{value:g}"

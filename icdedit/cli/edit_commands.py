@@ -27,6 +27,7 @@ from .options import (
     MethodOpt,
     ModelOpt,
     ModeOpt,
+    OfflineOpt,
     OutOpt,
     OverwriteOpt,
     PickOpt,
@@ -65,12 +66,13 @@ def invert(
     cuda_graphs: CudaGraphsOpt = False,
     compile: CompileOpt = False,
     preview: PreviewOpt = False,
+    offline: OfflineOpt = False,
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
-    run = run_options(device, dtype, attention, cuda_graphs, compile, preview)
+    run = run_options(device, dtype, attention, cuda_graphs, compile, preview, offline)
     request = workflow.InvertRequest(image, prompt, model, seed, size, output, overwrite, run)
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_invert(request, reporter(ctx, progress))
@@ -118,12 +120,13 @@ def reconstruct(
     cuda_graphs: CudaGraphsOpt = False,
     compile: CompileOpt = False,
     preview: PreviewOpt = False,
+    offline: OfflineOpt = False,
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
-    run = run_options(device, dtype, attention, cuda_graphs, compile, preview)
+    run = run_options(device, dtype, attention, cuda_graphs, compile, preview, offline)
     request = workflow.ReconstructRequest(source, prompt, model, seed, guidance, tau, size, output, overwrite, run)
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_reconstruct(request, reporter(ctx, progress))
@@ -217,6 +220,7 @@ def edit(
     cuda_graphs: CudaGraphsOpt = False,
     compile: CompileOpt = False,
     preview: PreviewOpt = False,
+    offline: OfflineOpt = False,
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
     grid: Annotated[
@@ -284,7 +288,7 @@ def edit(
         mask_feather=mask_feather,
         score=tuple(n.strip() for n in (score or "").split(",") if n.strip()),
         pick=pick,
-        run=run_options(device, dtype, attention, cuda_graphs, compile, preview),
+        run=run_options(device, dtype, attention, cuda_graphs, compile, preview, offline),
     )
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_edit(request, reporter(ctx, progress))

@@ -20,6 +20,7 @@ from .options import (
     DtypeOpt,
     JsonOpt,
     ModelOpt,
+    OfflineOpt,
     PreviewOpt,
     per_family,
     run_options,
@@ -126,6 +127,7 @@ def generate(
         bool, typer.Option("--overwrite", help="Replace existing outputs (with --prompts: redo done items).")
     ] = False,
     preview: PreviewOpt = False,
+    offline: OfflineOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
@@ -147,7 +149,7 @@ def generate(
         height=height,
         batch_size=batch_size,
         overwrite=overwrite,
-        run=run_options(device, dtype, attention, cuda_graphs, compile, preview),
+        run=run_options(device, dtype, attention, cuda_graphs, compile, preview, offline),
     )
     if prompts is not None:
         request = generation.GenerateFileRequest(prompts, out or Path("generated"), shard=shard, **common)

@@ -183,11 +183,24 @@ CompileOpt = Annotated[
     ),
 ]
 
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help=(
+            "Never download: fail, naming every missing weight file, instead of fetching it on first use (as "
+            "HF_HUB_OFFLINE=1 does)."
+        ),
+    ),
+]
 
-def run_options(device: str, dtype: str, attention: str, cuda_graphs: bool, compile: bool, preview: bool) -> RunOptions:
+
+def run_options(
+    device: str, dtype: str, attention: str, cuda_graphs: bool, compile: bool, preview: bool, offline: bool = False
+) -> RunOptions:
     """The run flags every model-running command takes (--device, --dtype, --attention,
-    --cuda-graphs, --compile, --preview), as one value."""
-    return RunOptions(device, dtype, attention, cuda_graphs, compile, preview)
+    --cuda-graphs, --compile, --preview, --offline), as one value."""
+    return RunOptions(device, dtype, attention, cuda_graphs, compile, preview, offline)
 
 
 def parse_blend_flag(value: tuple[str, str] | None) -> list[tuple[str, str]] | None:

@@ -10,7 +10,17 @@ from ..errors import IcdEditError, UsageError
 from ..run_context import load_editor
 from ..specs import resolve_model
 from .app import command, progress_bar, reporter, stderr
-from .options import AttentionOpt, CompileOpt, CudaGraphsOpt, DeviceOpt, DtypeOpt, ModelOpt, PreviewOpt, run_options
+from .options import (
+    AttentionOpt,
+    CompileOpt,
+    CudaGraphsOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    OfflineOpt,
+    PreviewOpt,
+    run_options,
+)
 
 
 @command(
@@ -49,6 +59,7 @@ def ui(
     cuda_graphs: CudaGraphsOpt = False,
     compile: CompileOpt = False,
     preview: PreviewOpt = False,
+    offline: OfflineOpt = False,
 ) -> None:
     if not 1 <= port <= 65535:
         raise UsageError(f"--port {port} is not a port number", "give one from 1 to 65535, e.g. --port 7860")
@@ -67,7 +78,7 @@ def ui(
     for warning in exposure_warnings(host, share):
         stderr.print(warning, markup=False)
     spec = resolve_model(model)
-    run = run_options(device, dtype, attention, cuda_graphs, compile, preview)
+    run = run_options(device, dtype, attention, cuda_graphs, compile, preview, offline)
     with progress_bar(ctx, True) as progress:
         editor = load_editor(spec, run, reporter(ctx, progress))
     session = UiSession(editor, folder, model=model, run=run)
