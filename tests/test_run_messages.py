@@ -1,0 +1,115 @@
+"""What long runs, interruptions, eval and edit's outputs tell a person (issue 24, sections 3 and 5):
+progress lines where stderr is not a terminal (the CliRunner's is not), the summary after Ctrl-C,
+eval's messages about what a folder is and which metrics were skipped, `edit --out DIR`, and the
+labelled side-by-side and contact sheet. Tiny models on the CPU at 64 px."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from icdedit.cli.app import ProgressLines, duration, progress_line
+
+from .helpers import batch_args, generate_args, make_photo, one_json_object, run
+
+LINE = re.compile(r"^\[\d+/\d+\] done \d+ failed \d+( skipped \d+)? [\d.]+ items/s( eta \d+(s|m\d\ds|h\d\dm))?$")
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def progress_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("[")]
+
+
+# -- progress lines ---------------------------------------------------------------------------------
+def test_progress_line_format():
+    counts = {"done": 11, "failed": 1, "skipped": 0}
+    assert progress_line(12, 140, counts, 15.0) == "[12/140] done 11 failed 1 0.8 items/s eta 2m40s"
+    # skipped items cost nothing: the rate and the time left count only the items worked on
+    assert progress_line(12, 140, {"done": 2, "failed": 0, "skipped": 10}, 4.0) == (
+        "[12/140] done 2 failed 0 skipped 10 0.5 items/s eta 4m16s"
+    )
+    assert progress_line(140, 140, {"done": 140, "failed": 0}, 70.0) == "[140/140] done 140 failed 0 2 items/s"
+    assert [duration(s) for s in (0, 45.4, 160, 3900)] == ["0s", "45s", "2m40s", "1h05m"]
+
+
+def test_progress_lines_every_n_items_and_every_t_seconds():
+    lines, now = [], [0.0]
+    display = ProgressLines(lines.append, every=5, seconds=30, clock=lambda: now[0])
+    loading = display.add_task("loading tiny", total=1)
+    display.update(loading, advance=1)  # a stage without a run's counts is not told
+    task = display.add_task("editing", total=12)
+    for n in range(1, 13):
+        now[0] += 1 if n != 7 else 40  # item 7 took 40 s: told although 7 is not a multiple of 5
+        display.update(task, advance=1, done=n, failed=0, skipped=0)
+    assert [line.split()[0] for line in lines] == ["[1/12]", "[5/12]", "[7/12]", "[10/12]", "[12/12]"]
+    assert all(LINE.match(line) for line in lines), lines
+
+
+def test_batch_prints_progress_lines_when_stderr_is_not_a_terminal(place):
+    folder = place / "photos"
+    folder.mkdir()
+    for i in range(3):
+        make_photo(64, 64, seed=i).save(folder / f"p{i}.png")
+    args = batch_args([folder], place / "out", extra=["--src", "a photo", "--tgt", "a photo of a dog"])
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    lines = progress_lines(result.stderr)
+    assert lines and all(LINE.match(line) for line in lines), result.stderr
+    assert lines[0].startswith("[1/3] done 1 failed 0") and lines[-1].startswith("[3/3] done 3 failed 0")
+    quiet = run("-q", *args, "--overwrite")
+    assert quiet.exit_code == 0 and progress_lines(quiet.stderr) == [], quiet.stderr
+
+
+def test_generate_prompts_prints_progress_lines_with_skipped_items(place):
+    (place / "prompts.txt").write_text("a fox\na cat\n")
+    args = generate_args(extra=["--prompts", "prompts.txt", "--out", "gen"])
+    assert run(*args).exit_code == 0
+    (place / "prompts.txt").write_text("a fox\na cat\na dog\n")
+    again = run(*args, "--json")  # the JSON on stdout, the lines on stderr
+    one_json_object(again, {"done", "skipped"})
+    assert progress_lines(again.stderr)[-1].startswith("[3/3] done 1 failed 0 skipped 2 "), again.stderr
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------------
+def interrupt_on(monkeypatch, call: int) -> None:
+    """Ctrl-C while the `call`-th generated image is being written."""
+    from icdedit.generation import GenerationWork
+
+    finish, calls = GenerationWork.finish, []
+
+    def finishing(self, *args):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return finish(self, *args)
+
+    monkeypatch.setattr(GenerationWork, "finish", finishing)
+
+
+def test_an_interrupted_run_says_how_many_remain_and_how_to_resume(place, monkeypatch):
+    (place / "prompts.txt").write_text("".join(f"prompt {i}\n" for i in range(6)))
+    args = generate_args(extra=["--prompts", "prompts.txt", "--out", "gen"])
+    interrupt_on(monkeypatch, 3)
+    result = run(*args)
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 4 remaining; run the same command to resume" in result.stderr
+    monkeypatch.undo()
+    monkeypatch.chdir(place)
+    interrupt_on(monkeypatch, 2)
+    as_json = run(*args, "--json")
+    assert as_json.exit_code == 130
+    report = json.loads(as_json.stdout)
+    assert report["interrupted"] is True and report["remaining"] == 3 and len(report["skipped"]) == 2
+    monkeypatch.undo()
+    monkeypatch.chdir(place)
+    resumed = run(*args, "--json")
+    report = one_json_object(resumed, {"interrupted", "remaining"})
+    assert report["interrupted"] is False and report["remaining"] == 0 and len(report["done"]) == 3
+    assert "interrupted" not in resumed.stderr
