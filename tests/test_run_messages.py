@@ -12,7 +12,7 @@ import pytest
 
 from icdedit.cli.app import ProgressLines, duration, progress_line
 
-from .helpers import batch_args, generate_args, make_photo, one_json_object, run
+from .helpers import assert_clean_error, batch_args, edit_args, generate_args, make_photo, one_json_object, run
 
 LINE = re.compile(r"^\[\d+/\d+\] done \d+ failed \d+( skipped \d+)? [\d.]+ items/s( eta \d+(s|m\d\ds|h\d\dm))?$")
 
@@ -113,3 +113,61 @@ def test_an_interrupted_run_says_how_many_remain_and_how_to_resume(place, monkey
     report = one_json_object(resumed, {"interrupted", "remaining"})
     assert report["interrupted"] is False and report["remaining"] == 0 and len(report["done"]) == 3
     assert "interrupted" not in resumed.stderr
+
+
+# -- eval's messages --------------------------------------------------------------------------------
+def test_eval_of_a_generate_folder_says_what_it_is_and_what_eval_needs(place):
+    (place / "prompts.txt").write_text("a fox\na cat\n")
+    assert run(*generate_args(extra=["--prompts", "prompts.txt", "--out", "gen"])).exit_code == 0
+    result = run("eval", "gen", "--metrics", "psnr")
+    assert_clean_error(result, "is a `generate --prompts` folder (2 generated image(s)", "edit batch folder", code=2)
+    assert "no done" not in result.stderr
+
+
+def test_eval_of_a_batch_folder_with_nothing_done_says_so(place):
+    (place / "out").mkdir()
+    (place / "out" / "results.jsonl").write_text(json.dumps({"item": 1, "status": "failed", "image": "a"}) + "\n")
+    assert_clean_error(run("eval", "out", "--metrics", "psnr"), "no done edits in results.jsonl", code=2, hint=True)
+
+
+@pytest.fixture
+def pairs(place, monkeypatch):
+    """A pairs file of one photo and its 'edit', and no evaluation model on disk."""
+    monkeypatch.setenv("ICDEDIT_HOME", str(place / "home"))
+    make_photo(32, 32).save("a.png")
+    make_photo(32, 32, seed=3).save("b.png")
+    (place / "pairs.csv").write_text("source,edit,tgt\na.png,b.png,a photo\n")
+    return place / "pairs.csv"
+
+
+def test_eval_lists_each_skipped_metric_and_its_download(pairs):
+    result = run("eval", pairs, "--json")
+    report = one_json_object(result, {"skipped_metrics"})
+    assert report["metrics"] == ["psnr_whole", "mse_whole", "ssim_whole"]
+    skipped = {entry["metric"]: entry["download"] for entry in report["skipped_metrics"]}
+    assert skipped == {
+        "structure": "icdedit download dino-vitb8",
+        "lpips": "icdedit download lpips-squeeze",
+        "clip_whole": "icdedit download clip-vit-large-patch14",
+        "clip_edited": "icdedit download clip-vit-large-patch14",
+        "dinov2": "icdedit download dinov2-base",
+        "clip_image": "icdedit download clip-vit-large-patch14",
+    }
+    note = [line for line in result.stderr.splitlines() if line.startswith("note: skipped")]
+    assert len(note) == 1 and "dinov2 (`icdedit download dinov2-base`)" in note[0], result.stderr
+    assert "clip_whole, clip_edited, clip_image (`icdedit download clip-vit-large-patch14`)" in note[0]
+    # metrics asked for by name: nothing is skipped silently (a missing model is an error instead)
+    asked = one_json_object(run("eval", pairs, "--metrics", "psnr", "--overwrite", "--json"))
+    assert asked["skipped_metrics"] == []
+
+
+def test_eval_replaces_its_own_table_but_keeps_a_foreign_file(pairs):
+    table = pairs.with_name("pairs-metrics.csv")
+    assert run("eval", pairs, "--metrics", "psnr").exit_code == 0
+    first = table.read_text()
+    again = run("eval", pairs, "--metrics", "psnr,mse", "--json")  # its own report: replaced, no --overwrite
+    assert one_json_object(again)["csv"] == str(table)
+    assert table.read_text() != first and table.read_text().startswith("item,source,edit,target,psnr_whole,mse_whole")
+    table.write_text("name,score\nmine,1\n")  # a file eval did not write
+    assert_clean_error(run("eval", pairs, "--metrics", "psnr"), "already exists", "--overwrite")
+    assert table.read_text() == "name,score\nmine,1\n"
