@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from icdedit.cli.app import ProgressLines, duration, progress_line
 
@@ -171,3 +174,77 @@ def test_eval_replaces_its_own_table_but_keeps_a_foreign_file(pairs):
     table.write_text("name,score\nmine,1\n")  # a file eval did not write
     assert_clean_error(run("eval", pairs, "--metrics", "psnr"), "already exists", "--overwrite")
     assert table.read_text() == "name,score\nmine,1\n"
+
+
+# -- edit --out DIR ---------------------------------------------------------------------------------
+@pytest.fixture
+def photo(place):
+    make_photo(64, 64).save(place / "photo.png")
+    return place / "photo.png"
+
+
+def test_edit_out_dir_holds_every_output(place, photo):
+    result = run(*edit_args(photo, "a photo of a cat", "a photo of a dog", extra=["--out", "edits", "--json"]))
+    report = one_json_object(result, {"outputs"})
+    assert report["outputs"] == [str(Path("edits") / "photo-a-photo-of-a-dog.png")]
+    assert Image.open(place / "edits" / "photo-a-photo-of-a-dog.png").size == (64, 64)
+    # a bare -o name goes in the folder; an -o naming the folder itself is the same place
+    named = run(*edit_args(photo, "a photo of a cat", "a dog", "e.png", extra=["--out", "edits", "--json"]))
+    assert one_json_object(named)["outputs"] == [str(Path("edits") / "e.png")]
+    same = run(*edit_args(photo, "a photo of a cat", "a dog", "edits/f.png", extra=["--out", "edits/", "--json"]))
+    assert one_json_object(same)["outputs"] == ["edits/f.png"]
+    grid = run(*edit_args(photo, "a photo of a cat", "a dog", extra=["--out", "edits", "--grid", "tau=0.5,0.8"]))
+    assert grid.exit_code == 0, grid.output
+    assert (place / "edits" / "photo-a-dog-grid-tau.png").is_file() and (
+        place / "edits" / "photo-a-dog-tau0.5.png"
+    ).is_file()
+    assert sorted(p.name for p in place.iterdir()) == ["edits", "photo.png"]  # nothing outside the folder
+
+
+def test_edit_out_dir_refuses_an_o_in_another_folder_and_a_file_as_folder(place, photo):
+    before = sorted(p.name for p in place.iterdir())
+    other = run(*edit_args(photo, "a photo of a cat", "a dog", "elsewhere/e.png", extra=["--out", "edits"]))
+    assert_clean_error(other, "-o elsewhere/e.png is in another folder than --out edits", code=2, hint=True)
+    file = run(*edit_args(photo, "a photo of a cat", "a dog", extra=["--out", "photo.png"]))
+    assert_clean_error(file, "--out photo.png is a file", code=2, folder=place, before=before)
+
+
+# -- side-by-side and the contact sheet -------------------------------------------------------------
+def test_side_by_side_of_several_targets_has_captioned_panels_and_its_own_name(place, photo):
+    targets = ["a photo of a dog", "a photo of a very fluffy white dog sitting on a red sofa in the sun"]
+    result = run(*edit_args(photo, "a photo of a cat", targets, extra=["--side-by-side", "--json"]))
+    report = one_json_object(result, {"side_by_side"})
+    assert report["side_by_side"] == "photo-side-by-side.png"  # the photo's, not the first target's
+    image = np.asarray(Image.open(report["side_by_side"]).convert("RGB")).astype(int)
+    strip = 14 + 2 * 6
+    assert image.shape == (64 + strip, 3 * 64 + 2 * 8, 3)
+    panels = [np.asarray(Image.open(p).convert("RGB")).astype(int) for p in [photo, *report["outputs"]]]
+    for n, panel in enumerate(panels):
+        left = n * (64 + 8)
+        assert np.array_equal(image[:64, left : left + 64], panel)
+        caption = image[64:, left : left + 64]
+        assert (caption < 128).any(), n  # a label is written under each panel
+        assert (caption[:, -2:] == 255).all(), n  # and shortened to fit it (the long prompt too)
+    one = run(*edit_args(photo, "a photo of a cat", "a dog", "e.png", extra=["--side-by-side", "--json"]))
+    single = Image.open(one_json_object(one)["side_by_side"])
+    assert single.size == (2 * 64 + 8, 64)  # one target: original | edit, as before
+
+
+def test_shorten_cuts_long_captions_with_an_ellipsis():
+    from icdedit.images import shorten
+
+    assert shorten("a dog", 200) == "a dog"
+    short = shorten("a photo of a very fluffy white dog sitting on a red sofa", 80)
+    assert short.endswith("...") and "a photo of a very fluffy".startswith(short[:-3])
+
+
+def test_the_grid_sheet_shows_the_prompts_and_the_original(place, photo):
+    result = run(*edit_args(photo, "a photo of a cat", "a photo of a dog", "g.png", extra=["--grid", "tau=0.5,0.8"]))
+    assert result.exit_code == 0, result.output
+    sheet = np.asarray(Image.open("g-grid-tau.png").convert("RGB")).astype(int)
+    strip = 14 + 2 * 6
+    assert sheet.shape[0] == 2 * strip + (64 + 6) + strip + (64 + 6)  # prompts, original, labels, one row
+    assert (sheet[:strip] < 128).any() and (sheet[strip : 2 * strip] < 128).any()  # source: ..., target: ...
+    original = np.asarray(Image.open(photo).convert("RGB")).astype(int)
+    top = 2 * strip
+    assert any(np.array_equal(sheet[top : top + 64, x : x + 64], original) for x in range(sheet.shape[1] - 63))

@@ -218,6 +218,17 @@ def edit(
     compile: CompileOpt = False,
     preview: PreviewOpt = False,
     output: OutOpt = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help=(
+                "The folder for every output (created; default: the current folder), with --grid and "
+                "--side-by-side too. A bare -o name goes in it; an -o in another folder is refused."
+            ),
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     grid: Annotated[
         Optional[list[str]],
@@ -278,6 +289,7 @@ def edit(
         side_by_side=side_by_side,
         size=size,
         output=output,
+        out=out,
         overwrite=overwrite,
         grid=tuple(grid or ()),
         mask=mask,
