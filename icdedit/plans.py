@@ -240,17 +240,17 @@ def _read_sliders(spec: ModelSpec, preset, overrides: dict, sliders: dict) -> di
     return {k: v for k, v in sliders.items() if k not in unread and v is not None}
 
 
-def output_in_folder(output: Path | None, folder: Path | None) -> Path | None:
-    """-o within --out DIR. The rule: a bare -o name is placed in DIR; an -o with a folder part
-    must name DIR itself (then it is kept as given); any other -o conflicts with --out."""
+def output_in_folder(output: Path | None, folder: Path | None, option: str = "-o") -> Path | None:
+    """-o (or --save-latent) within --out DIR. The rule: a bare name is placed in DIR; a path
+    with a folder part must be in DIR itself (then it is kept as given); any other conflicts."""
     if folder is None or output is None:
         return output
     if output.parent == Path(""):
         return folder / output
     if distinct_paths([output.parent, folder]):
         raise UsageError(
-            f"-o {output} is in another folder than --out {folder}",
-            f"give -o a bare file name (it goes in {folder}), or leave out --out",
+            f"{option} {output} is in another folder than --out {folder}",
+            f"give {option} a bare file name (it goes in {folder}), or leave out --out",
         )
     return output
 
@@ -273,7 +273,7 @@ def _edit_outputs(request: EditRequest, targets: list[str]) -> dict:
         # first of several targets
         named = output or (images[0] if len(targets) == 1 else folder / f"{request.source.stem}.png")
         side = default_output(named.with_name(f"{named.stem}-side-by-side{named.suffix}"), request.overwrite)
-    latent = request.save_latent
+    latent = output_in_folder(request.save_latent, request.out, "--save-latent")
     if latent is not None and latent.suffix.lower() != ".safetensors":
         raise OutputError(f"--save-latent {latent} must end in .safetensors", "e.g. --save-latent edit.safetensors")
     _check_outputs(request, images, [p for p in (side, latent) if p is not None])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,11 +185,12 @@ def photo(place):
 def test_edit_out_dir_holds_every_output(place, photo):
     result = run(*edit_args(photo, "a photo of a cat", "a photo of a dog", extra=["--out", "edits", "--json"]))
     report = one_json_object(result, {"outputs"})
-    assert report["outputs"] == [str(Path("edits") / "photo-a-photo-of-a-dog.png")]
+    assert report["outputs"] == ["edits/photo-a-photo-of-a-dog.png"]
     assert Image.open(place / "edits" / "photo-a-photo-of-a-dog.png").size == (64, 64)
     # a bare -o name goes in the folder; an -o naming the folder itself is the same place
-    named = run(*edit_args(photo, "a photo of a cat", "a dog", "e.png", extra=["--out", "edits", "--json"]))
-    assert one_json_object(named)["outputs"] == [str(Path("edits") / "e.png")]
+    extra = ["--out", "edits", "--save-latent", "e.safetensors", "--json"]
+    named = one_json_object(run(*edit_args(photo, "a photo of a cat", "a dog", "e.png", extra=extra)))
+    assert named["outputs"] == ["edits/e.png"] and named["latent"] == "edits/e.safetensors"
     same = run(*edit_args(photo, "a photo of a cat", "a dog", "edits/f.png", extra=["--out", "edits/", "--json"]))
     assert one_json_object(same)["outputs"] == ["edits/f.png"]
     grid = run(*edit_args(photo, "a photo of a cat", "a dog", extra=["--out", "edits", "--grid", "tau=0.5,0.8"]))
