@@ -92,8 +92,29 @@ def items_from_batch(folder: Path, note=None) -> list[tuple[int, Path, Path, str
             paths = [Path(record[k]) if base is None else base / record[k] for k in ("image", "output")]
             found[(report.name, number)] = (number, *paths, str(record["tgt"]), settings)
     if not found:
-        raise EvalInputError(f"{folder}: no done items in {', '.join(r.name for r in reports)}", "run the batch first")
+        raise _no_edits(folder, reports)
     return [found[k] for k in sorted(found, key=lambda k: (k[1], k[0]))]
+
+
+def _no_edits(folder: Path, reports: list[Path]) -> EvalInputError:
+    """Why a folder with results files has nothing to score: a `generate --prompts` folder (its
+    done items are generated images, with no photo to compare them with), or no done edit yet."""
+    generated = 0
+    for report in reports:
+        for raw in report.read_bytes().splitlines():
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            generated += isinstance(record, dict) and record.get("status") == "done" and "prompt" in record
+    if generated:
+        return EvalInputError(
+            f"{folder} is a `generate --prompts` folder ({generated} generated image(s), no photos): eval scores "
+            "edits against the photos they were made from",
+            "give an edit batch folder (`icdedit batch ... --out FOLDER`) or a pairs .csv (source, edit, tgt)",
+        )
+    names = ", ".join(r.name for r in reports)
+    return EvalInputError(f"{folder}: no done edits in {names}", "run the batch first (or resume it: same command)")
 
 
 def _base(output: Path, folder: Path) -> Path | None:
@@ -212,6 +233,42 @@ def _raw_items(inputs: Path, note=None) -> list[tuple[int, Path, Path, str, Path
     return [(n, *pair, None) for n, pair in enumerate(items_from_pairs(inputs), start=1)]
 
 
+def is_metrics_table(path: Path) -> bool:
+    """Whether `path` is a table eval wrote (a plain file whose header is eval's: item, source,
+    edit, target, then only settings, metric columns and error): a derived report that a rerun
+    replaces without --overwrite. Anything else there is someone's file and is kept."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = handle.readline().rstrip("\r\n").split(",")
+    except (OSError, UnicodeDecodeError):
+        return False
+    known = {"settings", "error", *COLUMNS}
+    return header[:4] == ["item", "source", "edit", "target"] and set(header[4:]) <= known
+
+
+def skipped_metrics(asked: Sequence[str] | None) -> list[dict]:
+    """With no --metrics, the metrics left out because their evaluation model is not on disk,
+    each with the download that enables it."""
+    from .eval_models import EVAL_MODELS
+    from .metrics import TABLE
+
+    if asked is not None:
+        return []
+    absent = [m for m in TABLE.values() if m.model is not None and not EVAL_MODELS[m.model].present]
+    return [{"metric": m.name, "download": f"icdedit download {m.model}"} for m in absent]
+
+
+def skipped_note(skipped: list[dict]) -> str:
+    """'note: skipped structure (icdedit download dino-vitb8), ...: their models are not on disk'."""
+    by_download: dict[str, list[str]] = {}
+    for entry in skipped:
+        by_download.setdefault(entry["download"], []).append(entry["metric"])
+    parts = [f"{', '.join(names)} (`{download}`)" for download, names in by_download.items()]
+    return f"note: skipped {'; '.join(parts)}: their evaluation models are not on disk"
+
+
 def run_eval(request: EvalRequest, reporter=None) -> dict:
     from .files import check_output, write_atomically
     from .loader import resolve_device
@@ -219,6 +276,7 @@ def run_eval(request: EvalRequest, reporter=None) -> dict:
 
     reporter = reporter or Reporter()
     names = check_metrics(request.metrics)
+    skipped = skipped_metrics(request.metrics)
     masks = PieBenchMasks(request.pie_bench) if request.pie_bench is not None else None
     raw = _raw_items(request.inputs, reporter.note)
     default = (
@@ -231,7 +289,10 @@ def run_eval(request: EvalRequest, reporter=None) -> dict:
         raise UsageError(f"-o {output} must end in .csv", "e.g. -o metrics.csv")
     # the pairs file (and a PIE-Bench mapping file) are inputs: never written over, as in `edit`
     own_inputs = tuple(p for p in (request.inputs, request.pie_bench) if p is not None and Path(p).is_file())
-    check_output(output, request.overwrite, own_inputs)
+    # eval's own table from an earlier run is replaced (atomically); a foreign file needs --overwrite
+    check_output(output, request.overwrite or is_metrics_table(output), own_inputs)
+    if skipped:
+        reporter.note(skipped_note(skipped))
     if masks is None and "clip_edited" in names and all(mask is None for *_, mask, _ in raw):
         reporter.note("note: clip_edited needs masks (--pie-bench, or a mask column); region metrics are _whole")
     scorer = Scorer(names, resolve_device(request.device), request.icd_size)
@@ -252,7 +313,8 @@ def run_eval(request: EvalRequest, reporter=None) -> dict:
             row["error"] = str(exc)
             reporter.note(f"item {number} ({source.name}) not scored: {exc}")
         rows.append(row)
-        step()
+        failed = sum("error" in r for r in rows)
+        step(done=len(rows) - failed, failed=failed)
     columns = metric_columns(rows)
     grouped = any("settings" in row for row in rows)
     header = ["item", "source", "edit", "target", *(["settings"] if grouped else []), *columns]
@@ -265,6 +327,7 @@ def run_eval(request: EvalRequest, reporter=None) -> dict:
         "summary": _json_summary(summarise(rows, columns)),
         "items": [{k: _json_number(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows],
         "failed": [row["item"] for row in rows if "error" in row],
+        "skipped_metrics": skipped,
     }
     if grouped:  # a grid: the summary of each cell's settings, in the order first met
         labels = list(dict.fromkeys(row["settings"] for row in rows))

@@ -227,42 +227,101 @@ def prepare_image(image: Image.Image, processed_size: tuple[int, int]) -> Prepar
     return PreparedImage(image, resize(image, processed_size))
 
 
-def side_by_side(images: list[Image.Image], gap: int = 8) -> Image.Image:
+CAPTION_SIZE = 14  # Pillow's default font at this size: no font file needed
+ELLIPSIS = "..."  # plain dots: the default font may lack the one-character ellipsis
+
+
+def _font():
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=CAPTION_SIZE)
+
+
+def shorten(text: str, width: float, font=None) -> str:
+    """`text` within `width` pixels in the caption font: a longer one is cut at the end and
+    marked with an ellipsis (a caption names a prompt, whose beginning says most)."""
+    from PIL import ImageDraw
+
+    font = font or _font()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    if draw.textlength(text, font=font) <= width:
+        return text
+    low, high = 0, len(text)  # the longest prefix that fits with the ellipsis
+    while low < high:
+        middle = (low + high + 1) // 2
+        if draw.textlength(text[:middle].rstrip() + ELLIPSIS, font=font) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + ELLIPSIS
+
+
+def caption_height(pad: int = 6) -> int:
+    return CAPTION_SIZE + 2 * pad
+
+
+def side_by_side(images: list[Image.Image], labels: list[str] | None = None, gap: int = 8) -> Image.Image:
+    """The images in a row, `gap` pixels apart; with `labels`, each panel's label under it
+    (shortened to the panel's width with an ellipsis)."""
+    from PIL import ImageDraw
+
+    pad = 6
     height = max(i.height for i in images)
+    strip = caption_height(pad) if labels else 0
     width = sum(i.width for i in images) + gap * (len(images) - 1)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    canvas = Image.new("RGB", (width, height + strip), (255, 255, 255))
+    draw, font = ImageDraw.Draw(canvas), _font()
     x = 0
-    for image in images:
+    for n, image in enumerate(images):
         canvas.paste(image, (x, 0))
+        if labels:
+            draw.text((x + 2, height + pad), shorten(labels[n], image.width - 4, font), fill=(0, 0, 0), font=font)
         x += image.width + gap
     return canvas
 
 
 def contact_sheet(
-    images: list[Image.Image], columns: list[str], rows: list[str], tile: int = 384, pad: int = 6
+    images: list[Image.Image],
+    columns: list[str],
+    rows: list[str],
+    tile: int = 384,
+    pad: int = 6,
+    original: Image.Image | None = None,
+    prompts: list[str] = (),
 ) -> Image.Image:
     """Images in a labelled grid, row-major: `columns` label the columns (top), `rows` the rows
-    (left). Tiles are scaled to fit `tile` pixels on their long side."""
-    from PIL import ImageDraw, ImageFont
+    (left). Tiles are scaled to fit `tile` pixels on their long side. Above the grid, when
+    given: `prompts` (one line each, e.g. 'source: ...', shortened to the sheet's width) and the
+    `original` photo as a first row labelled 'original'."""
+    from PIL import ImageDraw
 
-    font = ImageFont.load_default(size=14)
-    thumbs = [image.copy() for image in images]
+    font = _font()
+    thumbs = [image.copy() for image in [*images, *([original] if original is not None else [])]]
     for thumb in thumbs:
         thumb.thumbnail((tile, tile), Image.Resampling.LANCZOS)
+    first = thumbs.pop() if original is not None else None
+    row_labels = ["original", *rows] if first is not None else rows
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    cell_w = max([t.width for t in thumbs] + [int(draw.textlength(text, font=font)) + pad for text in columns])
+    widths = [t.width for t in [*thumbs, *([first] if first is not None else [])]]
+    cell_w = max(widths + [int(draw.textlength(text, font=font)) + pad for text in columns])
     cell_h = max(t.height for t in thumbs)
-    label_w = max([int(draw.textlength(text, font=font)) for text in rows] + [0]) + 2 * pad
-    label_h = 14 + 2 * pad
-    sheet = Image.new(
-        "RGB", (label_w + len(columns) * (cell_w + pad), label_h + len(rows) * (cell_h + pad)), (255, 255, 255)
-    )
+    label_w = max([int(draw.textlength(text, font=font)) for text in row_labels] + [0]) + 2 * pad
+    label_h = caption_height(pad)
+    top = len(prompts) * label_h + (first.height + pad if first is not None else 0)
+    width = label_w + len(columns) * (cell_w + pad)
+    sheet = Image.new("RGB", (width, top + label_h + len(rows) * (cell_h + pad)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
+    for n, text in enumerate(prompts):
+        draw.text((pad, n * label_h + pad), shorten(text, width - 2 * pad, font), fill=(0, 0, 0), font=font)
+    if first is not None:
+        y = len(prompts) * label_h
+        sheet.paste(first, (label_w, y))
+        draw.text((pad, y + first.height // 2), "original", fill=(0, 0, 0), font=font)
     for c, text in enumerate(columns):
-        draw.text((label_w + c * (cell_w + pad), pad), text, fill=(0, 0, 0), font=font)
+        draw.text((label_w + c * (cell_w + pad), top + pad), text, fill=(0, 0, 0), font=font)
     for r, text in enumerate(rows):
-        draw.text((pad, label_h + r * (cell_h + pad) + cell_h // 2), text, fill=(0, 0, 0), font=font)
+        draw.text((pad, top + label_h + r * (cell_h + pad) + cell_h // 2), text, fill=(0, 0, 0), font=font)
     for i, thumb in enumerate(thumbs):
         r, c = divmod(i, len(columns))
-        sheet.paste(thumb, (label_w + c * (cell_w + pad), label_h + r * (cell_h + pad)))
+        sheet.paste(thumb, (label_w + c * (cell_w + pad), top + label_h + r * (cell_h + pad)))
     return sheet

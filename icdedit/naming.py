@@ -47,13 +47,16 @@ def default_output(path: Path, overwrite: bool) -> Path:
     return candidate
 
 
-def edit_outputs(source: Path, targets: list[str], output: Path | None, overwrite: bool) -> list[Path]:
-    """One image per target: -o as given for one target, else -o's stem plus the target's slug."""
+def edit_outputs(
+    source: Path, targets: list[str], output: Path | None, overwrite: bool, folder: Path = Path("")
+) -> list[Path]:
+    """One image per target: -o as given for one target, else -o's stem plus the target's slug;
+    without -o, the photo's stem plus the target's slug, in `folder` (edit's --out)."""
     if output is None:
         tails = [f"-{slug(t)}.png" for t in targets]
         room = NAME_MAX - NUMBER_ROOM - max(len(os.fsencode(tail)) for tail in tails)
         stem = fit_stem(source.stem, room)  # the photo's name is shortened, the target's slug kept
-        return [default_output(Path(stem + tail), overwrite) for tail in tails]
+        return [default_output(folder / (stem + tail), overwrite) for tail in tails]
     if len(targets) == 1:
         return [output]
     return [output.with_name(f"{output.stem}-{i + 1}-{slug(t)}{output.suffix}") for i, t in enumerate(targets)]

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import OutputError, UsageError
-from .files import check_output, distinct_paths, slug
+from .files import check_output, distinct_paths, make_folder, slug
 from .grid import Grid, check_grid_method, parse_grid
 from .images import check_size, contact_sheet, image_format, save_image, side_by_side
 from .latents import save_latent
@@ -61,6 +61,7 @@ class EditRequest:
     side_by_side: bool = False
     size: int | None = None
     output: Path | None = None
+    out: Path | None = None  # --out DIR: the folder of every output (a bare -o name goes in it)
     overwrite: bool = False
     grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: every combination, from one inversion
     mask: Path | None = None  # where the edit may change the photo (white)
@@ -239,13 +240,40 @@ def _read_sliders(spec: ModelSpec, preset, overrides: dict, sliders: dict) -> di
     return {k: v for k, v in sliders.items() if k not in unread and v is not None}
 
 
+def output_in_folder(output: Path | None, folder: Path | None, option: str = "-o") -> Path | None:
+    """-o (or --save-latent) within --out DIR. The rule: a bare name is placed in DIR; a path
+    with a folder part must be in DIR itself (then it is kept as given); any other conflicts."""
+    if folder is None or output is None:
+        return output
+    if output.parent == Path(""):
+        return folder / output
+    if distinct_paths([output.parent, folder]):
+        raise UsageError(
+            f"{option} {output} is in another folder than --out {folder}",
+            f"give {option} a bare file name (it goes in {folder}), or leave out --out",
+        )
+    return output
+
+
+def _output_folder(request: EditRequest) -> Path:
+    """Where default names go: --out DIR (created), else the current folder."""
+    if request.out is None:
+        return Path("")
+    if request.out.exists() and not request.out.is_dir():
+        raise UsageError(f"--out {request.out} is a file", "--out names a folder; -o names the output file")
+    return make_folder(request.out, "--out")
+
+
 def _edit_outputs(request: EditRequest, targets: list[str]) -> dict:
-    images = edit_outputs(request.source, targets, request.output, request.overwrite)
+    output, folder = output_in_folder(request.output, request.out), _output_folder(request)
+    images = edit_outputs(request.source, targets, output, request.overwrite, folder)
     side = None
     if request.side_by_side:
-        first = images[0]
-        side = default_output(first.with_name(f"{first.stem}-side-by-side{first.suffix}"), request.overwrite)
-    latent = request.save_latent
+        # named after -o, else after the one target's image, else the photo: never after the
+        # first of several targets
+        named = output or (images[0] if len(targets) == 1 else folder / f"{request.source.stem}.png")
+        side = default_output(named.with_name(f"{named.stem}-side-by-side{named.suffix}"), request.overwrite)
+    latent = output_in_folder(request.save_latent, request.out, "--save-latent")
     if latent is not None and latent.suffix.lower() != ".safetensors":
         raise OutputError(f"--save-latent {latent} must end in .safetensors", "e.g. --save-latent edit.safetensors")
     _check_outputs(request, images, [p for p in (side, latent) if p is not None])
@@ -256,7 +284,8 @@ def _grid_outputs(request: EditRequest, grid: Grid, target: str, source: Source)
     for option, value in (("--save-latent", request.save_latent), ("--side-by-side", request.side_by_side)):
         if value:
             raise UsageError(f"{option} cannot be used with --grid", "a grid writes each cell and a contact sheet")
-    base = request.output or Path(f"{request.source.stem}-{slug(target)}.png")
+    folder = _output_folder(request)
+    base = output_in_folder(request.output, request.out) or folder / f"{request.source.stem}-{slug(target)}.png"
     cells = [base.with_name(f"{base.stem}-{Grid.name_part(cell)}{base.suffix}") for cell in grid.cells()]
     sheet = base.with_name(f"{base.stem}-grid-{'-'.join(grid.keys)}{base.suffix}")
     scoring = _plan_scoring(request, base, source)
@@ -345,8 +374,16 @@ def write_edit(plan: EditPlan, results: list, original: Image.Image | None, mask
     shown = original if original is not None else results[0].source
     if mask is not None:
         shown = outline(shown, fit_mask(mask, shown.size))
-    save_image(side_by_side([shown, *results[0].targets]), plan.side_by_side)
+    save_image(side_by_side_image(plan, shown, results[0].targets), plan.side_by_side)
     return {"side_by_side": str(plan.side_by_side)}
+
+
+def side_by_side_image(plan: EditPlan, original: Image.Image, targets: list[Image.Image]) -> Image.Image:
+    """original | edit(s); with several targets each panel is captioned ('original', then each
+    target's prompt), since the images alone no longer say which edit is which."""
+    prompts = list(plan.cells[0].targets)
+    labels = ["original", *prompts] if len(prompts) > 1 else None
+    return side_by_side([original, *targets], labels)
 
 
 def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion: Inversion | None = None) -> dict:
@@ -411,7 +448,10 @@ def _write_sheet(plan: EditPlan, results: list) -> Path:
     by_cell = [r.targets[0] for r in results]  # the first axis varies slowest
     images = [by_cell[c * len(row_cells) + r] for r in range(len(row_cells)) for c in range(len(first[1]))]
     columns = [f"{first[0]}={value:g}" for value in first[1]]
-    save_image(contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells]), plan.sheet)
+    original = plan.source.image if plan.source.image is not None else results[0].source
+    prompts = [f"source: {plan.source.prompt}", f"target: {plan.cells[0].targets[0]}"]
+    sheet = contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells], original=original, prompts=prompts)
+    save_image(sheet, plan.sheet)
     return plan.sheet
 
 

@@ -42,9 +42,10 @@ class Reporter:
         if self._note is not None:
             self._note(message)
 
-    def stage(self, description: str, total: int | None) -> Callable[[], None]:
-        """Start a progress line; the returned callable advances it by one."""
+    def stage(self, description: str, total: int | None) -> Callable[..., None]:
+        """Start a progress line; the returned callable advances it by one. Its keyword
+        arguments (a run's counts: done=, failed=, skipped=) go with it to the display."""
         if self.progress is None:
-            return lambda: None
+            return lambda **counts: None
         task = self.progress.add_task(description, total=total)
-        return lambda: self.progress.advance(task)
+        return lambda **counts: self.progress.update(task, advance=1, **counts)

@@ -136,6 +136,7 @@ class Summary:
     failed: dict[int, str] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
     interrupted: bool = False
+    remaining: int = 0  # items neither done, skipped nor failed when the run stopped (Ctrl-C)
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -181,7 +182,12 @@ class Run:
     report: Report
     summary: Summary
     reporter: Reporter
-    advance: Callable[[], None]
+    step: Callable[..., None]
+
+    def advance(self) -> None:
+        """One more item has its outcome: the display hears the run's counts so far."""
+        summary = self.summary
+        self.step(done=len(summary.done), failed=len(summary.failed), skipped=len(summary.skipped))
 
     def fail_item(self, item, reason: str, started: float) -> str:
         self.summary.failed[item.number] = reason
@@ -297,7 +303,9 @@ def _run_locked(items, work, report_path, get_editor, reporter, label, batch_siz
             pending_key[:] = [key]
         flush()
     except KeyboardInterrupt:
-        run.summary.interrupted = True
+        summary = run.summary
+        summary.interrupted = True
+        summary.remaining = len(items) - len(summary.done) - len(summary.skipped) - len(summary.failed)
     finally:
         report.compact(keep={item.number for item in items})
     return run.summary, report.path

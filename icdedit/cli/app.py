@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -150,11 +152,83 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:.2f} items/s" if task.speed else "", style="progress.data.speed")
 
 
+def duration(seconds: float) -> str:
+    """A time left as a log reader says it: 45s, 2m40s, 1h05m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def progress_line(count: int, total: int | None, counts: dict, seconds: float) -> str:
+    """`[12/140] done 11 failed 1 0.8 items/s eta 2m40s`: the rate over the items this run
+    worked on (skipped ones cost nothing, so they would make the rate and ETA lie)."""
+    parts = [f"[{count}/{total}]" if total else f"[{count}]"]
+    parts += [f"{name} {counts[name]}" for name in ("done", "failed") if name in counts]
+    if counts.get("skipped"):
+        parts.append(f"skipped {counts['skipped']}")
+    worked = count - counts.get("skipped", 0)
+    if worked > 0 and seconds > 0:
+        rate = worked / seconds
+        parts.append(f"{rate:.3g} items/s")
+        if total and count < total:
+            parts.append(f"eta {duration((total - count) / rate)}")
+    return " ".join(parts)
+
+
+class ProgressLines:
+    """A run over many items told as plain lines on a stderr that is not a terminal (nohup,
+    Slurm, CI logs), where a bar would print nothing useful: a line for the first item, every
+    `every` items (a tenth of the run by default), after `seconds` without one, and for the last.
+    Only stages that report a run's counts (done=, failed=, ...) are told; the same calls as
+    rich's Progress (add_task, update, advance, stop), so the Reporter need not know which."""
+
+    def __init__(self, write: Callable[[str], None], every: int | None = None, seconds: float = 30.0, clock=None):
+        self.write, self.every, self.seconds = write, every, seconds
+        self.clock = clock or time.monotonic
+        self.tasks: dict[int, dict] = {}
+
+    def add_task(self, description: str, total: int | None = None, **fields) -> int:
+        now = self.clock()
+        self.tasks[len(self.tasks)] = {"total": total, "count": 0, "started": now, "told": now, "fields": fields}
+        return len(self.tasks) - 1
+
+    def update(self, task: int, *, advance: float = 0, completed=None, total=None, **fields) -> None:
+        state = self.tasks[task]
+        state["total"] = total if total is not None else state["total"]
+        state["fields"].update(fields)
+        if advance:
+            state["count"] += int(advance)
+            if "done" in state["fields"]:
+                self._maybe_tell(state)
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.update(task, advance=advance)
+
+    def stop(self) -> None:
+        pass
+
+    def _maybe_tell(self, state: dict) -> None:
+        count, total, now = state["count"], state["total"], self.clock()
+        every = self.every or (max(1, total // 10) if total else 10)
+        if count == 1 or count % every == 0 or count == total or now - state["told"] >= self.seconds:
+            state["told"] = now
+            self.write(progress_line(count, total, state["fields"], now - state["started"]))
+
+
 @contextmanager
 def progress_bar(ctx: typer.Context, enabled: bool, items: bool = False):
     """A rich progress bar on stderr, shown only on a terminal and not with --json/--quiet.
-    For batches: count, rate and time left."""
-    show = enabled and stderr.is_terminal and not _options(ctx)["quiet"]
+    For batches: count, rate and time left; where stderr is not a terminal, a run over many
+    items prints progress lines instead (ProgressLines), with --json too (they go to stderr,
+    the JSON to stdout), but not with --quiet."""
+    quiet = _options(ctx)["quiet"]
+    if items and not quiet and not stderr.is_terminal:
+        yield ProgressLines(lambda line: stderr.print(line, markup=False))
+        return
+    show = enabled and stderr.is_terminal and not quiet
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
     if items:
         columns += [RateColumn(), TimeRemainingColumn()]
@@ -173,7 +247,8 @@ def emit(result: dict, as_json: bool, lines: list[str]) -> None:
 
 
 def emit_summary(command: str, summary, report, as_json: bool) -> None:
-    """A run over many items: a table (or --json), each failure, the report; its exit code."""
+    """A run over many items: a table (or --json), each failure, the report, what Ctrl-C left
+    (`interrupted`, `remaining`: on stderr as a line too); its exit code (130 when interrupted)."""
     result = {"command": command, "report": str(report), **summary.as_dict()}
     if as_json:
         emit(result, True, [])
@@ -185,6 +260,8 @@ def emit_summary(command: str, summary, report, as_json: bool) -> None:
         stdout.print(table)
         emit(result, False, [f"failed: item {n}: {reason}" for n, reason in summary.failed.items()])
         emit(result, False, [f"report: {report}"])
+    if summary.interrupted:  # the counts alone read as if the run had ended
+        stderr.print(f"interrupted: {summary.remaining} remaining; run the same command to resume", markup=False)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 

@@ -222,6 +222,17 @@ def edit(
     preview: PreviewOpt = False,
     offline: OfflineOpt = False,
     output: OutOpt = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help=(
+                "The folder for every output (created; default: the current folder), with --grid and "
+                "--side-by-side too. A bare -o name goes in it; an -o in another folder is refused."
+            ),
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     grid: Annotated[
         Optional[list[str]],
@@ -282,6 +293,7 @@ def edit(
         side_by_side=side_by_side,
         size=size,
         output=output,
+        out=out,
         overwrite=overwrite,
         grid=tuple(grid or ()),
         mask=mask,

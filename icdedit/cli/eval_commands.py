@@ -41,12 +41,22 @@ def eval_(
         Optional[str],
         typer.Option(
             "--metrics",
-            help=f"Comma-separated, from {', '.join(metric_table.METRICS)}. Default: all whose models are on disk.",
+            help=(
+                f"Comma-separated, from {', '.join(metric_table.METRICS)}. Default: all whose models are on disk "
+                "(the others are listed, each with the `icdedit download` that enables it)."
+            ),
         ),
     ] = None,
     output: Annotated[
         Optional[Path],
-        typer.Option("--output", "-o", help="The per-item CSV (default: metrics.csv in the folder)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help=(
+                "The per-item CSV (default: metrics.csv in the folder). A table an earlier eval wrote there is "
+                "replaced; any other file needs --overwrite."
+            ),
+        ),
     ] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
