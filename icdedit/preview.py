@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from .download import DownloadError, offline
 from .errors import ModelError, first_line
 from .families import FAMILIES
 from .paths import weights_home
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch only in annotations: `icdedit models` lists the decoders without it
+    import torch
+
     from .specs import ModelSpec
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # as diffusers saves AutoencoderTiny, and the hub holds it

@@ -7,9 +7,7 @@ from typing import Annotated
 import typer
 
 from ..errors import IcdEditError, UsageError
-from ..run_context import load_editor
-from ..specs import resolve_model
-from .app import command, progress_bar, reporter, stderr
+from .app import command, examples, progress_bar, reporter, stderr
 from .options import AttentionOpt, CompileOpt, CudaGraphsOpt, DeviceOpt, DtypeOpt, ModelOpt, PreviewOpt, run_options
 
 
@@ -18,9 +16,12 @@ from .options import AttentionOpt, CompileOpt, CudaGraphsOpt, DeviceOpt, DtypeOp
         "Serve a local web page for live editing: upload a photo, type prompts, move the sliders, paint a mask. "
         "The model loads once and each photo's inversion is cached, so a new target or setting costs only the "
         "reverse steps. The page shows the `icdedit edit` command that gives the same image.\n\n"
-        "Examples:\n\n  icdedit ui --model tiny        # then open http://127.0.0.1:7860\n\n"
-        "  icdedit ui --preview          # faster updates, approximate images (icdedit download taesd)\n\n"
-        "Needs the ui extra: pip install 'icdedit[ui]'."
+        "Examples:\n\n"
+        + examples(
+            "icdedit ui --model tiny        # then open http://127.0.0.1:7860",
+            "icdedit ui --preview          # faster updates, approximate images (icdedit download taesd)",
+        )
+        + "\n\nNeeds Gradio: `make install` includes it; else, in the clone, pip install -e '.[ui]'."
     )
 )
 def ui(
@@ -42,6 +43,8 @@ def ui(
         raise UsageError(f"--port {port} is not a port number", "give one from 1 to 65535, e.g. --port 7860")
     if max_upload_mb < 1:
         raise UsageError(f"--max-upload-mb {max_upload_mb} is not a size", "give a whole number of MB, e.g. 25")
+    from ..run_context import load_editor
+    from ..specs import resolve_model
     from ..ui import LOCAL_HOSTS, UiSession, check_port, serve, serving_folder
 
     check_port(host, port)
