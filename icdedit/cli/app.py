@@ -6,6 +6,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import Annotated
@@ -122,12 +123,22 @@ def _fail_usage(exc: click.exceptions.ClickException, argv: list[str]) -> None:
     (`no_args_is_help`) stays Click's: it prints the help."""
     if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
         raise exc
-    message = " ".join(exc.format_message().split()).rstrip(".")
-    message = message[:1].lower() + message[1:]
+    text = " ".join(exc.format_message().split())
+    # Click's own suggestion ("Did you mean 'edit'?", "(Possible options: ...)") goes to the hint
+    found = re.search(r"[.]?\s*(Did you mean .*|\(Possible options: .*\))$", text)
+    message, suggestion = (text[: found.start()], found.group(1)) if found else (text, "")
+    message = message.rstrip(".")
     context = getattr(exc, "ctx", None)
-    path = context.command_path if context is not None else "icdedit"
-    _print_error(message, f"see {path} --help", exc.exit_code, asked_for_json(argv))
+    hint = f"see {context.command_path if context is not None else 'icdedit'} --help"
+    if suggestion:
+        suggestion = _lower_first(suggestion.strip("()"))
+        hint = f"{suggestion}{' ' if suggestion.endswith('?') else '; '}{hint}"
+    _print_error(_lower_first(message), hint, exc.exit_code, asked_for_json(argv))
     raise typer.Exit(exc.exit_code)
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
 
 
 def _print_error(message: str, hint: str | None, exit_code: int, as_json: bool, problems=None) -> None:
