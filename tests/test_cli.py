@@ -57,7 +57,7 @@ def test_help_examples_work(work, command):
     text = run(*command, "--help").stdout
     example = next(line.strip() for line in text.splitlines() if line.strip().startswith("icdedit "))
     args = shlex.split(example)[1:]
-    args = ["photo.png" if a in ("photo.jpg", "pug.jpg") else a for a in args]
+    args = ["photo.png" if a in ("photo.jpg", "pug.jpg", "examples/chelsea.jpg") else a for a in args]
     result = run(*args, "--model", model, "--device", "cpu")
     assert result.exit_code == 0, (example, result.output)
 
