@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ..errors import IcdEditError, UsageError
+from ..specs import resolve_model
 from .app import command, examples, progress_bar, reporter, stderr
 from .options import AttentionOpt, CompileOpt, CudaGraphsOpt, DeviceOpt, DtypeOpt, ModelOpt, PreviewOpt, run_options
 
@@ -44,7 +45,6 @@ def ui(
     if max_upload_mb < 1:
         raise UsageError(f"--max-upload-mb {max_upload_mb} is not a size", "give a whole number of MB, e.g. 25")
     from ..run_context import load_editor
-    from ..specs import resolve_model
     from ..ui import LOCAL_HOSTS, UiSession, check_port, serve, serving_folder
 
     check_port(host, port)
