@@ -1,10 +1,13 @@
 """One exception family: every user-facing failure is an `IcdEditError` with a hint.
 
-The CLI turns these into a single line on stderr and exit code 1; anything else is a bug
-and is allowed to show its traceback.
+The CLI turns these into a single line on stderr and exit code 1 (2 for a usage error);
+anything else is a bug and is allowed to show its traceback.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 def first_line(exc: BaseException) -> str:
@@ -12,6 +15,20 @@ def first_line(exc: BaseException) -> str:
     for one-line errors that quote what a library raised."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def closest_name(name: str, known: Iterable[str]) -> str | None:
+    """The known name a misspelt one most likely meant (`tinyy` -> `tiny`), or None."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return close[0] if close else None
+
+
+def unknown_name_hint(name: str, known: Iterable[str], what: str) -> str:
+    """The hint for a name that is not one of `known`: "did you mean 'tiny'? known models: ..."."""
+    known = list(known)
+    close = closest_name(name, known)
+    listing = f"known {what}: {', '.join(known)}"
+    return f"did you mean {close!r}? {listing}" if close else listing
 
 
 class IcdEditError(Exception):

@@ -175,7 +175,7 @@ def _outputs(request: GenerateRequest) -> tuple[list[Path], list[Path]]:
 
 def run_generate(request: GenerateRequest, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
-    check_prompt(request.prompt)
+    check_prompt(request.prompt, example="icdedit generate 'a photo of a cat', or --prompts FILE")
     _check_counts(request.num, request.batch_size, request.seed)
     seeds = [request.seed + i for i in range(request.num)]
     check_seed(seeds[-1], f"--seed {request.seed} with --num {request.num} reaches")

@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import SettingsError, UsageError
+from .errors import UsageError
 from .methods import edit_method, method_hint
 from .presets import RANGES, check_number
 
@@ -83,8 +83,8 @@ def check_grid_method(grid: Grid, method: str) -> None:
     cells: refused, as a flag the method would ignore is (`preparation.check_method_options`)."""
     chosen = edit_method(method)
     unread = chosen.ignored(grid.keys)
-    if unread:
-        raise SettingsError(
+    if unread:  # a usage error (exit 2), as a --grid value the tool cannot take
+        raise UsageError(
             f"--grid {', '.join(unread)}: the {method!r} method {chosen.why_ignored(unread)}, so every cell would be "
             "the same",
             method_hint(unread, "or grid guidance and tau"),

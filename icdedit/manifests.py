@@ -10,7 +10,6 @@ Two kinds of problem, handled differently:
 
 from __future__ import annotations
 
-import difflib
 import glob
 import hashlib
 import json
@@ -20,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import IcdEditError, OutputError, UsageError
+from .errors import IcdEditError, OutputError, UsageError, closest_name
 from .files import check_name, inside, slug
 from .grid import Grid, check_grid_method
 from .images import image_format
@@ -98,8 +97,8 @@ def column_problems(rows: list[dict], defaults: BatchDefaults) -> list[str]:
     problems = []
     for name in named:
         if name not in COLUMNS:
-            close = difflib.get_close_matches(str(name), [*COLUMNS, *PIE_BENCH], n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(COLUMNS))}"
+            close = closest_name(name, [*COLUMNS, *PIE_BENCH])
+            hint = f"did you mean {close!r}?" if close else f"known: {', '.join(sorted(COLUMNS))}"
             problems.append(f"unknown column {name!r} ({hint})")
     if "image" not in named:
         problems.append("no image column (image or file_name)")

@@ -13,13 +13,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported where pixels become tensors: the CLI's help reads this table without it
+    import torch
 
 ICD_SIZE = (512, 512)  # the iCD code's `load_512`: every image resized to 512 x 512 before DINOv2 and CLIP
 
@@ -40,6 +42,8 @@ class Pair:
     def region(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(source, edit) as PIE-Bench's region metrics see them: (1, 3, H, W) in [0, 1] (as
         PnPInversion's `np.array(img) / 255`) times 1 - mask. None: the unedited region is empty."""
+        import torch
+
         s, e = _pixels(self.source), _pixels(self.edit)
         keep = torch.ones(s.shape[-2:]) if self.mask is None else 1 - torch.from_numpy(self.mask)
         if keep.sum() == 0:
@@ -54,6 +58,8 @@ class Pair:
 
 
 def _pixels(image: Image.Image | np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
 
 
@@ -210,7 +216,7 @@ class Scorer:
     and clip_image resize both images to (the iCD code's 512 x 512; None: as they are)."""
 
     metrics: list[str]
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device | str = "cpu"
     icd_size: tuple[int, int] | None = ICD_SIZE
     _loaded: dict = field(default_factory=dict)
 

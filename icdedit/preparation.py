@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from .errors import SettingsError
+from .errors import SettingsError, UsageError
 from .methods import P2P, edit_method, method_hint
 from .p2p.plan import EditWords, derive_all_edit_words
 from .presets import AMPLIFY_PROMPT_CHOICES, EditSettings, load_preset
@@ -99,7 +99,7 @@ def check_method_options(
         return
     named = [f"{name} cell" if cells else f"--{name.replace('_', '-')}" for name in ignored]
     default = "its default" if spec.traits.edit_method == method else "as asked"
-    raise SettingsError(
+    raise UsageError(  # a flag the method would ignore: a usage error (exit 2), as a --grid axis is
         f"{', '.join(named)}: model {spec.name!r} ({spec.traits.label}) edits with the {method!r} method "
         f"({default}), which {chosen.why_ignored(ignored)}",
         method_hint(ignored, f"or leave {'them' if len(ignored) > 1 else 'it'} out"),

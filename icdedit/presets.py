@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import SettingsError, UsageError
+from .errors import SettingsError, UsageError, unknown_name_hint
 from .methods import EDIT_METHODS
 from .paths import presets_dir
 
@@ -147,4 +147,4 @@ def load_preset(name_or_path: str | None) -> EditSettings:
         if not path.is_file():
             raise SettingsError(f"preset file not found: {path}", "give an existing .yaml file or a preset name")
         return read_preset(path)
-    raise SettingsError(f"unknown preset {name!r}", f"known presets: {', '.join(presets)}; or a path to a .yaml file")
+    raise UsageError(f"unknown preset {name!r}", f"{unknown_name_hint(name, presets, 'presets')}; or a .yaml file")

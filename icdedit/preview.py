@@ -24,7 +24,7 @@ from .errors import ModelError, first_line
 from .families import FAMILIES
 from .paths import weights_home
 
-if TYPE_CHECKING:  # annotations only: `icdedit models` lists the decoders without torch
+if TYPE_CHECKING:  # torch only in annotations: `icdedit models` lists the decoders without it
     import torch
 
     from .specs import ModelSpec

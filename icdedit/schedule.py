@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a tensor is made: `icdedit --help` and specs read this module
+    import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
 # Text-to-image as the official launch scripts generate, both families: guidance 7, constant
@@ -32,6 +34,8 @@ class NoiseSchedule:
         beta_end: float = 0.012,
         num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
     ) -> NoiseSchedule:
+        import torch
+
         # Computed in float32 exactly like diffusers' schedulers, which the official code reads.
         betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
         return cls(torch.cumprod(1.0 - betas, dim=0))
@@ -64,6 +68,8 @@ def guidance_embedding(w: torch.Tensor, dim: int = 512) -> torch.Tensor:
     w enters as is (diffusers' LCM pipeline feeds w - 1; iCD does not), so w = 0 embeds to
     256 zeros followed by 256 ones, not to a zero vector.
     """
+    import torch
+
     half = dim // 2
     freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
     angles = (w.to(torch.float32) * 1000.0)[:, None] * freqs[None, :]

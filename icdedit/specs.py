@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ModelError
+from .errors import ModelError, UsageError, unknown_name_hint
 from .families import DEFAULT_FAMILY, FAMILIES, TINY_MODELS, Family
 from .paths import presets_dir, weights_home
 from .schedule import StepPlan, plan_steps
@@ -186,6 +186,6 @@ def resolve_model(model: str | Path | None) -> ModelSpec:
         if not path.is_file():
             raise ModelError(f"model description not found: {path}", "give an existing .yaml file or a model name")
         return load_spec(path)
-    raise ModelError(
-        f"unknown model {model!r}", f"known models: {', '.join(known_model_names())}; or a path to a model .yaml"
+    raise UsageError(  # a name the tool does not know: a usage error, as a bad flag value
+        f"unknown model {model!r}", f"{unknown_name_hint(model, known_model_names(), 'models')}; or a model .yaml file"
     )

@@ -16,9 +16,11 @@ def words_of(prompt: str) -> list[str]:
     return prompt.split(" ")
 
 
-def check_prompt(prompt: str, what: str = "prompt") -> str:
+def check_prompt(prompt: str, what: str = "prompt", example: str | None = None) -> str:
+    """`prompt`, refused when empty; the hint shows `example` (default: the --WHAT flag with a prompt)."""
     if not prompt or not prompt.strip():
-        raise InputError(f"the {what} is empty", f"give a short description such as --{what} 'a photo of a cat'")
+        example = example or f"--{what} 'a photo of a cat'"
+        raise InputError(f"the {what} is empty", f"give a short description such as {example}")
     return prompt
 
 

@@ -57,7 +57,7 @@ def test_help_examples_work(work, command):
     text = run(*command, "--help").stdout
     example = next(line.strip() for line in text.splitlines() if line.strip().startswith("icdedit "))
     args = shlex.split(example)[1:]
-    args = ["photo.png" if a in ("photo.jpg", "pug.jpg") else a for a in args]
+    args = ["photo.png" if a in ("photo.jpg", "pug.jpg", "examples/chelsea.jpg") else a for a in args]
     result = run(*args, "--model", model, "--device", "cpu")
     assert result.exit_code == 0, (example, result.output)
 
@@ -389,7 +389,6 @@ BAD = [
         ["'bear'", "target prompt", "'dog'"],
     ),
     (["edit", "photo.png", "--src", "a cat", "--tgt", "a big dog", "--mode", "replace"], ["same number of words"]),
-    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "wild"], ["unknown preset", "default"]),
     (
         ["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "bad.yaml"],
         ["bad.yaml", "unknown key 'colour'"],
@@ -417,6 +416,7 @@ BAD = [
 # Values the tool cannot take: usage errors, exit code 2
 BAD_VALUES = [
     (["invert", "photo.png", "--prompt", "a cat", "--device", "toaster"], ["toaster"]),
+    (["edit", "photo.png", "--src", "a cat", "--tgt", "a dog", "--preset", "wild"], ["unknown preset", "default"]),
     (["batch", "photo.png", "-s", "a cat", "-t", "a dog", "--guidance", "nan"], ["guidance = nan", "0..50"]),
     (["batch", "photo.png", "-s", "a cat", "-t", "a dog", "--tau", "3"], ["tau = 3.0"]),
     (["batch", "photo.png", "-s", "a cat", "-t", "a dog", "--mode", "bogus"], ["mode = 'bogus'"]),
@@ -466,7 +466,9 @@ def test_a_model_file_that_is_not_text_is_one_clear_line(work):
 def test_unknown_model_lists_known_models(work):
     folder, _ = work
     result = run("invert", "photo.png", "--prompt", "a cat", "--model", "sd9")
-    assert_clean_error(result, "unknown model 'sd9'", "sd15-4step-v1", "tiny")
+    assert_clean_error(result, "unknown model 'sd9'", "sd15-4step-v1", "tiny", code=2)
+    misspelt = run("invert", "photo.png", "--prompt", "a cat", "--model", "tinyy")
+    assert_clean_error(misspelt, "unknown model 'tinyy'", "did you mean 'tiny'?", code=2)
 
 
 def test_existing_output_is_refused_unless_overwrite(work):

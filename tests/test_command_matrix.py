@@ -1,11 +1,13 @@
 """Every command through the public CLI, with the same checks for each: `--json` prints one JSON
 line with the command's keys (exit 0); a bad input is one `error: ... (hint: ...)` line on stderr,
-nothing on stdout, exit 1 (IcdEditError) or 2 (a usage error); an existing output is refused,
+nothing on stdout, exit 1 (IcdEditError) or 2 (a usage error, Click's own too); with `--json` a
+failure is also one JSON object on stdout (error, hint, exit_code); an existing output is refused,
 its bytes untouched, unless `--overwrite` (the README: "No output is ever overwritten without
 `--overwrite`"). Tiny models on the CPU at 64 px; one inversion serves reconstruct and edit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -161,7 +163,8 @@ def test_an_existing_output_is_kept_unless_overwrite(place, first_runs, command)
         return
     else:
         assert_clean_error(again, "already exists", "--overwrite", hint=True)
-        assert again.stdout == ""
+        failure = json_error(again, 1)
+        assert "already exists" in failure["error"] and "--overwrite" in failure["hint"]
     assert {p: p.read_bytes() for p in files} == before
     forced = run(*WRITERS[command](place, out), "--overwrite", "--json")
     one_json_object(forced, KEYS[command])
@@ -188,9 +191,8 @@ def bad_inputs(place):
         "invert missing photo": (invert_args(place / "nophoto.png", PROMPT, place / "x.safetensors"), 1, "nophoto"),
         "reconstruct photo without prompt": (["reconstruct", photo, *tiny_args()], 1, "prompt"),
         "edit latent from nowhere": (edit_args(place / "none.safetensors", None, TARGET), 1, "none.safetensors"),
-        "download unknown model": (["download", "nosuchmodel"], 2, "unknown model"),
         "download offline": (["download", "taesd"], 1, "HF_HUB_OFFLINE"),
-        "ui unknown model": (["ui", "--model", "nosuchmodel"], 1, "unknown model"),
+        "generate empty prompt": (generate_args(""), 1, "icdedit generate '"),  # its hint: what generate takes
         # a value the tool cannot take: exit 2
         "invert size": (invert_args(photo, PROMPT, size=65), 2, "--size 65"),
         "edit guidance": (edit_args(latent, None, TARGET, extra=["--guidance", "nan"]), 2, "guidance"),
@@ -203,6 +205,18 @@ def bad_inputs(place):
         "eval missing input": (["eval", place / "nothing", "--metrics", "psnr"], 2, "nothing"),
         "ui device": (["ui", *tiny_args(), "--device", "quantum"], 2, "quantum"),
         "ui dtype": (["ui", "--model", "tiny", "--dtype", "fp99"], 2, "fp99"),
+        # names the tool does not know: exit 2, with the closest known name
+        "download unknown model": (["download", "nosuchmodel"], 2, "unknown model"),
+        "ui unknown model": (["ui", "--model", "nosuchmodel"], 2, "unknown model"),
+        "edit misspelt model": (edit_args(photo, PROMPT, TARGET, model="tinyy"), 2, "did you mean 'tiny'?"),
+        "edit misspelt preset": (edit_args(latent, None, TARGET, extra=["--preset", "strng"]), 2, "'strong'?"),
+        "edit unknown preset": (edit_args(latent, None, TARGET, extra=["--preset", "fast"]), 2, "known presets"),
+        # a grid axis the switch method does not read
+        "edit --grid switch": (
+            edit_args(photo, PROMPT, TARGET, model="tiny-xl", extra=["--grid", "cross_replace=0.2,0.4"]),
+            2,
+            "every cell would be the same",
+        ),
     }
 
 
@@ -251,18 +265,55 @@ CLICK_USAGE = {
 
 
 @pytest.mark.parametrize("case", list(CLICK_USAGE))
-def test_click_usage_errors_exit_2_without_a_traceback(no_server, case):
+def test_click_usage_errors_are_one_line_with_exit_2(no_server, case):
     result = run(*CLICK_USAGE[case])
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.stdout == ""
-    assert "Error" in result.stderr
+    assert_clean_error(result, code=2, hint=True)
+    assert result.stdout == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Click's usage errors print its usage block (Usage:, Try ..., Error: ...), not the README's one "
-    "error line with a hint",
-)
-@pytest.mark.parametrize("case", ["ui port not a number", "edit without --tgt"])
-def test_click_usage_errors_are_one_line(no_server, case):
-    assert_clean_error(run(*CLICK_USAGE[case]), code=2)
+def test_a_misspelt_command_is_suggested():
+    assert_clean_error(run("edti"), "no such command 'edti'", "did you mean 'edit'?", code=2)
+
+
+# -- --json: a failure is one JSON object on stdout too --------------------------------------------------
+def json_error(result, code: int) -> dict:
+    """The failure's JSON object on stdout (one line): error, hint and exit_code, as the exit code."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stdout
+    failure = json.loads(lines[0])
+    assert {"error", "hint", "exit_code"} <= set(failure) and failure["exit_code"] == code, failure
+    return failure
+
+
+JSON_FAILURES = {  # case -> exit code, a fragment of the error
+    "invert missing photo": (1, "nophoto"),
+    "edit misspelt model": (2, "unknown model"),
+    "generate width": (2, "--width 65"),
+    "eval metric": (2, "nosuch"),
+}
+
+
+@pytest.mark.parametrize("case", list(JSON_FAILURES))
+def test_a_json_failure_is_one_object_on_stdout(place, no_server, case):
+    args, _, _ = bad_inputs(place)[case]
+    code, fragment = JSON_FAILURES[case]
+    result = run(*args, "--json")
+    assert_clean_error(result, fragment, code=code, hint=True)  # stderr keeps its one line
+    failure = json_error(result, code)
+    assert fragment in failure["error"] and failure["hint"]
+
+
+def test_a_json_click_usage_error_is_one_object(no_server):
+    result = run("edit", "photo.png", "--src", "a cat", "--json")
+    assert_clean_error(result, "--tgt", code=2, hint=True)
+    assert "--tgt" in json_error(result, 2)["error"]
+
+
+def test_a_json_batch_input_lists_every_problem(place, tmp_path):
+    manifest = tmp_path / "edits.csv"
+    manifest.write_text("imgae,src,tgt\nnone.png,a cat,a dog\n")
+    result = run(*batch_args([manifest], tmp_path / "out"), "--json")
+    failure = json_error(result, 2)
+    assert len(failure["problems"]) >= 2, failure  # the misspelt column and the missing image column
+    assert any("did you mean 'image'?" in problem for problem in failure["problems"]), failure

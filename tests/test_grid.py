@@ -151,7 +151,7 @@ def test_sdxl_grids_guidance_under_the_switch_and_refuses_attention_axes(tmp_pat
     assert [c["settings"]["guidance"] for c in json.loads(ok.stdout)["grid"]] == [5.0, 9.0]
     before = sorted(p.name for p in tmp_path.iterdir())
     refused = run("edit", photo_path, "-m", xl_spec.path, "-s", SRC, "-t", TGT, "--grid", "amplify=2,4")
-    assert_clean_error(refused, "--grid amplify", "--method p2p", folder=tmp_path, before=before)
+    assert_clean_error(refused, "--grid amplify", "--method p2p", folder=tmp_path, before=before, code=2)
 
 
 def test_grid_settings_start_from_the_preset_and_flags(tiny_spec):

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from icdedit.errors import ModelError
+from icdedit.errors import ModelError, UsageError
 from icdedit.specs import DEFAULT_MODEL, builtin_specs, load_spec, resolve_model
 
 
@@ -80,6 +80,9 @@ def test_missing_keys_are_named(tmp_path):
 
 
 def test_unknown_model_name_lists_the_known_ones():
-    with pytest.raises(ModelError) as info:
+    with pytest.raises(UsageError) as info:  # a name the tool does not know: exit 2
         resolve_model("sd99")
     assert "sd15-4step-v1" in info.value.hint and "tiny" in info.value.hint
+    with pytest.raises(UsageError, match="unknown model 'tinyy'") as info:
+        resolve_model("tinyy")
+    assert info.value.hint.startswith("did you mean 'tiny'?")

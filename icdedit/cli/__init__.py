@@ -6,12 +6,16 @@ output sink), `options.py` the shared option aliases (the run flags of every mod
 command among them), the `*_commands.py` modules the commands, registered here, in one place.
 
 Results (paths, figures, `--json`) go to stdout; logs, progress and hints to stderr. Errors
-the user can fix are one line and exit code 1; usage errors exit 2; a traceback only with
-`--debug` (or ICDEDIT_DEBUG=1).
+the user can fix are one line and exit code 1; usage errors (Click's own too) exit 2; with `--json`
+also one JSON object on stdout; a traceback only with `--debug` (or ICDEDIT_DEBUG=1), which, like
+`-q`, goes before or after the command's name.
+
+Only light registries are imported until a command runs: help, `--version`, `presets`, `models`
+and usage errors answer without torch (tests/test_cli_startup.py).
 """
 
 from . import batch_commands, catalog_commands, edit_commands, eval_commands, generate_commands, ui_commands
-from .app import app, main
+from .app import Command, app, main
 
 # Every command, in the order `icdedit --help` lists them.
 COMMANDS = (
@@ -27,6 +31,6 @@ COMMANDS = (
     catalog_commands.presets,
 )
 for _command in COMMANDS:
-    app.command(**_command.command_options)(_command)
+    app.command(cls=Command, **_command.command_options)(_command)
 
 __all__ = ["COMMANDS", "app", "main"]

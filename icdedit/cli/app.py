@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
@@ -25,41 +28,142 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__, reporting
 from ..errors import IcdEditError
+
+# Typer builds its commands on Click, a copy of its own in recent versions (typer.core._click):
+# options added here and the usage errors caught here must be that copy's.
+click = getattr(typer.core, "_click", None) or typer.core.click
 
 stdout = Console(soft_wrap=True, highlight=False)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
+DEBUG = "Show tracebacks."
+QUIET = "No progress bars or notes on stderr."
+ARGV = "icdedit.argv"  # the command line as given, in every context's meta: was --json asked for?
+
+
 class CommandGroup(TyperGroup):
     """Every command's known errors mapped once, here: an IcdEditError is one line on stderr and
-    its exit code (1; usage errors 2), Ctrl-C exit 130; a traceback only with --debug. Unknown
-    exceptions are bugs and show as they are."""
+    its exit code (1; usage errors 2), and so is Click's own usage error (exit 2); Ctrl-C exits
+    130; a traceback only with --debug. With --json, a failure also prints one JSON object on
+    stdout. Unknown exceptions are bugs and show as they are."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)  # parsing consumes the list
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.ClickException as exc:
+            _fail_usage(exc, argv)
+        ctx.meta[ARGV] = argv
+        return ctx
 
     def invoke(self, ctx):
+        as_json = asked_for_json(ctx.meta.get(ARGV, []))
         try:
             return super().invoke(ctx)
         except IcdEditError as exc:
             if _options(ctx)["debug"]:
                 raise
-            _print_error(exc)
+            _print_error(exc.message, exc.hint, exc.exit_code, as_json, getattr(exc, "problems", None))
             raise typer.Exit(exc.exit_code) from None
+        except click.exceptions.ClickException as exc:  # parsing a command's options, or no such command
+            _fail_usage(exc, ctx.meta.get(ARGV, []))
         except KeyboardInterrupt:
-            stderr.print("interrupted: nothing was written", markup=False)
+            _print_error("interrupted: nothing was written", None, 130, as_json)
             raise typer.Exit(130) from None
 
 
-def _print_error(exc: IcdEditError) -> None:
-    problems = getattr(exc, "problems", None)
+class Command(TyperCommand):
+    """Every command also takes the root's --debug and -q/--quiet, after its name too
+    (`icdedit edit ... --debug`), and lists them in its help."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params += _root_flags()
+
+
+def _root_flag(ctx: typer.Context, param: typer.CallbackParam, value: bool) -> None:
+    """A root flag given after the command's name: set as if given before it (eager, so that a
+    usage error later on the line already sees it)."""
+    root = ctx.find_root().obj
+    if value and isinstance(root, dict):
+        root[param.name] = True
+        if param.name == "quiet":
+            _configure_logging(True)
+
+
+def _flags(
+    debug: Annotated[
+        bool, typer.Option("--debug", help=DEBUG, is_eager=True, expose_value=False, callback=_root_flag)
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help=QUIET, is_eager=True, expose_value=False, callback=_root_flag)
+    ] = False,
+) -> None:
+    """The root flags as a command's options (Typer makes the Click parameters)."""
+
+
+def _root_flags() -> list:
+    """Fresh Click parameters for --debug and -q/--quiet, made by Typer from `_flags`."""
+    flags = typer.Typer()
+    flags.command()(_flags)
+    return typer.main.get_command(flags).params
+
+
+def asked_for_json(argv: list[str]) -> bool:
+    """Whether the command line asks for --json (before a `--`, after which all are arguments)."""
+    return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+
+
+def _fail_usage(exc: click.exceptions.ClickException, argv: list[str]) -> None:
+    """Click's own usage error (a missing option, a value of the wrong type, no such option or
+    command) as the one line every error is, exit 2. Asking for help with no arguments
+    (`no_args_is_help`) stays Click's: it prints the help."""
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        raise exc
+    text = " ".join(exc.format_message().split())
+    # Click's own suggestion ("Did you mean 'edit'?", "(Possible options: ...)") goes to the hint
+    found = re.search(r"[.]?\s*(Did you mean .*|\(Possible options: .*\))$", text)
+    message, suggestion = (text[: found.start()], found.group(1)) if found else (text, "")
+    message = message.rstrip(".")
+    context = getattr(exc, "ctx", None)
+    hint = f"see {context.command_path if context is not None else 'icdedit'} --help"
+    if suggestion:
+        suggestion = _lower_first(suggestion.strip("()"))
+        hint = f"{suggestion}{' ' if suggestion.endswith('?') else '; '}{hint}"
+    _print_error(_lower_first(message), hint, exc.exit_code, asked_for_json(argv))
+    raise typer.Exit(exc.exit_code)
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _print_error(message: str, hint: str | None, exit_code: int, as_json: bool, problems=None) -> None:
+    """`error: MESSAGE (hint: HINT)` on stderr (a batch input's problems: one per line); with
+    --json also {"error", "hint", "exit_code"[, "problems"]} on stdout."""
     if problems:  # a batch manifest: every bad row at once, one per line
         stderr.print(f"error: {len(problems)} problem(s) in the batch input; nothing was run", markup=False)
         for problem in problems:
             stderr.print(f"  {problem}", markup=False)
     else:
-        stderr.print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), markup=False)
+        stderr.print(f"error: {message}" + (f" (hint: {hint})" if hint else ""), markup=False)
+    if as_json:
+        report = {"error": message, "hint": hint, "exit_code": exit_code}
+        if problems:
+            report["problems"] = list(problems)
+        stdout.print(json.dumps(report), markup=False, soft_wrap=True)
+
+
+def examples(*lines: str) -> str:
+    """Example command lines for a help text, one a line and never rewrapped whatever the
+    terminal's width (Click's `\\b` paragraph), so that each can be pasted as it is; a `# ...`
+    comment stays on its command's line."""
+    return "\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
 app = typer.Typer(
@@ -69,10 +173,9 @@ app = typer.Typer(
         "Edit real photos from text in about 7 network evaluations with Invertible Consistency "
         "Distillation (iCD).\n\n"
         "Example:\n\n"
-        "  icdedit edit photo.jpg --src 'a photo of a pug' --tgt 'a photo of a bear'"
+        + examples("icdedit edit examples/chelsea.jpg --src 'a photo of a cat' --tgt 'a photo of a tiger'")
     ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -82,9 +185,9 @@ app = typer.Typer(
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET)] = False,
+    version: Annotated[bool, typer.Option("--version", "-V", help="Print the version and exit.")] = False,
 ) -> None:
     if version:
         stdout.print(f"icdedit {__version__}")
@@ -98,22 +201,25 @@ def _configure_logging(quiet: bool) -> None:
     logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=False)]
     logger.setLevel(logging.ERROR if quiet else logging.WARNING)
     logger.propagate = False
-    for name in ("diffusers", "transformers"):  # their notes about our own loading are noise here
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # diffusers' and transformers' notes about our own loading are noise here. They are imported
+    # only by the commands that run a model (help and listings answer without them), so they read
+    # these when imported; `reporter` quiets what they set up otherwise.
+    for name in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+        os.environ.setdefault(name, "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        dlog.set_verbosity_error()
-        tlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.disable_progress_bar()
-    except ImportError:  # pragma: no cover - both are dependencies
-        pass
 
 
-def _options(ctx: typer.Context | None) -> dict:
+def _quiet_model_libraries() -> None:
+    """diffusers' and transformers' own progress bars and notes off, where they are imported."""
+    for name in ("diffusers", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+        if name in sys.modules:
+            library_logging = importlib.import_module(f"{name}.utils.logging")
+            library_logging.set_verbosity_error()
+            library_logging.disable_progress_bar()
+
+
+def _options(ctx: click.core.Context | None) -> dict:
     """The root options (--debug, --quiet), which every command receives through its context."""
     root = ctx.find_root() if ctx is not None else None
     return (root.obj if root is not None and isinstance(root.obj, dict) else None) or {"debug": False, "quiet": False}
@@ -133,6 +239,7 @@ def command(**options):
 def reporter(ctx: typer.Context, progress, interactive: bool = True) -> reporting.Reporter:
     """Progress and notes on stderr (silent with --quiet); questions only on a terminal."""
     quiet = _options(ctx)["quiet"]
+    _quiet_model_libraries()
 
     def confirm(question: str) -> bool:
         if not (interactive and sys.stdin.isatty() and stderr.is_terminal):
@@ -267,4 +374,4 @@ def emit_summary(command: str, summary, report, as_json: bool) -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="icdedit")  # `python -m icdedit` too: the usage lines and hints name the command

@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import batch as batch_run
-from .app import command, emit_summary, progress_bar, reporter
+from .app import command, emit_summary, examples, progress_bar, reporter
 from .options import (
     AmplifyOpt,
     AmplifyPromptOpt,
@@ -42,7 +41,11 @@ from .options import (
         "editing CSV as it is) or images (folders, globs, paths) with --src/--tgt for each. "
         "Re-running skips what is done; a bad item is recorded and the rest go on. Exit code: 0 "
         "all done, 1 some items failed, 2 unusable input.\n\n"
-        "Example:\n\n  icdedit batch edits.csv --images photos/ --out edited/"
+        "Examples:\n\n"
+        + examples(
+            "icdedit batch edits.csv --images photos/ --out edited/",
+            "icdedit batch 'photos/*.jpg' --src 'a photo of a cat' --tgt 'a photo of a tiger' --out tigers/",
+        )
     ),
     no_args_is_help=True,
 )
@@ -133,6 +136,8 @@ def batch(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
+    from .. import batch as batch_run
+
     amplify_words, amplify_factor = parse_amplify_flag(amplify)
     request = batch_run.BatchRequest(
         inputs=inputs,

@@ -10,7 +10,7 @@ from rich.table import Table
 from .. import catalog
 from ..errors import UsageError
 from ..families import FAMILIES
-from .app import command, emit, progress_bar, reporter, stdout
+from .app import command, emit, examples, progress_bar, reporter, stdout
 from .options import JsonOpt
 
 
@@ -20,7 +20,9 @@ def _size(n: int | None) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-@command(help="Show the known models and which of their parts are on disk.\n\nExample:\n\n  icdedit models")
+@command(
+    help="Show the known models and which of their parts are on disk.\n\nExample:\n\n" + examples("icdedit models")
+)
 def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     report = catalog.models_report()
     if as_json:  # the shape of every command's --json: one object naming the command
@@ -61,7 +63,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         "Download what a model is missing: the base pipeline from the Hugging Face hub (only the files "
         "icdedit reads) and the iCD teacher and LoRAs from the official release; or an evaluation model "
         "(`icdedit eval`) or a preview decoder (`--preview`). Interrupted downloads resume when run again."
-        "\n\nExamples:\n\n  icdedit download sd15-4step-v1\n\n  icdedit download taesd"
+        "\n\nExamples:\n\n" + examples("icdedit download sd15-4step-v1", "icdedit download taesd")
     ),
     no_args_is_help=True,
 )
@@ -78,7 +80,7 @@ def download(
     emit(result, as_json, [*result["placed"], *([result["base"]] if result.get("base") else [])] or ["nothing to do"])
 
 
-@command(help="List the edit presets and their values.\n\nExample:\n\n  icdedit presets")
+@command(help="List the edit presets and their values.\n\nExample:\n\n" + examples("icdedit presets"))
 def presets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from ..presets import builtin_presets, load_preset
 

@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import workflow
 from ..errors import UsageError
 from ..grid import GRID_KEYS
-from .app import command, emit, progress_bar, reporter
+from .app import command, emit, examples, progress_bar, reporter
 from .options import (
     AmplifyOpt,
     AmplifyPromptOpt,
@@ -43,13 +42,16 @@ from .options import (
     run_options,
 )
 
+CAT = "examples/chelsea.jpg -s 'a photo of a cat' -t 'a photo of a tiger'"  # the help's examples' photo
+
 # -- commands --------------------------------------------------------------------------------------
 
 
 @command(
     help=(
         "Invert a photo to a reusable noise latent (.safetensors) with the forward model.\n\n"
-        "Example:\n\n  icdedit invert photo.jpg --prompt 'a photo of a pug' -o pug.safetensors"
+        "Example:\n\n"
+        + examples("icdedit invert examples/chelsea.jpg --prompt 'a photo of a cat' -o chelsea.safetensors")
     ),
     no_args_is_help=True,
 )
@@ -71,6 +73,8 @@ def invert(
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
+    from .. import workflow
+
     started = time.perf_counter()
     run = run_options(device, dtype, attention, cuda_graphs, compile, preview, offline)
     request = workflow.InvertRequest(image, prompt, model, seed, size, output, overwrite, run)
@@ -84,7 +88,11 @@ def invert(
     help=(
         "Invert and decode a photo (or decode a latent from `invert`) and measure how faithful "
         "the round trip is (PSNR, SSIM against the input).\n\n"
-        "Example:\n\n  icdedit reconstruct photo.jpg --prompt 'a photo of a pug' -o pug-rec.png"
+        "Examples:\n\n"
+        + examples(
+            "icdedit reconstruct examples/chelsea.jpg --prompt 'a photo of a cat' -o chelsea-rec.png",
+            "icdedit reconstruct chelsea.safetensors -o chelsea-rec.png   # a latent from invert: its own prompt",
+        )
     ),
     no_args_is_help=True,
 )
@@ -125,6 +133,8 @@ def reconstruct(
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
+    from .. import workflow
+
     started = time.perf_counter()
     run = run_options(device, dtype, attention, cuda_graphs, compile, preview, offline)
     request = workflow.ReconstructRequest(source, prompt, model, seed, guidance, tau, size, output, overwrite, run)
@@ -153,23 +163,25 @@ def _ranking_lines(result: dict) -> list[str]:
     help=(
         "Edit a photo: invert it with the source prompt, then decode source and target(s) "
         "together with Prompt-to-Prompt attention control and dynamic guidance.\n\n"
-        "Example:\n\n  icdedit edit pug.jpg --src 'a photo of a pug' --tgt 'a photo of a bear'\n\n"
-        "Replace mode (same word count) amplifies and blends the words that differ; refine mode "
+        "Example:\n\n"
+        + examples("icdedit edit examples/chelsea.jpg --src 'a photo of a cat' --tgt 'a photo of a tiger'")
+        + "\n\nReplace mode (same word count) amplifies and blends the words that differ; refine mode "
         "amplifies the target's new words. What was derived is printed; --blend / --amplify "
         "override it, --no-blend / --amplify none turn it off.\n\n"
         "SDXL models (-m sdxl-4step-v2) edit as the official SDXL code does, with the prompt switch: "
         "the target prompt, with the --amplify-prompt's embeddings (the source's by default) in the "
         "unguided high-noise steps. --method p2p edits SDXL with Prompt-to-Prompt instead, "
         "--method p2p+switch with both:\n\n"
-        "  icdedit edit bird.jpg -m sdxl-4step-v2 --src 'a bird on a branch' --tgt 'a robotic bird on a branch' "
-        "--method p2p\n\n"
-        "Try settings from one inversion with --grid (a contact sheet and one image per cell):\n\n"
-        "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' "
-        "--grid cross_replace=0.2,0.4,0.6 --grid self_replace=0.4,0.6,0.8\n\n"
-        "Keep the edit inside a region (white in the mask image):\n\n"
-        "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' --mask cat-mask.png --mask-feather 4\n\n"
-        "Look quickly, keep later: --preview decodes with TAESD (fast, approximate; icdedit download taesd once):\n\n"
-        "  icdedit edit cat.jpg -s 'a photo of a cat' -t 'a photo of a tiger' --grid guidance=10,15,19 --preview"
+        + examples(
+            "icdedit edit examples/coffee.jpg -m sdxl-4step-v2 --src 'a cup of coffee' --tgt 'a cup of tea' "
+            "--method p2p"
+        )
+        + "\n\nTry settings from one inversion with --grid (a contact sheet and one image per cell):\n\n"
+        + examples(f"icdedit edit {CAT} --grid cross_replace=0.2,0.4,0.6 --grid self_replace=0.4,0.6,0.8")
+        + "\n\nKeep the edit inside a region (white in the mask image):\n\n"
+        + examples(f"icdedit edit {CAT} --mask mask.png --mask-feather 4")
+        + "\n\nLook quickly, keep later: --preview decodes with TAESD (fast, approximate; icdedit download "
+        "taesd once):\n\n" + examples(f"icdedit edit {CAT} --grid guidance=10,15,19 --preview")
     ),
     no_args_is_help=True,
 )
@@ -268,6 +280,8 @@ def edit(
     started = time.perf_counter()
     if (score or pick) and not grid:
         raise UsageError("--score and --pick are for --grid", "add --grid KEY=V1,V2,...")
+    from .. import workflow
+
     amplify_words, amplify_factor = parse_amplify_flag(amplify)
     request = workflow.EditRequest(
         source=source,

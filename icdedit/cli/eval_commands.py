@@ -9,9 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .. import evaluation
 from .. import metrics as metric_table
-from .app import command, emit, progress_bar, reporter, stdout
+from .app import command, emit, examples, progress_bar, reporter, stdout
 from .options import DeviceOpt, JsonOpt, OverwriteOpt
 
 
@@ -21,9 +20,11 @@ from .options import DeviceOpt, JsonOpt, OverwriteOpt
         f"Score edits with the metrics of {metric_table.names_by_origin()}, as PnPInversion's evaluation and "
         "the iCD code compute them.\n\n"
         "Examples:\n\n"
-        "  icdedit eval edited/ --pie-bench mapping_file.json      # a batch output folder, PIE-Bench masks\n\n"
-        "  icdedit eval pairs.csv --metrics psnr,ssim,mse          # columns source, edit, tgt [, mask]\n\n"
-        "With masks the region metrics are computed on the unedited region (both images times 1 - mask); "
+        + examples(
+            "icdedit eval edited/ --pie-bench mapping_file.json      # a batch output folder, PIE-Bench masks",
+            "icdedit eval pairs.csv --metrics psnr,ssim,mse          # columns source, edit, tgt [, mask]",
+        )
+        + "\n\nWith masks the region metrics are computed on the unedited region (both images times 1 - mask); "
         "without, on the whole image, named psnr_whole etc. Models come through `icdedit download` "
         f"(see `icdedit models`); {metric_table.modelless()} need none. Exit code 1 when an item could not be scored."
     ),
@@ -62,6 +63,8 @@ def eval_(
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
+    from .. import evaluation
+
     names = tuple(n.strip() for n in metrics.split(",") if n.strip()) if metrics else None
     request = evaluation.EvalRequest(inputs, pie_bench, names, output, device, overwrite)
     with progress_bar(ctx, not as_json, items=True) as progress:

@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import generation
 from ..errors import UsageError
 from ..schedule import GENERATION_GUIDANCE, GENERATION_TAU
-from .app import command, emit, emit_summary, progress_bar, reporter
+from .app import command, emit, emit_summary, examples, progress_bar, reporter
 from .options import (
     AttentionOpt,
     CompileOpt,
@@ -35,11 +34,13 @@ FILE_ONLY = {"out": "--out", "shard": "--shard"}
         "Generate images from text with the reverse consistency model (4 steps), as the official "
         "generation code does; every image from its own seed.\n\n"
         "Examples:\n\n"
-        "  icdedit generate 'a photo of a red fox in the snow' -o fox.png --save-noise fox.safetensors\n\n"
-        "  icdedit edit fox.safetensors --tgt 'a photo of a red fox in the rain'   # edit it, no inversion\n\n"
-        "  icdedit generate 'a lighthouse at dusk' --num 4 --seed 7                 # seeds 7, 8, 9, 10\n\n"
-        "  icdedit generate --prompts generation_coco.csv --out coco/              # resumable, like batch\n\n"
-        "A prompt file is a text file (one prompt a line) or a CSV/TSV/JSONL with a caption or prompt "
+        + examples(
+            "icdedit generate 'a photo of a red fox in the snow' -o fox.png --save-noise fox.safetensors",
+            "icdedit edit fox.safetensors --tgt 'a photo of a red fox in the rain'   # edit it, no inversion",
+            "icdedit generate 'a lighthouse at dusk' --num 4 --seed 7                 # seeds 7, 8, 9, 10",
+            "icdedit generate --prompts generation_coco.csv --out coco/              # resumable, like batch",
+        )
+        + "\n\nA prompt file is a text file (one prompt a line) or a CSV/TSV/JSONL with a caption or prompt "
         "column (and optionally seed): the official generation_coco.csv and "
         "generation_parti-prompts.csv as they are."
     ),
@@ -139,6 +140,8 @@ def generate(
     if misplaced:
         fix = "with --prompts, images go to --out" if prompts is not None else "--out and --shard are for --prompts"
         raise UsageError(f"{', '.join(misplaced)} cannot be used here", fix)
+    from .. import generation  # after the usage checks: a usage error is answered without torch
+
     common = dict(
         model=model,
         seed=seed,

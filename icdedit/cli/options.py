@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -12,9 +12,13 @@ from ..errors import SettingsError, UsageError
 from ..families import FAMILIES
 from ..methods import EDIT_METHODS
 from ..presets import load_preset
-from ..run_context import RunOptions
 from ..specs import DEFAULT_MODEL, known_model_names
-from ..word_args import parse_amplify_values, parse_blend
+
+if TYPE_CHECKING:
+    from ..run_context import RunOptions
+
+# Only light registries are imported here: `icdedit --help`, usage errors, `presets` and `models`
+# answer without torch. What runs a model is imported inside the functions that need it.
 
 
 # -- help texts from the registries (models, families, presets), never written out by hand --------
@@ -200,6 +204,8 @@ def run_options(
 ) -> RunOptions:
     """The run flags every model-running command takes (--device, --dtype, --attention,
     --cuda-graphs, --compile, --preview, --offline), as one value."""
+    from ..run_context import RunOptions
+
     return RunOptions(device, dtype, attention, cuda_graphs, compile, preview, offline)
 
 
@@ -209,11 +215,15 @@ def parse_blend_flag(value: tuple[str, str] | None) -> list[tuple[str, str]] | N
         return None
     if not value[0].split() or not value[1].split():
         raise SettingsError("--blend needs a source word and a target word", "e.g. --blend pug bear")
+    from ..word_args import parse_blend
+
     return parse_blend(tuple(value))
 
 
 def parse_amplify_flag(values: list[str] | None) -> tuple[list[tuple[str, float]] | None, float | None]:
     """--amplify WORD=VALUE (repeatable), 'none', or one factor for the derived words."""
+    from ..word_args import parse_amplify_values
+
     try:
         return parse_amplify_values(values)
     except ValueError as exc:

@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 
 from ..errors import IcdEditError, UsageError
-from ..run_context import load_editor
 from ..specs import resolve_model
-from .app import command, progress_bar, reporter, stderr
+from .app import command, examples, progress_bar, reporter, stderr
 from .options import (
     AttentionOpt,
     CompileOpt,
@@ -28,10 +27,13 @@ from .options import (
         "Serve a local web page for live editing: upload a photo, type prompts, move the sliders, paint a mask. "
         "The model loads once and each photo's inversion is cached, so a new target or setting costs only the "
         "reverse steps. The page shows the `icdedit edit` command that gives the same image.\n\n"
-        "Examples:\n\n  icdedit ui --model tiny        # then open http://127.0.0.1:7860\n\n"
-        "  icdedit ui --preview          # faster updates, approximate images (icdedit download taesd)\n\n"
-        "  icdedit ui --open             # and open it in the browser\n\n"
-        "Needs the ui extra: pip install 'icdedit[ui]'."
+        "Examples:\n\n"
+        + examples(
+            "icdedit ui --model tiny        # then open http://127.0.0.1:7860",
+            "icdedit ui --preview          # faster updates, approximate images (icdedit download taesd)",
+            "icdedit ui --open             # and open it in the browser",
+        )
+        + "\n\nNeeds Gradio: `make install` includes it; else, in the clone, pip install -e '.[ui]'."
     )
 )
 def ui(
@@ -65,6 +67,7 @@ def ui(
         raise UsageError(f"--port {port} is not a port number", "give one from 1 to 65535, e.g. --port 7860")
     if max_upload_mb < 1:
         raise UsageError(f"--max-upload-mb {max_upload_mb} is not a size", "give a whole number of MB, e.g. 25")
+    from ..run_context import load_editor
     from ..ui import UiSession, serve
     from ..ui_server import check_port, exposure_warnings, serving_folder
 
@@ -73,7 +76,10 @@ def ui(
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise IcdEditError("icdedit ui needs Gradio, which is not installed", "pip install 'icdedit[ui]'") from None
+        raise IcdEditError(
+            "icdedit ui needs Gradio, which is not installed",
+            "make install includes it; else, in the clone: pip install -e '.[ui]'",
+        ) from None
 
     for warning in exposure_warnings(host, share):
         stderr.print(warning, markup=False)
