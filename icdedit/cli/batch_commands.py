@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from .. import batch as batch_run
-from .app import command, emit_summary, progress_bar, reporter
+from ..dry_run import dry_run_line
+from .app import command, emit, emit_summary, progress_bar, reporter
 from .options import (
     AmplifyOpt,
     AmplifyPromptOpt,
@@ -18,17 +19,19 @@ from .options import (
     CrossOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    DryRunOpt,
     DtypeOpt,
     GuidanceOpt,
     JsonOpt,
     MethodOpt,
     ModelOpt,
     ModeOpt,
+    OptionalSeedOpt,
     PreviewOpt,
-    SeedOpt,
     SelfOpt,
     SizeOpt,
     TauOpt,
+    WordsOpt,
     parse_amplify_flag,
     parse_blend_flag,
     run_options,
@@ -64,7 +67,7 @@ def batch(
     ),
     model: ModelOpt = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for rows without their own.")] = None,
-    seed: SeedOpt = 0,
+    seed: OptionalSeedOpt = None,
     guidance: GuidanceOpt = None,
     tau: TauOpt = None,
     cross_replace: CrossOpt = None,
@@ -72,6 +75,7 @@ def batch(
     mode: ModeOpt = None,
     method: MethodOpt = None,
     amplify_prompt: AmplifyPromptOpt = None,
+    words: WordsOpt = None,
     blend: BlendOpt = None,
     amplify: AmplifyOpt = None,
     bad_blend: Annotated[
@@ -129,6 +133,7 @@ def batch(
             ),
         ),
     ] = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     amplify_words, amplify_factor = parse_amplify_flag(amplify)
@@ -161,9 +166,14 @@ def batch(
                 method=method,
                 amplify_prompt=amplify_prompt,
                 amplify=amplify_factor,
+                words=words,
             ),
         ),
     )
+    if dry_run:
+        items = batch_run.dry_run_batch(request, reporter(ctx, None))
+        emit({"items": items}, as_json, [dry_run_line(item) for item in items])
+        raise typer.Exit(1 if any(item["problem"] for item in items) else 0)
     with progress_bar(ctx, not as_json, items=True) as progress:
         summary, report = batch_run.run_batch(request, reporter(ctx, progress))
     emit_summary("batch", summary, report, as_json)

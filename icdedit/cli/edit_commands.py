@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from .. import workflow
+from ..dry_run import describe_plan, dry_run_line
 from ..errors import UsageError
 from ..grid import GRID_KEYS
+from ..plans import plan_edit
 from .app import command, emit, progress_bar, reporter
 from .options import (
     AmplifyOpt,
@@ -21,12 +23,14 @@ from .options import (
     CrossOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    DryRunOpt,
     DtypeOpt,
     GuidanceOpt,
     JsonOpt,
     MethodOpt,
     ModelOpt,
     ModeOpt,
+    OptionalSeedOpt,
     OutOpt,
     OverwriteOpt,
     PickOpt,
@@ -36,6 +40,7 @@ from .options import (
     SelfOpt,
     SizeOpt,
     TauOpt,
+    WordsOpt,
     parse_amplify_flag,
     parse_blend_flag,
     per_family,
@@ -193,7 +198,7 @@ def edit(
             ),
         ),
     ] = None,
-    seed: SeedOpt = 0,
+    seed: OptionalSeedOpt = None,
     guidance: GuidanceOpt = None,
     tau: TauOpt = None,
     cross_replace: CrossOpt = None,
@@ -201,6 +206,7 @@ def edit(
     mode: ModeOpt = None,
     method: MethodOpt = None,
     amplify_prompt: AmplifyPromptOpt = None,
+    words: WordsOpt = None,
     blend: BlendOpt = None,
     no_blend: Annotated[bool, typer.Option("--no-blend", help="Do not derive a local blend.")] = False,
     amplify: AmplifyOpt = None,
@@ -248,6 +254,7 @@ def edit(
     ] = 0.0,
     score: ScoreOpt = None,
     pick: PickOpt = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
@@ -270,6 +277,7 @@ def edit(
             method=method,
             amplify_prompt=amplify_prompt,
             amplify=amplify_factor,
+            words=words,
         ),
         blend=parse_blend_flag(blend),
         no_blend=no_blend,
@@ -286,6 +294,10 @@ def edit(
         pick=pick,
         run=run_options(device, dtype, attention, cuda_graphs, compile, preview),
     )
+    if dry_run:
+        planned = describe_plan(plan_edit(request))
+        emit(planned, as_json, [dry_run_line(item) for item in planned["items"]] + planned["other_outputs"])
+        return
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_edit(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
