@@ -29,11 +29,12 @@ def describe_words(prepared: PreparedEdit | None) -> dict:
 
 
 def departures(settings) -> list[str]:
-    """What makes a run differ from the official launcher it follows (docs/numerics.md section 9)."""
+    """What makes a run differ from the official launcher it follows (docs/numerics.md section 10)."""
     notes = []
     if settings.seed == "row" and not edit_method(settings.method).controls_attention:
         notes.append(
-            "the official SDXL launcher draws its noise with torch.Generator('cuda').manual_seed(row); "
+            "the official SDXL launcher draws its noise with a CUDA generator, "
+            "torch.Generator('cuda').manual_seed(row); "
             "icdedit draws every seed with a CPU generator, so the noise (and the edit) differs from the launcher's"
         )
     return notes

@@ -61,6 +61,7 @@ def test_the_paper_presets_hold_the_launchers_values():
     sd15, xl = load_preset("paper"), load_preset("paper-xl")
     assert (sd15.guidance, sd15.tau, sd15.cross_replace, sd15.self_replace, sd15.amplify) == (19, 0.8, 0.3, 0.6, 4)
     assert (sd15.words, sd15.seed, sd15.method, sd15.blend_threshold, sd15.mode) == ("official", 30, "p2p", 0.3, "auto")
+    assert sd15.resize == "512x512"  # load_512
     assert (xl.guidance, xl.tau, xl.amplify_prompt, xl.method) == (19, 0.7, "source", "switch")
     assert (xl.seed, xl.resize) == ("row", "1024x1024")
 
@@ -190,3 +191,29 @@ def test_dry_run_loads_no_model_and_its_plan_is_what_the_run_records(protocol_ma
         (words,) = record["words"]
         assert (words["mode"], words["amplify"]) == (p["mode"], p["amplify"])
         assert words["blend"] == (p["blend"] or [[], []])
+
+
+def test_paper_xl_seeds_each_row_with_its_index_squares_photos_and_records_the_noise_departure(tmp_path):
+    name = "editing_pie_bench_140.csv"
+    (tmp_path / "images").mkdir()
+    result = run(
+        "batch", ROOT / "tests/data/official" / name, "--images", tmp_path / "images", "--out", tmp_path / "out",
+        "--preset", "paper-xl", "-m", "tiny-xl", "--dry-run", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.stdout)["items"]
+    assert [p["seed"] for p in planned] == list(range(140))  # row j: seed j, as sdxl/edit.py
+    assert all(p["mode"] is None and p["blend"] is None and p["amplify"] == {} for p in planned)  # no P2P
+    assert {p["settings"]["resize"] for p in planned} == {"1024x1024"}
+    assert all("CUDA" in p["notes"][0] for p in planned)
+    assert "CUDA" in result.stderr
+
+
+def test_resize_squashes_the_photo_before_anything_else(tmp_path):
+    from icdedit.plans import EditRequest, plan_edit
+
+    make_photo(96, 64).save(tmp_path / "p.png")
+    request = EditRequest(tmp_path / "p.png", ["a dog"], "a cat", model="tiny-xl", preset="paper-xl", seed=None)
+    plan = plan_edit(request)
+    assert plan.source.image.size == (1024, 1024) and plan.seed == 0  # one edit is row 0
+    assert plan_edit(EditRequest(tmp_path / "p.png", ["a dog"], "a cat", model="tiny-xl")).source.image.size == (96, 64)
