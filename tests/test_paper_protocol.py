@@ -218,3 +218,28 @@ def test_resize_squashes_the_photo_before_anything_else(tmp_path):
     plan = plan_edit(request)
     assert plan.source.image.size == (1024, 1024) and plan.seed == 0  # one edit is row 0
     assert plan_edit(EditRequest(tmp_path / "p.png", ["a dog"], "a cat", model="tiny-xl")).source.image.size == (96, 64)
+
+
+def test_edit_dry_run_prints_the_plan_without_a_model_or_an_output(tmp_path, tiny_model, monkeypatch):
+    import icdedit.run_context
+    import icdedit.workflow
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run loaded a model")
+
+    monkeypatch.chdir(tmp_path)
+    make_photo(96, 64).save("p.png")
+    monkeypatch.setattr(icdedit.workflow, "load_editor", refuse)
+    monkeypatch.setattr(icdedit.run_context, "load_model", refuse)
+    src, tgt = PROTOCOL_ROWS[2][:2]
+    common = ("edit", "p.png", "--src", src, "--tgt", tgt, "-m", tiny_model, "--dry-run")
+    result = run(*common, "--preset", "paper", "--json")
+    assert result.exit_code == 0, result.output
+    (item,) = json.loads(result.stdout)["items"]
+    want = launcher_words(src, tgt, " ", 4.0)  # no blend given: none under the official rules
+    assert (item["mode"], item["blend"], item["amplify_words"]) == (want.mode, None, list(want.amplify_words))
+    assert item["seed"] == 30 and item["settings"]["words"] == "official" and not Path(item["outputs"][0]).exists()
+    auto = run(*common, "--words", "auto", "--json")
+    assert json.loads(auto.stdout)["items"][0]["amplify_words"] == ["red", "dog"]  # auto lists a word once
+    bad = run(*common, "--words", "nltk")
+    assert bad.exit_code == 2 and "auto, official" in bad.output and "Traceback" not in bad.output
