@@ -243,3 +243,12 @@ def test_edit_dry_run_prints_the_plan_without_a_model_or_an_output(tmp_path, tin
     assert json.loads(auto.stdout)["items"][0]["amplify_words"] == ["red", "dog"]  # auto lists a word once
     bad = run(*common, "--words", "nltk")
     assert bad.exit_code == 2 and "auto, official" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_words_cell_chooses_the_rules_of_its_row_and_a_bad_one_is_the_rows_problem(tiny_spec):
+    src, tgt, cell = PROTOCOL_ROWS[1]
+    rows = [{"image": "a.png", "src": src, "tgt": tgt, "blend": cell, "words": w} for w in ("auto", "official", "x")]
+    auto, official, bad = paper_items(rows, tiny_spec)
+    assert auto.settings.words == "auto" and auto.prepared.words[0].amplify == (("in", 4.0),)
+    assert official.settings.words == "official" and official.prepared.words[0].amplify == ()
+    assert bad.prepared is None and "words = 'x'" in bad.problem and "auto, official" in bad.problem
