@@ -54,12 +54,17 @@ def describe_item(item, side_by_side: bool = False) -> dict:
         "settings": item.settings.as_dict(),
         "seed": item.seed,
         "outputs": outputs,
-        "problem": item.problem,
+        "problem": item.problem or _missing_photo(item.image),
         "notes": departures(item.settings) if item.problem is None else [],
     }
     if item.warning:
         described["warning"] = item.warning
     return described
+
+
+def _missing_photo(path) -> str | None:
+    """What the run would find first when it reads the photo (images.load_image's words)."""
+    return None if path.is_file() else f"image not found: {path} (check the path)"
 
 
 def describe_plan(plan) -> dict:

@@ -201,8 +201,9 @@ def test_paper_xl_seeds_each_row_with_its_index_squares_photos_and_records_the_n
         "batch", ROOT / "tests/data/official" / name, "--images", tmp_path / "images", "--out", tmp_path / "out",
         "--preset", "paper-xl", "-m", "tiny-xl", "--dry-run", "--json",
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # no photos there: each row's problem, its plan all the same
     planned = json.loads(result.stdout)["items"]
+    assert all(p["problem"].startswith("image not found") for p in planned)
     assert [p["seed"] for p in planned] == list(range(140))  # row j: seed j, as sdxl/edit.py
     assert all(p["mode"] is None and p["blend"] is None and p["amplify"] == {} for p in planned)  # no P2P
     assert {p["settings"]["resize"] for p in planned} == {"1024x1024"}
