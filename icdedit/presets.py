@@ -24,7 +24,7 @@ MODES = ("auto", "replace", "refine")
 # the edit's own prompts; any other text is a prompt of its own (docs/numerics.md section 7).
 AMPLIFY_PROMPT_CHOICES = ("source", "target")
 # How Prompt-to-Prompt's words are chosen when not given: icdedit's derivation, or the official
-# launcher's rules exactly (p2p/launcher_words.py; docs/numerics.md section 6).
+# launcher's rules exactly (p2p/launcher_words.py; docs/numerics.md section 10).
 WORD_RULES = ("auto", "official")
 ROW_SEED = "row"  # a preset's seed: each batch row's 0-based index (the official SDXL launcher's)
 

@@ -1,6 +1,6 @@
 """The official launcher's word rules (`words: official`), written from what
 `running/sd1.5/edit.py` does for each row when `launch_editing_iCD_sd1.5.sh` runs it
-(`--is_replacement False`); docs/numerics.md section 6.
+(`--is_replacement False`); docs/numerics.md section 10.
 
 - Blend: only the manifest's blend cell, read as the launcher reads it: a cell of exactly one
   space means no blend; otherwise its first two space-separated pieces, one per side (nothing
