@@ -242,7 +242,8 @@ DryRunOpt = Annotated[
         "--dry-run",
         help=(
             "Read and check everything and print each edit's resolved plan (settings, mode, blend and amplified "
-            "words, outputs, problems) without loading any model or writing anything."
+            "words, outputs, problems) without loading any model or writing anything; exit code 1 when an item has "
+            "a problem."
         ),
     ),
 ]
