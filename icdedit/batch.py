@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import manifests
-from .dry_run import departures, describe_item
+from .dry_run import describe_item
 from .errors import IcdEditError, UsageError
 from .grid import parse_grid
 from .images import check_size, load_image
@@ -133,8 +133,6 @@ def plan_batch(request: BatchRequest, reporter: Reporter) -> BatchPlan:
         batch_size = len(grid.cells()) if batch_size == 1 else batch_size
     if decoder is not None:  # a preview never replaces a full image (and is a different item to resume)
         items = [replace(item, output=_preview_name(item.output)) for item in items]
-    for note in dict.fromkeys(n for item in items if item.problem is None for n in departures(item.settings)):
-        reporter.note(f"note: {note} (docs/numerics.md section 10)")
     return BatchPlan(spec, items, shard, batch_size, decoder)
 
 
@@ -260,6 +258,4 @@ class EditWork:
             fields["warning"] = "; ".join([*([item.warning] if item.warning else []), *truncated])
         if self.decoder:
             fields["decoder"] = self.decoder
-        if departures(item.settings):  # where the run cannot be the official launcher's (docs/numerics.md 10)
-            fields["notes"] = departures(item.settings)
         return fields

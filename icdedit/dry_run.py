@@ -10,7 +10,6 @@ in `amplify_words`, the ordered list, keeps every occurrence.
 
 from __future__ import annotations
 
-from .methods import edit_method
 from .preparation import PreparedEdit
 
 
@@ -28,18 +27,6 @@ def describe_words(prepared: PreparedEdit | None) -> dict:
     }
 
 
-def departures(settings) -> list[str]:
-    """What makes a run differ from the official launcher it follows (docs/numerics.md section 10)."""
-    notes = []
-    if settings.seed == "row" and not edit_method(settings.method).controls_attention:
-        notes.append(
-            "the official SDXL launcher draws its noise with a CUDA generator, "
-            "torch.Generator('cuda').manual_seed(row); "
-            "icdedit draws every seed with a CPU generator, so the noise (and the edit) differs from the launcher's"
-        )
-    return notes
-
-
 def describe_item(item, side_by_side: bool = False) -> dict:
     """A batch item's resolved plan (manifests.BatchItem)."""
     outputs = [str(item.output)]
@@ -55,7 +42,6 @@ def describe_item(item, side_by_side: bool = False) -> dict:
         "seed": item.seed,
         "outputs": outputs,
         "problem": item.problem or _missing_photo(item.image),
-        "notes": departures(item.settings) if item.problem is None else [],
     }
     if item.warning:
         described["warning"] = item.warning
@@ -84,7 +70,6 @@ def describe_plan(plan) -> dict:
                     "seed": plan.seed,
                     "outputs": [str(path)],
                     "problem": None,
-                    "notes": departures(cell.settings),
                 }
             )
     extra = [str(p) for p in (plan.side_by_side, plan.sheet, plan.latent) if p is not None]

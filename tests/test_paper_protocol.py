@@ -194,7 +194,7 @@ def test_dry_run_loads_no_model_and_its_plan_is_what_the_run_records(protocol_ma
         assert words["blend"] == (p["blend"] or [[], []])
 
 
-def test_paper_xl_seeds_each_row_with_its_index_squares_photos_and_records_the_noise_departure(tmp_path):
+def test_paper_xl_seeds_each_row_with_its_index_and_squares_photos(tmp_path):
     name = "editing_pie_bench_140.csv"
     (tmp_path / "images").mkdir()
     result = run(
@@ -207,8 +207,6 @@ def test_paper_xl_seeds_each_row_with_its_index_squares_photos_and_records_the_n
     assert [p["seed"] for p in planned] == list(range(140))  # row j: seed j, as sdxl/edit.py
     assert all(p["mode"] is None and p["blend"] is None and p["amplify"] == {} for p in planned)  # no P2P
     assert {p["settings"]["resize"] for p in planned} == {"1024x1024"}
-    assert all("CUDA" in p["notes"][0] for p in planned)
-    assert "CUDA" in result.stderr
 
 
 def test_resize_squashes_the_photo_before_anything_else(tmp_path):
