@@ -12,21 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from PIL import Image
+
 from . import manifests
+from .dry_run import describe_item
 from .errors import IcdEditError, UsageError
 from .grid import parse_grid
 from .images import check_size, load_image
 from .masks import read_mask
 from .plans import EditMask, EditPlan, write_edit
 from .preparation import check_method_options, explicit, resolve_settings
-from .presets import check_seed, load_preset
+from .presets import check_seed, load_preset, parse_resize
 from .reporting import Reporter
 from .run_context import RunOptions, load_editor, warn_truncation
 from .runner import Report, Summary, run_many
 from .sources import Source
 from .specs import ModelSpec, resolve_model
 
-__all__ = ["BatchRequest", "InversionCache", "Report", "Summary", "batch_items", "run_batch"]
+__all__ = ["BatchRequest", "InversionCache", "Report", "Summary", "batch_items", "dry_run_batch", "run_batch"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
 def _check_request(request: BatchRequest) -> None:
     if request.batch_size < 1:
         raise manifests.ManifestError([f"--batch-size {request.batch_size} must be at least 1"])
-    check_seed(request.defaults.get("seed", 0))
+    if request.defaults.get("seed") is not None:
+        check_seed(request.defaults["seed"])
     check_size(request.size)
     if request.defaults.get("bad_blend", "fail") not in manifests.BAD_BLEND_CHOICES:
         raise UsageError(
@@ -88,8 +92,21 @@ def _check_request(request: BatchRequest) -> None:
         )
 
 
-def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[Summary, Path]:
-    reporter = reporter or Reporter()
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch will do, decided before any model: the model, the items (this shard's, a
+    grid's cells expanded, preview names), how many a UNet batch takes, the preview decoder."""
+
+    spec: ModelSpec
+    items: list
+    shard: tuple[int, int] | None
+    batch_size: int
+    decoder: str | None
+
+
+def plan_batch(request: BatchRequest, reporter: Reporter) -> BatchPlan:
+    """Every check and every item of a batch, without loading any model (`run_batch` runs
+    this plan; `--dry-run` prints it)."""
     _check_request(request)
     preset = request.defaults.get("preset")
     try:  # a preset's `model` chooses the model when no --model is given, as in `edit`
@@ -116,19 +133,39 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         batch_size = len(grid.cells()) if batch_size == 1 else batch_size
     if decoder is not None:  # a preview never replaces a full image (and is a different item to resume)
         items = [replace(item, output=_preview_name(item.output)) for item in items]
-    work = EditWork(spec, request.size, request.side_by_side, decoder, reporter)
-    options = request.run.for_shard(shard)
+    return BatchPlan(spec, items, shard, batch_size, decoder)
+
+
+def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[Summary, Path]:
+    reporter = reporter or Reporter()
+    plan = plan_batch(request, reporter)
+    work = EditWork(plan.spec, request.size, request.side_by_side, plan.decoder, reporter)
+    options = request.run.for_shard(plan.shard)
     return run_many(
-        items,
+        plan.items,
         work,
         out=request.out,
-        shard=shard,
-        get_editor=lambda: load_editor(spec, options, reporter),
+        shard=plan.shard,
+        get_editor=lambda: load_editor(plan.spec, options, reporter),
         reporter=reporter,
         label="editing",
-        batch_size=batch_size,
+        batch_size=plan.batch_size,
         overwrite=request.overwrite,
     )
+
+
+def dry_run_batch(request: BatchRequest, reporter: Reporter | None = None) -> list[dict]:
+    """`batch --dry-run`: each item's resolved plan (dry_run.describe_item), no model loaded."""
+    plan = plan_batch(request, reporter or Reporter())
+    return [describe_item(item, request.side_by_side) for item in plan.items]
+
+
+def resized(image, settings):
+    """The photo at the settings' `resize` (the official SDXL launcher's square 1024x1024, aspect
+    not kept), with Pillow's default filter for `resize`, bicubic, as the launcher's call uses."""
+    if settings.resize is None:
+        return image
+    return image.resize(parse_resize(settings.resize), Image.Resampling.BICUBIC)
 
 
 def _preview_name(path: Path) -> Path:
@@ -170,7 +207,7 @@ class EditWork:
 
     def load(self, item: manifests.BatchItem) -> EditPlan:
         """The row's plan: its photo and mask read, its prepared edit, its outputs."""
-        image = load_image(item.image)
+        image = resized(load_image(item.image), item.settings)
         mask = EditMask(read_mask(item.mask), item.mask) if item.mask is not None else None
         side = item.output.with_name(f"{item.output.stem}-side-by-side{item.output.suffix}")
         return EditPlan(

@@ -24,15 +24,16 @@ from .files import check_name, inside, slug
 from .grid import Grid, check_grid_method
 from .images import image_format
 from .methods import edit_method, readers
+from .p2p.launcher_words import launcher_blend
 from .preparation import PreparedEdit, check_method_options, prepare_edit, resolve_settings
-from .presets import RANGES, EditSettings, check_seed, load_preset
+from .presets import RANGES, ROW_SEED, EditSettings, check_seed, load_preset
 from .rows import EXTRA_CELLS, MANIFEST_SUFFIXES, PIE_BENCH, ManifestError, normalise_row, read_manifest  # noqa: F401 (batch input)
 from .specs import ModelSpec, resolve_model
 from .text import check_prompt
 from .word_args import is_amplify_words, parse_amplify, parse_blend
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-TEXT_SETTINGS = ("mode", "method", "amplify_prompt")  # settings a cell gives as text
+TEXT_SETTINGS = ("mode", "method", "amplify_prompt", "words")  # settings a cell gives as text
 COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", "mask", *RANGES, *TEXT_SETTINGS}
 # Columns of edit words (and the amplify factor) that dataset manifests carry on every row, for
 # Prompt-to-Prompt (PIE-Bench's blended_words): see `checked_cells` for when a method that
@@ -155,11 +156,15 @@ def iter_fixed(parts: Iterable[str]) -> Iterable[str]:
         yield part
 
 
-def _row_blend(row: dict, defaults: BatchDefaults) -> list[tuple[str, str]] | None:
+def _row_blend(row: dict, defaults: BatchDefaults, rules: str = "auto") -> list[tuple[str, str]] | None:
     """A row's blend: its cell where the manifest has a blend column, a blank cell meaning no
-    local blend (as the official script reads PIE-Bench's ' '); else --blend, or derived (None)."""
+    local blend (as the official script reads PIE-Bench's ' '); else --blend, or derived (None).
+    Under the official word rules the cell is split as the launcher splits it (launcher_blend)."""
     if "blend" not in row:
         return defaults.blend
+    if rules == "official":
+        pair = launcher_blend(row["blend"])
+        return [] if pair is None else [pair]
     blend = parse_blend(row["blend"])
     return [] if blend is None else blend
 
@@ -197,7 +202,7 @@ class BatchDefaults:
     tgt: str | None = None
     preset: str | None = None
     overrides: dict = field(default_factory=dict)
-    seed: int = 0
+    seed: int | None = None  # --seed; None: the preset's seed, else 0
     blend: list[tuple[str, str]] | None = None
     amplify: list[tuple[str, float]] | None = None
     bad_blend: str = "fail"  # a blend that cannot be used: "fail" the row, or "ignore" it (no local blend)
@@ -280,7 +285,7 @@ def _build_item(
         str(src or ""),
         str(tgt or ""),
         resolve_settings(defaults.model),
-        defaults.seed,
+        defaults.seed or 0,
         output_path,
         mask=mask,
     )
@@ -307,7 +312,7 @@ def _build_item(
             defaults.model, _preset(preset_name, presets), defaults.overrides, cells, labels=("command line", "row")
         )
         check_method_options(defaults.model, settings.method, checked_cells(row, cells), cells=True)
-        seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else defaults.seed
+        seed = _seed(row["seed"]) if not is_blank(row.get("seed")) else item_seed(defaults.seed, settings, number)
         image_format(output_path)
         item = replace(item, settings=settings, seed=seed)
         if not edit_method(settings.method).controls_attention:  # amplify and blend steer Prompt-to-Prompt only
@@ -318,11 +323,21 @@ def _build_item(
     except (ValueError, TypeError, IcdEditError) as exc:
         return replace(item, problem=str(exc))
     try:
-        item = replace(item, blend=_row_blend(row, defaults))
+        item = replace(item, blend=_row_blend(row, defaults, item.settings.words))
     except ValueError as exc:
         item = _unusable_blend(item, str(exc), defaults.bad_blend)
         return item if item.problem else _prepare(item, defaults)
     return _prepare(item, defaults)
+
+
+def item_seed(flag: int | None, settings: EditSettings, number: int) -> int:
+    """A row's seed without a seed cell: --seed, else the preset's (`row`: the row's 0-based
+    index, as the official SDXL launcher seeds row j with j), else 0."""
+    if flag is not None:
+        return flag
+    if settings.seed == ROW_SEED:
+        return number - 1
+    return 0 if settings.seed is None else settings.seed
 
 
 def output_outside(output: str, out_dir: Path) -> str:

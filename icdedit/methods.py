@@ -19,7 +19,7 @@ from .errors import SettingsError
 # The settings that only some methods read, in the order errors name them. `amplify` is both
 # the factor (a setting) and the words with their factors (--amplify, a manifest's amplify
 # column); `blend` the local-blend words (--blend, a manifest's blend column).
-ATTENTION_SETTINGS = ("cross_replace", "self_replace", "mode", "blend_threshold", "blend", "amplify")
+ATTENTION_SETTINGS = ("cross_replace", "self_replace", "mode", "blend_threshold", "blend", "amplify", "words")
 SWITCH_SETTINGS = ("amplify_prompt",)
 METHOD_SETTINGS = (*ATTENTION_SETTINGS, *SWITCH_SETTINGS)
 

@@ -11,6 +11,7 @@ Prompt (`preparation.generated_noise_defaults`) > the model's default preset.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -52,7 +53,7 @@ class EditRequest:
     src: str | None = None
     model: str | None = None
     preset: str | None = None
-    seed: int = 0
+    seed: int | None = 0  # None: the preset's seed (its `row` is 0 for one edit), else 0
     overrides: dict = field(default_factory=dict)
     blend: list[tuple[str, str]] | None = None
     no_blend: bool = False
@@ -175,7 +176,8 @@ def library_edit(
 def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
     """Read and check everything (files, prompts, settings, words, outputs, the mask): a bad
     request fails here, in milliseconds, before any model. `source`: already read (the page)."""
-    check_seed(request.seed)
+    if request.seed is not None:
+        check_seed(request.seed)
     check_size(request.size)
     targets = [check_prompt(t, "tgt") for t in request.targets]
     chosen = load_preset(request.preset) if request.preset else None
@@ -192,6 +194,7 @@ def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
     )
     if grid is not None:
         check_grid_method(grid, settings[0].method)
+    source = _resized_source(source, settings[0])
     prepared = tuple(
         prepare_edit(
             source.spec,
@@ -220,7 +223,7 @@ def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
         spec=source.spec,
         source=source,
         input=request.source,
-        seed=request.seed,
+        seed=_edit_seed(request.seed, settings[0]),
         size=request.size,
         cells=prepared,
         mask=mask,
@@ -229,6 +232,22 @@ def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
         given={k: v for k, v in overrides.items() if v is not None},
         **outputs,
     )
+
+
+def _edit_seed(flag: int | None, settings: EditSettings) -> int:
+    """--seed, else the preset's (its `row`: one edit is row 0), else 0."""
+    if flag is not None:
+        return flag
+    return settings.seed if isinstance(settings.seed, int) else 0
+
+
+def _resized_source(source: Source, settings: EditSettings) -> Source:
+    """A photo resized as the settings' `resize` says (a latent file keeps its size)."""
+    if settings.resize is None or source.image is None:
+        return source
+    from .batch import resized
+
+    return dataclasses.replace(source, image=resized(source.image, settings))
 
 
 def _read_sliders(spec: ModelSpec, preset, overrides: dict, sliders: dict) -> dict:

@@ -81,7 +81,7 @@ def prepare_edit(
     if not method.controls_attention:
         return PreparedEdit(source, targets, settings, (), prompt)
     s = settings
-    words = derive_all_edit_words(source, list(targets), s.mode, s.amplify, amplify, blend, no_blend)
+    words = derive_all_edit_words(source, list(targets), s.mode, s.amplify, amplify, blend, no_blend, s.words)
     return PreparedEdit(source, targets, settings, tuple(words), prompt)
 
 

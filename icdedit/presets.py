@@ -8,6 +8,7 @@ default preset. `EditSettings()`'s own defaults are the official SD1.5 settings.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -22,6 +23,10 @@ MODES = ("auto", "replace", "refine")
 # The amplify prompt (the prompt switch's prompt of the high-noise steps): these two words name
 # the edit's own prompts; any other text is a prompt of its own (docs/numerics.md section 7).
 AMPLIFY_PROMPT_CHOICES = ("source", "target")
+# How Prompt-to-Prompt's words are chosen when not given: icdedit's derivation, or the official
+# launcher's rules exactly (p2p/launcher_words.py; docs/numerics.md section 10).
+WORD_RULES = ("auto", "official")
+ROW_SEED = "row"  # a preset's seed: each batch row's 0-based index (the official SDXL launcher's)
 
 # name -> (low, high, what it means); bounds are inclusive
 RANGES: dict[str, tuple[float, float, str]] = {
@@ -69,6 +74,9 @@ class EditSettings:
     method: str | None = None  # an edit method (a key of methods.METHODS); None: the model family's
     amplify_prompt: str = "source"  # the prompt switch's: source, target, or a prompt of its own
     model: str | None = None
+    words: str = "auto"  # WORD_RULES: how Prompt-to-Prompt's words are derived when not given
+    seed: int | str | None = None  # a preset's seed, below --seed and a row's cell; ROW_SEED: the row index
+    resize: str | None = None  # "WxH": every photo resized to exactly that first (aspect not kept)
     description: str = ""
 
     def validated(self, source: str = "settings") -> EditSettings:
@@ -87,6 +95,12 @@ class EditSettings:
                 f"{source}: amplify_prompt = {self.amplify_prompt!r} is not a prompt",
                 f"use {' or '.join(AMPLIFY_PROMPT_CHOICES)}, or a prompt in words",
             )
+        if self.words not in WORD_RULES:
+            raise UsageError(f"{source}: words = {self.words!r} is not allowed", f"use one of {', '.join(WORD_RULES)}")
+        if self.seed is not None and self.seed != ROW_SEED:
+            check_seed(self.seed, f"{source}: seed")
+        if self.resize is not None:
+            parse_resize(self.resize, source)
         return self
 
     def with_overrides(self, source: str = "command line", **flags) -> EditSettings:
@@ -95,7 +109,17 @@ class EditSettings:
         return replace(self, **given).validated(source)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "description"}
+        """The settings as recorded: the seed is recorded as the item's own, an unset resize left out."""
+        hidden = {"description", "seed", *(["resize"] if self.resize is None else [])}
+        return {k: v for k, v in asdict(self).items() if k not in hidden}
+
+
+def parse_resize(text, source: str = "settings") -> tuple[int, int]:
+    """'1024x1024' -> (1024, 1024): the size every photo is resized to before processing."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", str(text))
+    if not match or not all(64 <= int(n) <= 8192 for n in match.groups()):
+        raise UsageError(f"{source}: resize = {text!r} is not WxH", "e.g. resize: 1024x1024 (64 to 8192 pixels a side)")
+    return int(match[1]), int(match[2])
 
 
 def read_preset(path: Path) -> EditSettings:
@@ -126,7 +150,7 @@ def read_preset(path: Path) -> EditSettings:
     if unknown:
         raise SettingsError(f"{path}: unknown key {unknown[0]!r}", f"allowed keys: {', '.join(sorted(allowed))}")
     values = {k: check_number(k, v, str(path)) if k in RANGES else v for k, v in data.items()}
-    for key in ("model", "method", "amplify_prompt"):
+    for key in ("model", "method", "amplify_prompt", "words", "resize"):
         if values.get(key) is not None:
             values[key] = str(values[key]).strip()
     return EditSettings(**values).validated(str(path))

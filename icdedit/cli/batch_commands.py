@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import command, emit_summary, examples, progress_bar, reporter
+from .app import command, emit, emit_summary, examples, progress_bar, reporter
 from .options import (
     AmplifyOpt,
     AmplifyPromptOpt,
@@ -17,6 +17,7 @@ from .options import (
     CrossOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    DryRunOpt,
     DtypeOpt,
     GuidanceOpt,
     JsonOpt,
@@ -24,11 +25,12 @@ from .options import (
     ModelOpt,
     ModeOpt,
     OfflineOpt,
+    OptionalSeedOpt,
     PreviewOpt,
-    SeedOpt,
     SelfOpt,
     SizeOpt,
     TauOpt,
+    WordsOpt,
     parse_amplify_flag,
     parse_blend_flag,
     run_options,
@@ -68,7 +70,7 @@ def batch(
     ),
     model: ModelOpt = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for rows without their own.")] = None,
-    seed: SeedOpt = 0,
+    seed: OptionalSeedOpt = None,
     guidance: GuidanceOpt = None,
     tau: TauOpt = None,
     cross_replace: CrossOpt = None,
@@ -76,6 +78,7 @@ def batch(
     mode: ModeOpt = None,
     method: MethodOpt = None,
     amplify_prompt: AmplifyPromptOpt = None,
+    words: WordsOpt = None,
     blend: BlendOpt = None,
     amplify: AmplifyOpt = None,
     bad_blend: Annotated[
@@ -134,6 +137,7 @@ def batch(
             ),
         ),
     ] = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from .. import batch as batch_run
@@ -168,9 +172,16 @@ def batch(
                 method=method,
                 amplify_prompt=amplify_prompt,
                 amplify=amplify_factor,
+                words=words,
             ),
         ),
     )
+    if dry_run:
+        from ..dry_run import dry_run_line
+
+        items = batch_run.dry_run_batch(request, reporter(ctx, None))
+        emit({"items": items}, as_json, [dry_run_line(item) for item in items])
+        raise typer.Exit(1 if any(item["problem"] for item in items) else 0)
     with progress_bar(ctx, not as_json, items=True) as progress:
         summary, report = batch_run.run_batch(request, reporter(ctx, progress))
     emit_summary("batch", summary, report, as_json)

@@ -20,6 +20,7 @@ from .options import (
     CrossOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    DryRunOpt,
     DtypeOpt,
     GuidanceOpt,
     JsonOpt,
@@ -27,6 +28,7 @@ from .options import (
     ModelOpt,
     ModeOpt,
     OfflineOpt,
+    OptionalSeedOpt,
     OutOpt,
     OverwriteOpt,
     PickOpt,
@@ -36,6 +38,7 @@ from .options import (
     SelfOpt,
     SizeOpt,
     TauOpt,
+    WordsOpt,
     parse_amplify_flag,
     parse_blend_flag,
     per_family,
@@ -208,7 +211,7 @@ def edit(
             ),
         ),
     ] = None,
-    seed: SeedOpt = 0,
+    seed: OptionalSeedOpt = None,
     guidance: GuidanceOpt = None,
     tau: TauOpt = None,
     cross_replace: CrossOpt = None,
@@ -216,6 +219,7 @@ def edit(
     mode: ModeOpt = None,
     method: MethodOpt = None,
     amplify_prompt: AmplifyPromptOpt = None,
+    words: WordsOpt = None,
     blend: BlendOpt = None,
     no_blend: Annotated[bool, typer.Option("--no-blend", help="Do not derive a local blend.")] = False,
     amplify: AmplifyOpt = None,
@@ -275,6 +279,7 @@ def edit(
     ] = 0.0,
     score: ScoreOpt = None,
     pick: PickOpt = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     started = time.perf_counter()
@@ -299,6 +304,7 @@ def edit(
             method=method,
             amplify_prompt=amplify_prompt,
             amplify=amplify_factor,
+            words=words,
         ),
         blend=parse_blend_flag(blend),
         no_blend=no_blend,
@@ -316,6 +322,13 @@ def edit(
         pick=pick,
         run=run_options(device, dtype, attention, cuda_graphs, compile, preview, offline),
     )
+    if dry_run:
+        from ..dry_run import describe_plan, dry_run_line
+        from ..plans import plan_edit
+
+        planned = describe_plan(plan_edit(request))
+        emit(planned, as_json, [dry_run_line(item) for item in planned["items"]] + planned["other_outputs"])
+        return
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_edit(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)

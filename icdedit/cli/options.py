@@ -244,3 +244,39 @@ PICK_HELP = (
 )
 ScoreOpt = Annotated[Optional[str], typer.Option("--score", metavar="METRICS", help=SCORE_HELP)]
 PickOpt = Annotated[Optional[str], typer.Option("--pick", metavar="METRIC[,OTHER<BOUND]...", help=PICK_HELP)]
+
+
+# -- the paper's protocol (issue 25): word rules, a plan without a model ---------------------------
+WordsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--words",
+        metavar="auto|official",
+        help=(
+            "How Prompt-to-Prompt's words are chosen when not given: auto (icdedit's derivation) or official (the "
+            "official launcher's rules exactly: blend only from the blend cell, the target's new words less NLTK's "
+            "stop words amplified, replace mode when the word counts match). --preset paper sets official."
+        ),
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help=(
+            "Read and check everything and print each edit's resolved plan (settings, mode, blend and amplified "
+            "words, outputs, problems) without loading any model or writing anything; exit code 1 when an item has "
+            "a problem."
+        ),
+    ),
+]
+OptionalSeedOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--seed",
+        help=(
+            "Seed of the inversion's random draws: the start noise, and for SDXL first the VAE posterior sample. "
+            "Default: the preset's seed (paper: 30; paper-xl: each row's index), else 0."
+        ),
+    ),
+]

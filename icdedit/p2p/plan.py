@@ -1,6 +1,6 @@
 """What to control, decided once per edit: words, modes, windows and mappers, as plain tensors.
 
-`derive_edit_words` reproduces the official benchmark script's defaults; `build_control_plan`
+`derive_edit_words` derives the words not given (icdedit's rules, or the official launcher's); `build_control_plan`
 turns prompts and settings into a frozen `ControlPlan` that the attention controller reads.
 """
 
@@ -15,6 +15,7 @@ import torch
 from ..errors import InputError, SettingsError
 from ..presets import RANGES
 from ..text import word_token_positions, words_of
+from .launcher_words import launcher_amplified
 from .mappers import refinement_mapper, replacement_mapper
 
 # Common English function words, never amplified by default in refine mode (the official
@@ -85,19 +86,23 @@ def derive_edit_words(
     amplify: Sequence[tuple[str, float]] | None = None,
     blend: Sequence[tuple[str, str]] | None = None,
     no_blend: bool = False,
+    rules: str = "auto",
 ) -> EditWords:
-    """Explicit words win; missing ones are derived as the official benchmark script does:
-    replace mode amplifies and blends the words that differ; refine mode amplifies the
-    target's new words that are not stop words and blends nothing."""
+    """Explicit words win; missing ones are derived by `rules`. auto: replace mode amplifies and
+    blends the words that differ; refine mode amplifies the target's new words that are not stop
+    words and blends nothing. official: the launcher's rules (launcher_words.py): its new words
+    less NLTK's stop words amplified (a repeated word listed twice), no blend but the given one."""
     mode = choose_mode(source, target, mode)
     src_words, tgt_words = words_of(source), words_of(target)
-    if mode == "replace":
+    if rules == "official":
+        pairs, new_words = [], launcher_amplified(source, target)
+    elif mode == "replace":
         pairs = [(s, t) for s, t in zip(src_words, tgt_words) if s != t]
-        new_words = [t for _, t in pairs]
+        new_words = list(dict.fromkeys(t for _, t in pairs))
     else:
         pairs = []
         new_words = [w for w in tgt_words if w not in src_words and w.lower() not in STOP_WORDS]
-    new_words = list(dict.fromkeys(new_words))
+        new_words = list(dict.fromkeys(new_words))
     derived_amplify = amplify is None
     derived_blend = blend is None and not no_blend
     if amplify is None:
@@ -140,11 +145,12 @@ def derive_all_edit_words(
     amplify: Sequence[tuple[str, float]] | None = None,
     blend: Sequence[tuple[str, str]] | None = None,
     no_blend: bool = False,
+    rules: str = "auto",
 ) -> list[EditWords]:
     """`derive_edit_words` for several targets: an explicit amplify word or blend pair applies
     to the targets that contain its (target) word, and must be found in at least one."""
     if len(targets) == 1:
-        return [derive_edit_words(source, targets[0], mode, amplify_factor, amplify, blend, no_blend)]
+        return [derive_edit_words(source, targets[0], mode, amplify_factor, amplify, blend, no_blend, rules)]
     for word, _ in amplify or ():
         if not any(word in words_of(t) for t in targets):
             raise InputError(
@@ -162,7 +168,7 @@ def derive_all_edit_words(
         tgt_words = words_of(target)
         own_amplify = None if amplify is None else [(w, v) for w, v in amplify if w in tgt_words]
         own_blend = None if blend is None else [(s, t) for s, t in blend if t in tgt_words]
-        result.append(derive_edit_words(source, target, mode, amplify_factor, own_amplify, own_blend, no_blend))
+        result.append(derive_edit_words(source, target, mode, amplify_factor, own_amplify, own_blend, no_blend, rules))
     return result
 
 
