@@ -20,6 +20,7 @@ from .masks import read_mask
 from .plans import EditMask, EditPlan, write_edit
 from .preparation import check_method_options, explicit, resolve_settings
 from .presets import check_seed, load_preset
+from .records import run_record
 from .reporting import Reporter
 from .run_context import RunOptions, load_editor, warn_truncation
 from .runner import Report, Summary, run_many
@@ -116,7 +117,7 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         batch_size = len(grid.cells()) if batch_size == 1 else batch_size
     if decoder is not None:  # a preview never replaces a full image (and is a different item to resume)
         items = [replace(item, output=_preview_name(item.output)) for item in items]
-    work = EditWork(spec, request.size, request.side_by_side, decoder, reporter)
+    work = EditWork(spec, request.size, request.side_by_side, decoder, reporter, asked_model=request.model)
     options = request.run.for_shard(shard)
     return run_many(
         items,
@@ -167,6 +168,7 @@ class EditWork:
     reporter: Reporter
     inversions: InversionCache = field(default_factory=InversionCache)  # a grid's cells share one
     truncation: dict = field(default_factory=dict)  # prompt -> its truncation warning (None: fits), once a run
+    asked_model: str | None = None  # --model as given, for the outputs' records
 
     def load(self, item: manifests.BatchItem) -> EditPlan:
         """The row's plan: its photo and mask read, its prepared edit, its outputs."""
@@ -184,6 +186,7 @@ class EditWork:
             mask=mask,
             side_by_side=side if self.side_by_side else None,
             decoder=self.decoder,
+            asked_model=self.asked_model,
         )
 
     def group_key(self, item, plan: EditPlan, editor) -> tuple[int, int]:
@@ -208,7 +211,9 @@ class EditWork:
     def finish(self, editor, item, plan: EditPlan, made) -> dict:
         result, mask = made
         item.output.parent.mkdir(parents=True, exist_ok=True)
-        fields = write_edit(plan, [result], plan.source.image, mask)
+        fields = write_edit(
+            plan, [result], plan.source.image, mask, run_record(editor, self.decoder), batch_item=item.number
+        )
         fields["words"] = [
             {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)]}
             for w in result.words

@@ -11,7 +11,6 @@ Prompt (`preparation.generated_noise_defaults`) > the model's default preset.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from .errors import OutputError, UsageError
 from .files import check_output, distinct_paths, slug
 from .grid import Grid, check_grid_method, parse_grid
 from .images import check_size, contact_sheet, image_format, save_image, side_by_side
-from .latents import save_latent
+from .latents import LATENT_SCALE, save_latent
 from .masks import aspect_note, fit_mask, latent_mask, outline, read_mask
 from .methods import edit_method
 from .naming import default_output, edit_outputs
@@ -35,6 +34,7 @@ from .preparation import (
     resolve_settings,
 )
 from .presets import EditSettings, check_seed, load_preset
+from .records import edit_record, record_text, run_record
 from .reporting import Reporter
 from .run_context import RunOptions, free_device_memory, is_out_of_memory, warn_truncation
 from .sources import Source, inversion_from_latent, latent_metadata, read_source
@@ -111,6 +111,7 @@ class EditPlan:
     scoring: tuple[tuple[str, ...], object, Path | None] | None = None  # metrics, pick rule, picked path
     notes: tuple[str, ...] = ()  # what was derived or inherited, to tell the person
     given: dict = field(default_factory=dict)  # the settings given explicitly (flags, and sliders used)
+    asked_model: str | None = None  # the --model as given (a name or a .yaml), for the outputs' records
 
     def jobs(self, inversion: Inversion) -> list[EditJob]:
         mask = self.mask.fitted(inversion) if self.mask is not None else None
@@ -226,6 +227,7 @@ def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
         decoder=decoder,
         notes=tuple(notes),
         given={k: v for k, v in overrides.items() if v is not None},
+        asked_model=request.model or (chosen and chosen.model),
         **outputs,
     )
 
@@ -332,21 +334,42 @@ def edit_cells(editor, jobs: list[EditJob], *, decode_source=False, source_laten
         return [editor.edit_many([job], **options)[0] for job in jobs]
 
 
-def write_edit(plan: EditPlan, results: list, original: Image.Image | None, mask) -> dict:
-    """Every cell's images (a grid's cells record their settings in the file) and the side-by-
-    side (the mask outlined on the original): what every edit writes, batch rows included."""
+def write_edit(
+    plan: EditPlan, results: list, original: Image.Image | None, mask, run: dict | None = None, **extra
+) -> dict:
+    """Every cell's images and the side-by-side (the mask outlined on the original), each with
+    its record (records.py: `run` is how the model ran, `extra` what the caller adds, e.g. a
+    batch row's number): what every edit writes, batch rows included."""
+    run = run or {}
     for cell, result, paths in zip(plan.cells, results, plan.outputs):
-        made = {"settings": cell.settings.as_dict(), **_decoder(plan)}
-        text = {"icdedit": json.dumps(made)} if plan.grid is not None else None
-        for image, path in zip(result.targets, paths):
-            save_image(image, path, text)
+        cell_values = {"grid_cell": _grid_cell(plan, cell)} if plan.grid is not None else {}
+        for index, (image, path) in enumerate(zip(result.targets, paths)):
+            sizes = {"size": list(image.size), "processing_size": _processing_size(result)}
+            record = edit_record(plan, cell, index, run, **sizes, **cell_values, **extra)
+            save_image(image, path, record_text(record))
     if plan.side_by_side is None:
         return {}
     shown = original if original is not None else results[0].source
     if mask is not None:
         shown = outline(shown, fit_mask(mask, shown.size))
-    save_image(side_by_side([shown, *results[0].targets]), plan.side_by_side)
+    sizes = {"size": list(results[0].targets[0].size), "processing_size": _processing_size(results[0])}
+    record = edit_record(plan, plan.cells[0], 0, run, **sizes, image="side-by-side", **extra)
+    save_image(side_by_side([shown, *results[0].targets]), plan.side_by_side, record_text(record))
     return {"side_by_side": str(plan.side_by_side)}
+
+
+def _processing_size(result) -> list[int]:
+    """[width, height] the edit was computed at: its latents' size in pixels."""
+    return [result.latents.shape[-1] * LATENT_SCALE, result.latents.shape[-2] * LATENT_SCALE]
+
+
+def _grid_axes(plan: EditPlan) -> list:
+    return [[key, list(values)] for key, values in plan.grid.axes]
+
+
+def _grid_cell(plan: EditPlan, cell: PreparedEdit) -> dict:
+    """A grid cell's own values (the axes' settings), as the record names them."""
+    return {key: getattr(cell.settings, key) for key in plan.grid.keys}
 
 
 def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion: Inversion | None = None) -> dict:
@@ -369,14 +392,15 @@ def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion
         "targets": list(plan.cells[0].targets),
         "seed": inversion.seed,
     }
-    written = write_edit(plan, results, plan.source.image, jobs[0].mask)
+    made_with = run_record(editor, plan.decoder)
+    written = write_edit(plan, results, plan.source.image, jobs[0].mask, made_with, seed=inversion.seed)
     if plan.grid is None:
         report.update(settings=plan.cells[0].settings.as_dict(), words=[_words(w) for w in results[0].words])
     else:
         report["grid"] = [
             {"output": str(p[0]), "settings": c.settings.as_dict()} for p, c in zip(plan.outputs, plan.cells)
         ]
-        report["sheet"] = str(_write_sheet(plan, results))
+        report["sheet"] = str(_write_sheet(plan, results, made_with, inversion.seed))
     report["size"] = list(results[0].targets[0].size)
     report.update(written)
     if plan.latent is not None:
@@ -404,14 +428,17 @@ def _decoder(plan: EditPlan) -> dict:
     return {"decoder": plan.decoder} if plan.decoder else {}
 
 
-def _write_sheet(plan: EditPlan, results: list) -> Path:
+def _write_sheet(plan: EditPlan, results: list, run: dict, seed: int) -> Path:
     """The contact sheet: the first axis as columns, the other axes' combinations as rows."""
     first, rest = plan.grid.axes[0], Grid(plan.grid.axes[1:])
     row_cells = rest.cells() if rest.axes else [{}]
     by_cell = [r.targets[0] for r in results]  # the first axis varies slowest
     images = [by_cell[c * len(row_cells) + r] for r in range(len(row_cells)) for c in range(len(first[1]))]
     columns = [f"{first[0]}={value:g}" for value in first[1]]
-    save_image(contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells]), plan.sheet)
+    sheet = contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells])
+    sizes = {"size": list(sheet.size), "processing_size": _processing_size(results[0])}
+    record = edit_record(plan, plan.cells[0], 0, run, seed=seed, image="contact sheet", grid=_grid_axes(plan), **sizes)
+    save_image(sheet, plan.sheet, record_text(record))
     return plan.sheet
 
 
@@ -451,6 +478,8 @@ def score_cells(editor, plan: EditPlan, images: list, cells: list[dict], reporte
         if picked is None:
             reporter.note(f"note: no cell meets --pick ({rule.describe()}); nothing written as {picked_path}")
         else:
-            save_image(images[picked], picked_path)
+            cell = plan.cells[picked]
+            made = edit_record(plan, cell, 0, run_record(editor, plan.decoder), grid_cell=_grid_cell(plan, cell))
+            save_image(images[picked], picked_path, record_text(made))
             extra.update(picked=str(picked_path), picked_cell=cells[picked]["output"])
     return extra

@@ -10,7 +10,15 @@ the user can fix are one line and exit code 1; usage errors exit 2; a traceback 
 `--debug` (or ICDEDIT_DEBUG=1).
 """
 
-from . import batch_commands, catalog_commands, edit_commands, eval_commands, generate_commands, ui_commands
+from . import (
+    batch_commands,
+    catalog_commands,
+    edit_commands,
+    eval_commands,
+    generate_commands,
+    info_commands,
+    ui_commands,
+)
 from .app import app, main
 
 # Every command, in the order `icdedit --help` lists them.
@@ -25,6 +33,7 @@ COMMANDS = (
     catalog_commands.models,
     catalog_commands.download,
     catalog_commands.presets,
+    info_commands.info,
 )
 for _command in COMMANDS:
     app.command(**_command.command_options)(_command)
