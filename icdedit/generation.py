@@ -207,7 +207,12 @@ def run_generate(request: GenerateRequest, reporter: Reporter | None = None) -> 
             generation.image, path, settings.image_text(request.prompt, generation.noise.seed, editor, request.model)
         )
     for generation, path in zip(made, noises):
-        save_latent(path, generation.noise.latent, latent_metadata(spec, generation.noise, None, generated=True))
+        meta = latent_metadata(spec, generation.noise, None, generated=True)
+        record = json.loads(
+            settings.image_text(request.prompt, generation.noise.seed, editor, request.model)["icdedit"]
+        )
+        meta["record"] = json.dumps({**record, "image": "start noise"})  # what the noise was generated for
+        save_latent(path, generation.noise.latent, meta)
     report = {
         "command": "generate",
         "outputs": [str(p) for p in images],

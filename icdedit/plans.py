@@ -22,7 +22,7 @@ from .errors import OutputError, UsageError
 from .files import check_output, distinct_paths, slug
 from .grid import Grid, check_grid_method, parse_grid
 from .images import check_size, contact_sheet, image_format, save_image, side_by_side
-from .latents import LATENT_SCALE, save_latent
+from .latents import save_latent
 from .masks import aspect_note, fit_mask, latent_mask, outline, read_mask
 from .methods import edit_method
 from .naming import default_output, edit_outputs
@@ -34,7 +34,7 @@ from .preparation import (
     resolve_settings,
 )
 from .presets import EditSettings, check_seed, load_preset
-from .records import edit_record, record_text, run_record
+from .records import edit_record, grid_axes, grid_cell, processing_size, record_text, run_record
 from .reporting import Reporter
 from .run_context import RunOptions, free_device_memory, is_out_of_memory, warn_truncation
 from .sources import Source, inversion_from_latent, latent_metadata, read_source
@@ -342,9 +342,9 @@ def write_edit(
     batch row's number): what every edit writes, batch rows included."""
     run = run or {}
     for cell, result, paths in zip(plan.cells, results, plan.outputs):
-        cell_values = {"grid_cell": _grid_cell(plan, cell)} if plan.grid is not None else {}
+        cell_values = {"grid_cell": grid_cell(plan, cell)} if plan.grid is not None else {}
         for index, (image, path) in enumerate(zip(result.targets, paths)):
-            sizes = {"size": list(image.size), "processing_size": _processing_size(result)}
+            sizes = {"size": list(image.size), "processing_size": processing_size(result)}
             record = edit_record(plan, cell, index, run, **sizes, **cell_values, **extra)
             save_image(image, path, record_text(record))
     if plan.side_by_side is None:
@@ -352,24 +352,10 @@ def write_edit(
     shown = original if original is not None else results[0].source
     if mask is not None:
         shown = outline(shown, fit_mask(mask, shown.size))
-    sizes = {"size": list(results[0].targets[0].size), "processing_size": _processing_size(results[0])}
+    sizes = {"size": list(results[0].targets[0].size), "processing_size": processing_size(results[0])}
     record = edit_record(plan, plan.cells[0], 0, run, **sizes, image="side-by-side", **extra)
     save_image(side_by_side([shown, *results[0].targets]), plan.side_by_side, record_text(record))
     return {"side_by_side": str(plan.side_by_side)}
-
-
-def _processing_size(result) -> list[int]:
-    """[width, height] the edit was computed at: its latents' size in pixels."""
-    return [result.latents.shape[-1] * LATENT_SCALE, result.latents.shape[-2] * LATENT_SCALE]
-
-
-def _grid_axes(plan: EditPlan) -> list:
-    return [[key, list(values)] for key, values in plan.grid.axes]
-
-
-def _grid_cell(plan: EditPlan, cell: PreparedEdit) -> dict:
-    """A grid cell's own values (the axes' settings), as the record names them."""
-    return {key: getattr(cell.settings, key) for key in plan.grid.keys}
 
 
 def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion: Inversion | None = None) -> dict:
@@ -404,7 +390,7 @@ def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion
     report["size"] = list(results[0].targets[0].size)
     report.update(written)
     if plan.latent is not None:
-        _write_latent(plan, inversion, results[0], jobs[0].mask)
+        _write_latent(plan, inversion, results[0], jobs[0].mask, made_with)
         report["latent"] = str(plan.latent)
     if plan.mask is not None:
         report["mask"] = str(plan.mask.path)
@@ -436,17 +422,20 @@ def _write_sheet(plan: EditPlan, results: list, run: dict, seed: int) -> Path:
     images = [by_cell[c * len(row_cells) + r] for r in range(len(row_cells)) for c in range(len(first[1]))]
     columns = [f"{first[0]}={value:g}" for value in first[1]]
     sheet = contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells])
-    sizes = {"size": list(sheet.size), "processing_size": _processing_size(results[0])}
-    record = edit_record(plan, plan.cells[0], 0, run, seed=seed, image="contact sheet", grid=_grid_axes(plan), **sizes)
+    sizes = {"size": list(sheet.size), "processing_size": processing_size(results[0])}
+    record = edit_record(plan, plan.cells[0], 0, run, seed=seed, image="contact sheet", grid=grid_axes(plan), **sizes)
     save_image(sheet, plan.sheet, record_text(record))
     return plan.sheet
 
 
-def _write_latent(plan: EditPlan, inversion: Inversion, result, mask) -> None:
+def _write_latent(plan: EditPlan, inversion: Inversion, result, mask, run: dict) -> None:
     """The final latents, rows source then targets for every method, and how they were made."""
     meta = latent_metadata(plan.spec, inversion, plan.input if plan.source.image is not None else None)
     meta["targets"] = " | ".join(plan.cells[0].targets)
     meta["rows"] = "source, targets"
+    sizes = {"size": list(result.targets[0].size), "processing_size": processing_size(result)}
+    record = edit_record(plan, plan.cells[0], 0, run, seed=inversion.seed, image="final latents", **sizes)
+    meta["record"] = record_text(record)["icdedit"]
     tensors = None
     if mask is not None:  # the latent-space mask the rows were kept to, and where it came from
         meta["mask"] = f"{plan.mask.name} (feather {plan.mask.feather:g})"
@@ -479,7 +468,7 @@ def score_cells(editor, plan: EditPlan, images: list, cells: list[dict], reporte
             reporter.note(f"note: no cell meets --pick ({rule.describe()}); nothing written as {picked_path}")
         else:
             cell = plan.cells[picked]
-            made = edit_record(plan, cell, 0, run_record(editor, plan.decoder), grid_cell=_grid_cell(plan, cell))
+            made = edit_record(plan, cell, 0, run_record(editor, plan.decoder), grid_cell=grid_cell(plan, cell))
             save_image(images[picked], picked_path, record_text(made))
             extra.update(picked=str(picked_path), picked_cell=cells[picked]["output"])
     return extra

@@ -196,7 +196,14 @@ def _latent_record(path: Path) -> dict | None:
         return None
     if metadata.get("record"):
         return _parse(metadata["record"])
-    return {"command": _latent_command(metadata), "latent": dict(metadata)}
+    record = {"command": _latent_command(metadata), "prompt": metadata.get("prompt", ""), "latent": dict(metadata)}
+    if metadata.get("seed", "").isdigit():
+        record["seed"] = int(metadata["seed"])
+    if metadata.get("model"):
+        record["model"] = {"name": metadata["model"]}
+    if metadata.get("source_image"):
+        record["source"] = {"file": metadata["source_image"], "kind": "photo"}
+    return record  # a file written before records: what its metadata says
 
 
 def _latent_command(metadata: dict) -> str:
@@ -362,3 +369,20 @@ def _words_given(cell) -> dict | None:
         blend = list(dict.fromkeys((s, t) for w in cell.words for s in w.blend_source for t in w.blend_target))
         given.update({"blend": [list(p) for p in blend]} if blend else {"no_blend": True})
     return given or None
+
+
+def processing_size(result) -> list[int]:
+    """[width, height] an edit was computed at (values.EditResult): its latents' size in pixels."""
+    from .latents import LATENT_SCALE
+
+    return [result.latents.shape[-1] * LATENT_SCALE, result.latents.shape[-2] * LATENT_SCALE]
+
+
+def grid_axes(plan) -> list:
+    """A --grid's axes as a record holds them: [[key, [values]], ...]."""
+    return [[key, list(values)] for key, values in plan.grid.axes]
+
+
+def grid_cell(plan, cell) -> dict:
+    """A grid cell's own values (the axes' settings)."""
+    return {key: getattr(cell.settings, key) for key in plan.grid.keys}

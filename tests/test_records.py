@@ -42,7 +42,17 @@ def reproduce(shown: dict, output: str) -> np.ndarray:
 def test_an_edit_records_every_setting_as_used_and_its_command_makes_it_again(here):
     from icdedit.records import pixel_hash
 
-    extra = ["--seed", "5", "--cross-replace", "0.5", "--amplify", "dog=3", "--side-by-side"]
+    extra = [
+        "--seed",
+        "5",
+        "--cross-replace",
+        "0.5",
+        "--amplify",
+        "dog=3",
+        "--side-by-side",
+        "--save-latent",
+        "e.safetensors",
+    ]
     made = one_json_object(run(*edit_args("photo.png", SRC, TGT, "edit.png", extra=extra), "--json"))
     shown = info("edit.png")
     record = shown["record"]
@@ -59,6 +69,8 @@ def test_an_edit_records_every_setting_as_used_and_its_command_makes_it_again(he
     # the side-by-side carries the same recipe
     side = info(made["side_by_side"])["record"]
     assert side["image"] == "side-by-side" and side["settings"] == record["settings"]
+    latent = info("e.safetensors")  # the final latents: the same recipe and command
+    assert latent["record"]["image"] == "final latents" and latent["reproduce"] == shown["reproduce"]
     # human-readable lines end with the command
     lines = run("info", "edit.png").stdout.splitlines()
     assert "seed: 5" in lines and lines[-1].startswith("reproduce: icdedit edit photo.png")
@@ -105,7 +117,8 @@ def test_generate_records_the_dtype_used_in_every_format(here):
 
     prompt = "a red fox"
     for name in ("fox.png", "fox.jpg", "fox.webp"):
-        result = run(*generate_args(prompt, extra=["--seed", "4", "-o", name]))
+        noise = ["--save-noise", "fox.safetensors"] if name == "fox.png" else []
+        result = run(*generate_args(prompt, extra=["--seed", "4", "-o", name, *noise]))
         assert result.exit_code == 0, result.output
         record = info(name)["record"]
         assert (record["prompt"], record["seed"], record["run"]["dtype"]) == (prompt, 4, "fp32")
@@ -115,6 +128,7 @@ def test_generate_records_the_dtype_used_in_every_format(here):
         assert comment.splitlines()[0] == prompt and "Seed: 4" in comment
     assert Image.open("fox.png").text["parameters"].startswith(f"{prompt}\nSteps: 4, Seed: 4")
     shown = info("fox.png")
+    assert info("fox.safetensors")["reproduce"] == shown["reproduce"]  # the noise names what it was drawn for
     assert np.array_equal(reproduce(shown, "again.png"), pixels("fox.png"))
 
 
