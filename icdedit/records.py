@@ -177,8 +177,8 @@ def _parse(text) -> dict | None:
     if isinstance(data, dict) and isinstance(data.get(RECORD_KEY), str):  # {"icdedit": "<json>", ...}
         try:
             data = json.loads(data[RECORD_KEY])
-        except ValueError:
-            return None
+        except ValueError:  # an older record, whose "icdedit" was the version
+            pass
     return data if isinstance(data, dict) and "command" in data else None
 
 
@@ -217,10 +217,11 @@ def reproduce_command(record: dict) -> list[str]:
     """The icdedit command line that makes the output again (same device and seed): the input by
     its recorded name, every setting that differs from the command's defaults."""
     command = record.get("command")
-    model = (record.get("model") or {}).get("asked") or (record.get("model") or {}).get("name")
+    model = record.get("model")
+    model = (model.get("asked") or model.get("name")) if isinstance(model, dict) else model  # older: a name
     if command == "generate":
         args = ["generate", record["prompt"]]
-        settings = record.get("settings") or {}
+        settings = record.get("settings") or record  # older records: the settings at the top
         args += _flag("--guidance", settings.get("guidance"), 7.0) + _flag("--tau", settings.get("tau"), 1.0)
         size, resolution = settings.get("size") or record.get("size"), record.get("resolution")
         if size and resolution and list(size) != [resolution, resolution]:

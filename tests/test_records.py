@@ -165,3 +165,16 @@ def test_the_pixel_hash_ignores_the_file_and_sees_every_pixel(tmp_path):
     text = parameters_text({"command": "edit", "prompt": "a, b", "target": "c: d", "seed": 1, "model": {"name": "m"}})
     first, second = text.splitlines()  # A1111's parser splits at commas: a value with one is quoted
     assert first == "c: d" and second.startswith('Seed: 1, Model: m, Source prompt: "a, b", Command: edit')
+
+
+def test_a_record_written_before_this_version_is_still_read(tmp_path):
+    import json
+
+    from icdedit.images import save_image
+    from icdedit.records import read_record, reproduce_command
+
+    made = {"command": "generate", "prompt": "a fox", "seed": 3, "model": "tiny", "guidance": 5.0, "icdedit": "0.1.0"}
+    save_image(Image.new("RGB", (64, 64)), tmp_path / "old.jpg", {"icdedit": json.dumps(made)})
+    record = read_record(tmp_path / "old.jpg")
+    assert record["seed"] == 3
+    assert reproduce_command(record)[:7] == ["icdedit", "generate", "a fox", "--guidance", "5", "--seed", "3"]

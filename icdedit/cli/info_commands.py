@@ -32,7 +32,7 @@ def info(
     result = {"file": str(file), "record": record}
     try:
         result["reproduce"] = shell_line(reproduce_command(record))
-    except (KeyError, TypeError, ValueError):  # an older or partial record: shown, not repeated
+    except (AttributeError, KeyError, TypeError, ValueError):  # an older or partial record: shown, not repeated
         result["reproduce"] = None
     emit(result, as_json, [*_lines(record), f"reproduce: {result['reproduce'] or '(not recorded well enough)'}"])
 
