@@ -23,6 +23,7 @@ from .masks import read_mask
 from .plans import EditMask, EditPlan, write_edit
 from .preparation import check_method_options, explicit, resolve_settings
 from .presets import check_seed, load_preset, parse_resize
+from .records import run_record
 from .reporting import Reporter
 from .run_context import RunOptions, load_editor, warn_truncation
 from .runner import Report, Summary, run_many
@@ -139,7 +140,7 @@ def plan_batch(request: BatchRequest, reporter: Reporter) -> BatchPlan:
 def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[Summary, Path]:
     reporter = reporter or Reporter()
     plan = plan_batch(request, reporter)
-    work = EditWork(plan.spec, request.size, request.side_by_side, plan.decoder, reporter)
+    work = EditWork(plan.spec, request.size, request.side_by_side, plan.decoder, reporter, asked_model=request.model)
     options = request.run.for_shard(plan.shard)
     return run_many(
         plan.items,
@@ -204,6 +205,7 @@ class EditWork:
     reporter: Reporter
     inversions: InversionCache = field(default_factory=InversionCache)  # a grid's cells share one
     truncation: dict = field(default_factory=dict)  # prompt -> its truncation warning (None: fits), once a run
+    asked_model: str | None = None  # --model as given, for the outputs' records
 
     def load(self, item: manifests.BatchItem) -> EditPlan:
         """The row's plan: its photo and mask read, its prepared edit, its outputs."""
@@ -221,6 +223,7 @@ class EditWork:
             mask=mask,
             side_by_side=side if self.side_by_side else None,
             decoder=self.decoder,
+            asked_model=self.asked_model,
         )
 
     def group_key(self, item, plan: EditPlan, editor) -> tuple[int, int]:
@@ -245,7 +248,9 @@ class EditWork:
     def finish(self, editor, item, plan: EditPlan, made) -> dict:
         result, mask = made
         item.output.parent.mkdir(parents=True, exist_ok=True)
-        fields = write_edit(plan, [result], plan.source.image, mask)
+        fields = write_edit(
+            plan, [result], plan.source.image, mask, run_record(editor, self.decoder), batch_item=item.number
+        )
         fields["words"] = [
             {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)]}
             for w in result.words

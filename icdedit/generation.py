@@ -18,15 +18,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
 from .editor import Editor, Generation
 from .errors import IcdEditError, OutputError, UsageError
 from .files import check_output, distinct_paths, slug
 from .images import check_size, image_format, save_image
 from .latents import save_latent
+from .loader import resolve_device, resolve_dtype
 from .manifests import distributed_shard, parse_shard, take_shard
 from .naming import default_output
 from .presets import SEED_MAX, check_number, check_seed
+from .records import dtype_name, image_record, model_record, record_text, run_record
 from .reporting import Reporter
 from .rows import PromptFileError, read_prompts
 from .run_context import RunOptions, load_editor, warn_truncation
@@ -46,17 +47,30 @@ class GenerationSettings:
     height: int
     guidance: float
     tau: float
-    dtype: str = "auto"  # as asked: part of what an image is (fp16 and fp32 differ in the last digits)
+    dtype: str = "fp32"  # as used (auto resolved): part of what an image is (fp16 and fp32 differ in the last digits)
     decoder: str | None = None  # the preview decoder's label, when it decoded the images (preview.py)
 
     def as_dict(self) -> dict:
         made = {"model": self.model, "size": [self.width, self.height], "guidance": self.guidance, "tau": self.tau}
         return {**made, "dtype": self.dtype, **({"decoder": self.decoder} if self.decoder else {})}
 
-    def image_text(self, prompt: str, seed: int) -> dict[str, str]:
-        """What an image file records (PNG text, JPEG comment): enough to make it again."""
-        made = {"command": "generate", "prompt": prompt, "seed": seed, **self.as_dict(), "icdedit": __version__}
-        return {"icdedit": json.dumps(made)}
+    def image_text(self, prompt: str, seed: int, editor: Editor, asked_model: str | None) -> dict[str, str]:
+        """What an image file records (records.py): enough to make it again."""
+        spec = editor.bundle.spec
+        record = image_record(
+            "generate",
+            model=model_record(spec, asked_model),
+            seed=seed,
+            run=run_record(editor, self.decoder),
+            prompt=prompt,
+            guidance=self.guidance,
+            tau=self.tau,
+            settings=self.as_dict(),
+            size=[self.width, self.height],
+            resolution=spec.resolution,
+            steps=spec.plan().num_reverse_steps,
+        )
+        return record_text(record)
 
 
 def generation_settings(
@@ -80,7 +94,8 @@ def generation_settings(
             f"{width}x{height} is far from that and may come out worse"
         )
     decoder = run.decoder_label(spec)  # a missing preview decoder fails before anything is run
-    return GenerationSettings(spec.name, width, height, guidance, tau, run.dtype, decoder)
+    dtype = dtype_name(resolve_dtype(run.dtype, resolve_device(run.device)))  # as load_model resolves it
+    return GenerationSettings(spec.name, width, height, guidance, tau, dtype, decoder)
 
 
 def _check_counts(num: int, batch_size: int, seed: int) -> None:
@@ -141,23 +156,24 @@ class GenerateRequest(GenerationRun):
     save_noise: Path | None = None
 
 
-def numbered(path: Path, count: int) -> list[Path]:
-    """`path` for one file; path-1, path-2, ... (before the suffix) for several."""
-    if count == 1:
+def named_by_seed(path: Path, seeds: list[int]) -> list[Path]:
+    """`path` for one image; for several, each named by its seed (path-seed7, path-seed8, ...,
+    before the suffix), so that a file says which seed makes it again."""
+    if len(seeds) == 1:
         return [path]
-    return [path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(count)]
+    return [path.with_name(f"{path.stem}-seed{seed}{path.suffix}") for seed in seeds]
 
 
-def _outputs(request: GenerateRequest) -> tuple[list[Path], list[Path]]:
-    """(images, noise files): -o / --save-noise as given for one image, numbered for several;
-    default image names come from the prompt and never overwrite."""
+def _outputs(request: GenerateRequest, seeds: list[int]) -> tuple[list[Path], list[Path]]:
+    """(images, noise files): -o / --save-noise as given for one image, named by seed for
+    several; default image names come from the prompt and never overwrite."""
     if request.output is not None:
-        images = numbered(request.output, request.num)
+        images = named_by_seed(request.output, seeds)
     else:
         images = [
-            default_output(p, request.overwrite) for p in numbered(Path(f"{slug(request.prompt)}.png"), request.num)
+            default_output(p, request.overwrite) for p in named_by_seed(Path(f"{slug(request.prompt)}.png"), seeds)
         ]
-    noises = numbered(request.save_noise, request.num) if request.save_noise is not None else []
+    noises = named_by_seed(request.save_noise, seeds) if request.save_noise is not None else []
     outputs = images + noises + ([request.save_latent] if request.save_latent is not None else [])
     if not distinct_paths(outputs):
         raise OutputError(
@@ -181,15 +197,22 @@ def run_generate(request: GenerateRequest, reporter: Reporter | None = None) -> 
     check_seed(seeds[-1], f"--seed {request.seed} with --num {request.num} reaches")
     spec = resolve_model(request.model)
     settings = request.settings(spec, reporter)
-    images, noises = _outputs(request)
+    images, noises = _outputs(request, seeds)
     editor = load_editor(spec, request.run, reporter)
     warn_truncation(editor, [request.prompt], reporter)
     step = reporter.stage("generating", spec.plan().num_reverse_steps * len(_chunks(seeds, request.batch_size)))
     made = generate_in_batches(editor, [request.prompt] * len(seeds), seeds, settings, request.batch_size, step)
     for generation, path in zip(made, images):
-        save_image(generation.image, path, settings.image_text(request.prompt, generation.noise.seed))
+        save_image(
+            generation.image, path, settings.image_text(request.prompt, generation.noise.seed, editor, request.model)
+        )
     for generation, path in zip(made, noises):
-        save_latent(path, generation.noise.latent, latent_metadata(spec, generation.noise, None, generated=True))
+        meta = latent_metadata(spec, generation.noise, None, generated=True)
+        record = json.loads(
+            settings.image_text(request.prompt, generation.noise.seed, editor, request.model)["icdedit"]
+        )
+        meta["record"] = json.dumps({**record, "image": "start noise"})  # what the noise was generated for
+        save_latent(path, generation.noise.latent, meta)
     report = {
         "command": "generate",
         "outputs": [str(p) for p in images],
@@ -279,7 +302,7 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
     settings = request.settings(spec, reporter)
     items = take_shard(build_items(rows, request, settings), shard)
     options = request.run.for_shard(shard)
-    work = GenerationWork()
+    work = GenerationWork(request.model)
     summary, path = run_many(
         items,
         work,
@@ -302,8 +325,9 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
 class GenerationWork:
     """generate --prompts' part of a run (runner.Work): items of one run share their settings."""
 
-    def __init__(self):
+    def __init__(self, asked_model: str | None = None):
         self.truncated = 0  # items whose prompt the text encoder cut short, in this run
+        self.asked_model = asked_model  # --model as given, for the images' records
 
     def load(self, item: GenerationItem) -> None:
         return None
@@ -317,7 +341,8 @@ class GenerationWork:
         return generate_in_batches(editor, prompts, seeds, items[0].settings, len(items))
 
     def finish(self, editor: Editor, item: GenerationItem, loaded, generation: Generation) -> dict:
-        save_image(generation.image, item.output, item.settings.image_text(item.prompt, item.seed))
+        text = item.settings.image_text(item.prompt, item.seed, editor, self.asked_model)
+        save_image(generation.image, item.output, text)
         warning = truncation_warning(editor.tokenizer, item.prompt)
         self.truncated += bool(warning)
         return {"warning": warning} if warning else {}

@@ -182,12 +182,40 @@ def image_format(path: Path) -> str:
 
 
 EXIF_IMAGE_DESCRIPTION = 0x010E
+EXIF_IFD = 0x8769
+EXIF_USER_COMMENT = 0x9286
+USER_COMMENT_UNICODE = b"UNICODE\x00"  # the EXIF character code A1111's readers decode (UTF-16BE after it)
+
+
+def user_comment(text: str) -> bytes:
+    """EXIF UserComment as Automatic1111 writes its `parameters` into JPEG and WebP."""
+    return USER_COMMENT_UNICODE + text.encode("utf-16-be")
+
+
+def read_user_comment(data) -> str | None:
+    """The text of an EXIF UserComment (UNICODE or ASCII character code), None if there is none."""
+    if not isinstance(data, bytes) or len(data) < 8:
+        return None
+    code, body = data[:8], data[8:]
+    if code == USER_COMMENT_UNICODE:
+        return body.decode("utf-16-be", "replace")
+    return body.decode("utf-8", "replace").rstrip("\x00")
+
+
+def _exif(text: dict[str, str]) -> Image.Exif:
+    """The texts as JSON in ImageDescription; `parameters` (A1111's) also as the UserComment."""
+    exif = Image.Exif()
+    exif[EXIF_IMAGE_DESCRIPTION] = json.dumps(text)
+    if "parameters" in text:
+        exif.get_ifd(EXIF_IFD)[EXIF_USER_COMMENT] = user_comment(text["parameters"])
+    return exif
 
 
 def save_image(image: Image.Image, path: Path, text: dict[str, str] | None = None) -> Path:
     """Write atomically; `text` goes into the file where the format has a place for it: PNG text
-    chunks; JPEG a comment, WebP and TIFF the EXIF/TIFF ImageDescription, each holding it as
-    JSON. (BMP has no such place.)"""
+    chunks; JPEG its comment, WebP and TIFF the EXIF/TIFF ImageDescription, each holding it as
+    JSON; a `parameters` text (Automatic1111's) also as JPEG's and WebP's EXIF UserComment, where
+    PNG-info readers look. (BMP has no such place.)"""
     fmt = image_format(path)
     options: dict = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     if text and fmt == "PNG":
@@ -197,10 +225,9 @@ def save_image(image: Image.Image, path: Path, text: dict[str, str] | None = Non
         options["pnginfo"] = info
     elif text and fmt == "JPEG":
         options["comment"] = json.dumps(text)
+        options["exif"] = _exif(text).tobytes()
     elif text and fmt == "WEBP":
-        exif = Image.Exif()
-        exif[EXIF_IMAGE_DESCRIPTION] = json.dumps(text)
-        options["exif"] = exif.tobytes()
+        options["exif"] = _exif(text).tobytes()
     elif text and fmt == "TIFF":
         options["tiffinfo"] = {EXIF_IMAGE_DESCRIPTION: json.dumps(text)}
     return write_atomically(path, lambda tmp: image.save(tmp, format=fmt, **options))

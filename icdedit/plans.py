@@ -12,7 +12,6 @@ Prompt (`preparation.generated_noise_defaults`) > the model's default preset.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,14 +19,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import OutputError, UsageError
-from .files import check_output, distinct_paths, make_folder, slug
+from .edit_paths import edit_paths, grid_paths
+from .errors import UsageError
 from .grid import Grid, check_grid_method, parse_grid
-from .images import check_size, contact_sheet, image_format, save_image, side_by_side
+from .images import check_size, contact_sheet, save_image, side_by_side
 from .latents import save_latent
 from .masks import aspect_note, fit_mask, latent_mask, outline, read_mask
 from .methods import edit_method
-from .naming import default_output, edit_outputs
 from .preparation import (
     PreparedEdit,
     explicit,
@@ -36,6 +34,7 @@ from .preparation import (
     resolve_settings,
 )
 from .presets import EditSettings, check_seed, load_preset
+from .records import edit_record, grid_axes, grid_cell, processing_size, record_text, run_record
 from .reporting import Reporter
 from .run_context import RunOptions, free_device_memory, is_out_of_memory, warn_truncation
 from .sources import Source, inversion_from_latent, latent_metadata, read_source
@@ -113,6 +112,7 @@ class EditPlan:
     scoring: tuple[tuple[str, ...], object, Path | None] | None = None  # metrics, pick rule, picked path
     notes: tuple[str, ...] = ()  # what was derived or inherited, to tell the person
     given: dict = field(default_factory=dict)  # the settings given explicitly (flags, and sliders used)
+    asked_model: str | None = None  # the --model as given (a name or a .yaml), for the outputs' records
 
     def jobs(self, inversion: Inversion) -> list[EditJob]:
         mask = self.mask.fitted(inversion) if self.mask is not None else None
@@ -208,7 +208,7 @@ def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
         )
         for cell, cell_settings in zip(cells, settings)
     )
-    outputs = _grid_outputs(request, grid, targets[0], source) if grid is not None else _edit_outputs(request, targets)
+    outputs = grid_paths(request, grid, targets[0], source) if grid is not None else edit_paths(request, targets)
     notes = [inherited] if inherited else []
     notes += [
         f"warning: source and target prompts are identical ({t!r}): this is a reconstruction"
@@ -230,6 +230,7 @@ def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
         decoder=decoder,
         notes=tuple(notes),
         given={k: v for k, v in overrides.items() if v is not None},
+        asked_model=request.model or (chosen and chosen.model),
         **outputs,
     )
 
@@ -257,88 +258,6 @@ def _read_sliders(spec: ModelSpec, preset, overrides: dict, sliders: dict) -> di
         return {}
     unread = edit_method(resolve_settings(spec, preset, overrides).method).ignored(sliders)
     return {k: v for k, v in sliders.items() if k not in unread and v is not None}
-
-
-def output_in_folder(output: Path | None, folder: Path | None, option: str = "-o") -> Path | None:
-    """-o (or --save-latent) within --out DIR. The rule: a bare name is placed in DIR; a path
-    with a folder part must be in DIR itself (then it is kept as given); any other conflicts."""
-    if folder is None or output is None:
-        return output
-    if output.parent == Path(""):
-        return folder / output
-    if distinct_paths([output.parent, folder]):
-        raise UsageError(
-            f"{option} {output} is in another folder than --out {folder}",
-            f"give {option} a bare file name (it goes in {folder}), or leave out --out",
-        )
-    return output
-
-
-def _output_folder(request: EditRequest) -> Path:
-    """Where default names go: --out DIR (created), else the current folder."""
-    if request.out is None:
-        return Path("")
-    if request.out.exists() and not request.out.is_dir():
-        raise UsageError(f"--out {request.out} is a file", "--out names a folder; -o names the output file")
-    return make_folder(request.out, "--out")
-
-
-def _edit_outputs(request: EditRequest, targets: list[str]) -> dict:
-    output, folder = output_in_folder(request.output, request.out), _output_folder(request)
-    images = edit_outputs(request.source, targets, output, request.overwrite, folder)
-    side = None
-    if request.side_by_side:
-        # named after -o, else after the one target's image, else the photo: never after the
-        # first of several targets
-        named = output or (images[0] if len(targets) == 1 else folder / f"{request.source.stem}.png")
-        side = default_output(named.with_name(f"{named.stem}-side-by-side{named.suffix}"), request.overwrite)
-    latent = output_in_folder(request.save_latent, request.out, "--save-latent")
-    if latent is not None and latent.suffix.lower() != ".safetensors":
-        raise OutputError(f"--save-latent {latent} must end in .safetensors", "e.g. --save-latent edit.safetensors")
-    _check_outputs(request, images, [p for p in (side, latent) if p is not None])
-    return {"outputs": (tuple(images),), "side_by_side": side, "latent": latent}
-
-
-def _grid_outputs(request: EditRequest, grid: Grid, target: str, source: Source) -> dict:
-    for option, value in (("--save-latent", request.save_latent), ("--side-by-side", request.side_by_side)):
-        if value:
-            raise UsageError(f"{option} cannot be used with --grid", "a grid writes each cell and a contact sheet")
-    folder = _output_folder(request)
-    base = output_in_folder(request.output, request.out) or folder / f"{request.source.stem}-{slug(target)}.png"
-    cells = [base.with_name(f"{base.stem}-{Grid.name_part(cell)}{base.suffix}") for cell in grid.cells()]
-    sheet = base.with_name(f"{base.stem}-grid-{'-'.join(grid.keys)}{base.suffix}")
-    scoring = _plan_scoring(request, base, source)
-    picked = [scoring[2]] if scoring and scoring[2] else []
-    _check_outputs(request, cells, [sheet, *picked])
-    return {"outputs": tuple((path,) for path in cells), "grid": grid, "sheet": sheet, "scoring": scoring}
-
-
-def _check_outputs(request: EditRequest, images: list[Path], others: list[Path]) -> None:
-    every = images + others
-    if not distinct_paths(every):
-        raise OutputError("two outputs would have the same name", "give distinct target prompts or -o names")
-    for path in every:
-        if path.suffix.lower() != ".safetensors":
-            image_format(path)
-        check_output(path, request.overwrite, inputs=tuple(p for p in (request.source, request.mask) if p))
-
-
-def _plan_scoring(request: EditRequest, base: Path, source: Source):
-    """(metrics, pick rule, picked path) for --score / --pick, or None."""
-    if not request.score and request.pick is None:
-        return None
-    if source.image is None:
-        raise UsageError("--score and --pick compare each cell with the photo", "edit the photo, not a latent file")
-    from .grid import parse_pick
-    from .metrics import METRICS, TABLE, check_metrics
-
-    rule = parse_pick(request.pick, METRICS) if request.pick is not None else None
-    names = list(dict.fromkeys([*request.score, *(rule.metrics if rule else [])]))
-    masked = [name for name in names if name in TABLE and TABLE[name].needs_mask]
-    if masked:
-        raise UsageError(f"{', '.join(masked)} needs PIE-Bench's edit region, which a grid has not", "use clip_whole")
-    check_metrics(names)
-    return tuple(names), rule, base if rule is not None else None  # without --pick the first metric ranks
 
 
 def _plan_mask(request: EditRequest, source: Source) -> tuple[EditMask | None, str | None]:
@@ -380,20 +299,27 @@ def edit_cells(editor, jobs: list[EditJob], *, decode_source=False, source_laten
         return [editor.edit_many([job], **options)[0] for job in jobs]
 
 
-def write_edit(plan: EditPlan, results: list, original: Image.Image | None, mask) -> dict:
-    """Every cell's images (a grid's cells record their settings in the file) and the side-by-
-    side (the mask outlined on the original): what every edit writes, batch rows included."""
+def write_edit(
+    plan: EditPlan, results: list, original: Image.Image | None, mask, run: dict | None = None, **extra
+) -> dict:
+    """Every cell's images and the side-by-side (the mask outlined on the original), each with
+    its record (records.py: `run` is how the model ran, `extra` what the caller adds, e.g. a
+    batch row's number): what every edit writes, batch rows included."""
+    run = run or {}
     for cell, result, paths in zip(plan.cells, results, plan.outputs):
-        made = {"settings": cell.settings.as_dict(), **_decoder(plan)}
-        text = {"icdedit": json.dumps(made)} if plan.grid is not None else None
-        for image, path in zip(result.targets, paths):
-            save_image(image, path, text)
+        cell_values = {"grid_cell": grid_cell(plan, cell)} if plan.grid is not None else {}
+        for index, (image, path) in enumerate(zip(result.targets, paths)):
+            sizes = {"size": list(image.size), "processing_size": processing_size(result)}
+            record = edit_record(plan, cell, index, run, **sizes, **cell_values, **extra)
+            save_image(image, path, record_text(record))
     if plan.side_by_side is None:
         return {}
     shown = original if original is not None else results[0].source
     if mask is not None:
         shown = outline(shown, fit_mask(mask, shown.size))
-    save_image(side_by_side_image(plan, shown, results[0].targets), plan.side_by_side)
+    sizes = {"size": list(results[0].targets[0].size), "processing_size": processing_size(results[0])}
+    record = edit_record(plan, plan.cells[0], 0, run, **sizes, image="side-by-side", **extra)
+    save_image(side_by_side_image(plan, shown, results[0].targets), plan.side_by_side, record_text(record))
     return {"side_by_side": str(plan.side_by_side)}
 
 
@@ -425,18 +351,19 @@ def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion
         "targets": list(plan.cells[0].targets),
         "seed": inversion.seed,
     }
-    written = write_edit(plan, results, plan.source.image, jobs[0].mask)
+    made_with = run_record(editor, plan.decoder)
+    written = write_edit(plan, results, plan.source.image, jobs[0].mask, made_with, seed=inversion.seed)
     if plan.grid is None:
         report.update(settings=plan.cells[0].settings.as_dict(), words=[_words(w) for w in results[0].words])
     else:
         report["grid"] = [
             {"output": str(p[0]), "settings": c.settings.as_dict()} for p, c in zip(plan.outputs, plan.cells)
         ]
-        report["sheet"] = str(_write_sheet(plan, results))
+        report["sheet"] = str(_write_sheet(plan, results, made_with, inversion.seed))
     report["size"] = list(results[0].targets[0].size)
     report.update(written)
     if plan.latent is not None:
-        _write_latent(plan, inversion, results[0], jobs[0].mask)
+        _write_latent(plan, inversion, results[0], jobs[0].mask, made_with)
         report["latent"] = str(plan.latent)
     if plan.mask is not None:
         report["mask"] = str(plan.mask.path)
@@ -460,7 +387,7 @@ def _decoder(plan: EditPlan) -> dict:
     return {"decoder": plan.decoder} if plan.decoder else {}
 
 
-def _write_sheet(plan: EditPlan, results: list) -> Path:
+def _write_sheet(plan: EditPlan, results: list, run: dict, seed: int) -> Path:
     """The contact sheet: the first axis as columns, the other axes' combinations as rows."""
     first, rest = plan.grid.axes[0], Grid(plan.grid.axes[1:])
     row_cells = rest.cells() if rest.axes else [{}]
@@ -470,15 +397,20 @@ def _write_sheet(plan: EditPlan, results: list) -> Path:
     original = plan.source.image if plan.source.image is not None else results[0].source
     prompts = [f"source: {plan.source.prompt}", f"target: {plan.cells[0].targets[0]}"]
     sheet = contact_sheet(images, columns, [Grid.label(cell) for cell in row_cells], original=original, prompts=prompts)
-    save_image(sheet, plan.sheet)
+    sizes = {"size": list(sheet.size), "processing_size": processing_size(results[0])}
+    record = edit_record(plan, plan.cells[0], 0, run, seed=seed, image="contact sheet", grid=grid_axes(plan), **sizes)
+    save_image(sheet, plan.sheet, record_text(record))
     return plan.sheet
 
 
-def _write_latent(plan: EditPlan, inversion: Inversion, result, mask) -> None:
+def _write_latent(plan: EditPlan, inversion: Inversion, result, mask, run: dict) -> None:
     """The final latents, rows source then targets for every method, and how they were made."""
     meta = latent_metadata(plan.spec, inversion, plan.input if plan.source.image is not None else None)
     meta["targets"] = " | ".join(plan.cells[0].targets)
     meta["rows"] = "source, targets"
+    sizes = {"size": list(result.targets[0].size), "processing_size": processing_size(result)}
+    record = edit_record(plan, plan.cells[0], 0, run, seed=inversion.seed, image="final latents", **sizes)
+    meta["record"] = record_text(record)["icdedit"]
     tensors = None
     if mask is not None:  # the latent-space mask the rows were kept to, and where it came from
         meta["mask"] = f"{plan.mask.name} (feather {plan.mask.feather:g})"
@@ -510,6 +442,8 @@ def score_cells(editor, plan: EditPlan, images: list, cells: list[dict], reporte
         if picked is None:
             reporter.note(f"note: no cell meets --pick ({rule.describe()}); nothing written as {picked_path}")
         else:
-            save_image(images[picked], picked_path)
+            cell = plan.cells[picked]
+            made = edit_record(plan, cell, 0, run_record(editor, plan.decoder), grid_cell=grid_cell(plan, cell))
+            save_image(images[picked], picked_path, record_text(made))
             extra.update(picked=str(picked_path), picked_cell=cells[picked]["output"])
     return extra

@@ -6,6 +6,7 @@ loaded, so a bad invocation fails in milliseconds; every output is written atomi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .metrics import psnr, ssim
 from .naming import default_output
 from .plans import EditRequest, invert_source, plan_edit, run_plan, tell
 from .presets import check_number, check_seed
+from .records import image_record, input_record, model_record, record_text, run_record, source_record
 from .reporting import Reporter
 from .run_context import RunOptions, load_editor, warn_truncation
 from .sources import latent_metadata, read_source
@@ -57,7 +59,18 @@ def run_invert(request: InvertRequest, reporter: Reporter | None = None) -> dict
     warn_truncation(editor, [request.prompt], reporter)
     step = reporter.stage("inverting", spec.plan().num_forward_steps)
     inversion = editor.invert(image, request.prompt, request.seed, request.size, on_step=step)
-    save_latent(output, inversion.latent, latent_metadata(spec, inversion, request.image))
+    meta = latent_metadata(spec, inversion, request.image)
+    record = image_record(
+        "invert",
+        model=model_record(spec, request.model),
+        seed=request.seed,
+        run=run_record(editor),
+        prompt=request.prompt,
+        source=source_record(request.image, image),
+        size=list(inversion.processed_size),
+        size_flag=request.size,
+    )
+    save_latent(output, inversion.latent, {**meta, "record": json.dumps(record)})
     return {
         "command": "invert",
         "output": str(output),
@@ -103,7 +116,20 @@ def run_reconstruct(request: ReconstructRequest, reporter: Reporter | None = Non
     inversion = invert_source(editor, source, request.seed, request.size, reporter)
     step = reporter.stage("decoding", source.spec.plan().num_reverse_steps)
     image, _ = editor.reconstruct(inversion, guidance, tau, on_step=step)
-    save_image(image, output)
+    record = image_record(
+        "reconstruct",
+        model=model_record(source.spec, request.model),
+        seed=inversion.seed,
+        run=run_record(editor, decoder),
+        prompt=source.prompt,
+        guidance=guidance,
+        tau=tau,
+        source=input_record(request.source, source),
+        size=list(image.size),
+        size_flag=request.size,
+        steps=source.spec.plan().num_reverse_steps,
+    )
+    save_image(image, output, record_text(record))
     result = {
         "command": "reconstruct",
         "output": str(output),

@@ -276,20 +276,20 @@ def test_num_writes_numbered_images_each_equal_to_its_seed_alone(tmp_path, monke
     )
     assert many.exit_code == 0, many.output
     report = json.loads(many.stdout)
-    assert report["outputs"] == ["fox-1.png", "fox-2.png", "fox-3.png"] and report["seeds"] == [7, 8, 9]
-    assert report["noise"] == ["noise-1.safetensors", "noise-2.safetensors", "noise-3.safetensors"]
+    assert report["outputs"] == ["fox-seed7.png", "fox-seed8.png", "fox-seed9.png"] and report["seeds"] == [7, 8, 9]
+    assert report["noise"] == ["noise-seed7.safetensors", "noise-seed8.safetensors", "noise-seed9.safetensors"]
     alone = run("generate", FOX, "-m", tiny_model, "--seed", "8", "-o", "alone.png")
     assert alone.exit_code == 0
-    assert np.array_equal(_pixels("fox-2.png"), _pixels("alone.png"))
-    assert not np.array_equal(_pixels("fox-1.png"), _pixels("fox-2.png"))
-    assert json.loads(Image.open("fox-3.png").text["icdedit"])["seed"] == 9
+    assert np.array_equal(_pixels("fox-seed8.png"), _pixels("alone.png"))
+    assert not np.array_equal(_pixels("fox-seed7.png"), _pixels("fox-seed8.png"))
+    assert json.loads(Image.open("fox-seed9.png").text["icdedit"])["seed"] == 9
     batched = run("generate", FOX, "-m", tiny_model, "--num", "3", "--seed", "7", "--batch-size", "3", "-o", "b.png")
     assert batched.exit_code == 0
-    assert np.abs(_pixels("b-2.png") - _pixels("alone.png")).max() <= 1  # float32 rounding of another batch shape
+    assert np.abs(_pixels("b-seed8.png") - _pixels("alone.png")).max() <= 1  # float32 rounding of another batch shape
     default = run("generate", FOX, "-m", tiny_model, "--num", "2")
-    assert default.exit_code == 0 and default.stdout.split()[0] == "a-photo-of-a-red-fox-in-the-snow-1.png"
-    again = run("generate", FOX, "-m", tiny_model, "-o", "fox-1.png")
-    assert_clean_error(again, "fox-1.png already exists")
+    assert default.exit_code == 0 and default.stdout.split()[0] == "a-photo-of-a-red-fox-in-the-snow-seed0.png"
+    again = run("generate", FOX, "-m", tiny_model, "-o", "fox-seed7.png")
+    assert_clean_error(again, "fox-seed7.png already exists")
 
 
 def test_sdxl_generated_noise_is_edited_with_prompt_to_prompt(xl_editor, xl_editor64):
@@ -369,7 +369,7 @@ def test_a_prompt_file_runs_like_batch_resumes_and_shards(tmp_path, monkeypatch,
     assert [r["prompt"] for r in records] == ["A city in 4-dimensional space-time"] * 2 + [
         "Pneumonoultramicroscopicsilicovolcanoconiosis"
     ] * 2
-    assert records[0]["settings"] == {"model": "tiny", "size": [64, 64], "guidance": 7.0, "tau": 1.0, "dtype": "auto"}
+    assert records[0]["settings"] == {"model": "tiny", "size": [64, 64], "guidance": 7.0, "tau": 1.0, "dtype": "fp32"}
     assert records[2]["output"] == "out/00003-pneumonoultramicroscopicsilicovolcanocon.png"
     # any image can be made again alone from its recorded seed
     alone = run("generate", records[2]["prompt"], "-m", tiny_model, "--seed", "12", "-o", "alone.png")

@@ -47,7 +47,7 @@ def test_every_model_running_command_takes_the_same_run_flags_with_the_same_help
 
 def test_commands_are_registered_in_one_place():
     assert [c.callback for c in app.registered_commands] == list(COMMANDS)
-    assert len(COMMANDS) == len({f.__name__ for f in COMMANDS}) == 10
+    assert len(COMMANDS) == len({f.__name__ for f in COMMANDS}) == 11  # info included
 
 
 def _mask(size=(64, 64)) -> Image.Image:

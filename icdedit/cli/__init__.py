@@ -14,7 +14,15 @@ Only light registries are imported until a command runs: help, `--version`, `pre
 and usage errors answer without torch (tests/test_cli_startup.py).
 """
 
-from . import batch_commands, catalog_commands, edit_commands, eval_commands, generate_commands, ui_commands
+from . import (
+    batch_commands,
+    catalog_commands,
+    edit_commands,
+    eval_commands,
+    generate_commands,
+    info_commands,
+    ui_commands,
+)
 from .app import Command, app, main
 
 # Every command, in the order `icdedit --help` lists them.
@@ -29,6 +37,7 @@ COMMANDS = (
     catalog_commands.models,
     catalog_commands.download,
     catalog_commands.presets,
+    info_commands.info,
 )
 for _command in COMMANDS:
     app.command(cls=Command, **_command.command_options)(_command)

@@ -21,6 +21,7 @@ from .options import (
     ModelOpt,
     OfflineOpt,
     PreviewOpt,
+    parse_seed_flag,
     per_family,
     run_options,
 )
@@ -60,7 +61,7 @@ def generate(
     output: Annotated[
         Optional[Path],
         typer.Option(
-            "--output", "-o", help="Image file (several images: NAME-1, NAME-2, ...). Default: from the prompt."
+            "--output", "-o", help="Image file (several images: NAME-seed7, NAME-seed8, ...). Default: from the prompt."
         ),
     ] = None,
     out: Annotated[
@@ -68,7 +69,12 @@ def generate(
     ] = None,
     seed: Annotated[
         int,
-        typer.Option("--seed", help="Seed of the first image's noise; image i has seed + i (drawn on the CPU)."),
+        typer.Option(
+            "--seed",
+            metavar="INTEGER|random",
+            parser=parse_seed_flag,
+            help="Seed of the first image's noise; image i has seed + i (drawn on the CPU). random: a fresh one.",
+        ),
     ] = 0,
     num: Annotated[int, typer.Option("--num", "-n", help="Images per prompt, from consecutive seeds.")] = 1,
     guidance: Annotated[
@@ -99,8 +105,8 @@ def generate(
         typer.Option(
             "--save-noise",
             help=(
-                "Also write the start noise as `icdedit invert` writes an inversion (numbered for several images), "
-                "to edit the image with `icdedit edit NOISE.safetensors --tgt ...`."
+                "Also write the start noise as `icdedit invert` writes an inversion (named by seed for several "
+                "images), to edit the image with `icdedit edit NOISE.safetensors --tgt ...`."
             ),
         ),
     ] = None,

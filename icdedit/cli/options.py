@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
+import click
 import typer
 
 from .. import metrics as metric_table
@@ -43,13 +44,41 @@ ModelOpt = Annotated[
         help=MODELS_HELP,
     ),
 ]
+RANDOM_SEED = "random"
+
+
+def parse_seed_flag(value) -> int:
+    """--seed N, or --seed random: a fresh seed from the operating system's randomness, told on
+    stderr (and in every output's record and --json report, which carry the seed)."""
+    import secrets
+
+    from ..presets import SEED_MAX
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() == RANDOM_SEED:
+        seed = secrets.randbelow(SEED_MAX + 1)
+        root = click.get_current_context(silent=True)
+        options = root.find_root().obj if root is not None else None
+        if not (isinstance(options, dict) and options.get("quiet")):
+            typer.echo(f"note: --seed random drew seed {seed}", err=True)
+        return seed
+    try:
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a whole number or 'random'", param_hint="'--seed'") from None
+
+
 SeedOpt = Annotated[
     int,
     typer.Option(
         "--seed",
+        metavar="INTEGER|random",
+        parser=parse_seed_flag,
         help=(
             "Seed of the inversion's random draws: the start noise, and for SDXL first the VAE posterior sample "
-            "(drawn on the CPU: the same draws on every device)."
+            "(drawn on the CPU: the same draws on every device). random: a fresh seed, printed and recorded."
         ),
     ),
 ]
