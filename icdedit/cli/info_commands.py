@@ -7,18 +7,17 @@ from typing import Annotated
 
 import typer
 
-from .app import command, emit
+from .app import command, emit, examples
 from .options import JsonOpt
 
 
 @command(
     help=(
-        "Show how an image or latent file was made: the record icdedit writes into every output "
+        "Show how an image or latent file was made: the record written into every output "
         "(model, prompts, seed, every setting as used, the source photo and a hash of its pixels) "
         "and the command that makes it again.\n\n"
-        "Example:\n\n"
-        "  icdedit info photo-a-photo-of-a-bear.png\n\n"
-        "  icdedit info photo-a-photo-of-a-bear.png --json"
+        "Examples:\n\n"
+        + examples("icdedit info chelsea-a-photo-of-a-tiger.png", "icdedit info chelsea-a-photo-of-a-tiger.png --json")
     ),
     no_args_is_help=True,
 )
