@@ -138,3 +138,27 @@ def test_swap_word_not_in_the_caption_shows_the_caption(tmp_path, captioner, pho
 def test_bad_swap_flags_are_usage_errors(tmp_path, photo, extra, fragment):
     result = run(*edit_args(photo, "a photo of a cat", [], tmp_path / "x.png", extra=extra))
     assert_clean_error(result, fragment, code=2)
+
+
+def test_the_registered_captioner_is_listed_and_used(tmp_path, captioner, photo):
+    import shutil
+
+    from icdedit.paths import weights_home
+
+    listing = one_json_object(run("models", "--json"))["models"]
+    entry = next(m for m in listing if m["model"] == "blip-large")
+    folder = weights_home() / "captioner" / "blip-large"
+    assert entry["kind"] == "captioner" and entry["download_command"] == "icdedit download blip-large"
+    assert entry["parts"][0]["location"] == str(folder) and not entry["ready"]
+    shutil.copytree(captioner, folder)  # as `icdedit download blip-large` lays it out
+    try:
+        output = tmp_path / "rec.png"
+        args = ["reconstruct", photo, "--prompt", "auto", "-o", output, "--model", "tiny", "--size", 64, "--json"]
+        report = one_json_object(run(*args), ["caption", "psnr"])
+        record = read_png_record(output)
+        assert record["captioner"]["captioner"] == "blip-large" and record["prompt"] == report["caption"]
+        assert report["caption"] == reference_caption(captioner, photo, record["captioner"])
+        listing = one_json_object(run("models", "--json"))["models"]
+        assert next(m for m in listing if m["model"] == "blip-large")["ready"]
+    finally:
+        shutil.rmtree(folder)
