@@ -162,3 +162,42 @@ def test_the_registered_captioner_is_listed_and_used(tmp_path, captioner, photo)
         assert next(m for m in listing if m["model"] == "blip-large")["ready"]
     finally:
         shutil.rmtree(folder)
+
+
+def test_batch_captions_blank_and_auto_source_cells(tmp_path, captioner, photo):
+    from icdedit.captions import CAPTION_SETTINGS
+
+    from .helpers import batch_args
+
+    caption = reference_caption(captioner, photo, CAPTION_SETTINGS)
+    swapped = caption.replace("a photo of", "a painting of", 1)
+    manifest = tmp_path / "edits.csv"
+    manifest.write_text(
+        "image,src,tgt,swap,output\n"
+        f"{photo.name},,,photo=painting,swapped.png\n"  # a blank source cell: the caption, words swapped
+        f"{photo.name},{caption},{swapped},,by-hand.png\n"  # the same prompts written by hand
+        f"{photo.name},auto,a painting of a cat,,auto.png\n"  # an `auto` cell with its own target
+    )
+    out = tmp_path / "out"
+    result = run(*batch_args([manifest], out, extra=["--captioner", captioner]))
+    assert result.exit_code == 0, result.output
+    assert "captioned 2 photo(s)" in result.stderr
+    lines = {r["item"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert all(r["status"] == "done" for r in lines.values()), lines
+    assert lines[1]["src"] == lines[3]["src"] == caption and lines[1]["tgt"] == swapped
+    assert lines[1]["source_prompt_from"] == "captioner" and "source_prompt_from" not in lines[2]
+    swapped_png, by_hand_png = np.asarray(Image.open(out / "swapped.png")), np.asarray(Image.open(out / "by-hand.png"))
+    assert np.array_equal(swapped_png, by_hand_png)
+    assert read_png_record(out / "auto.png")["caption"] == caption
+    assert "caption" not in read_png_record(out / "by-hand.png")
+
+
+def test_batch_swap_cell_beside_a_tgt_cell_fails_that_row(tmp_path, photo):
+    from .helpers import batch_args
+
+    manifest = tmp_path / "edits.csv"
+    manifest.write_text(f"image,src,tgt,swap\n{photo.name},a photo of a cat,a photo of a dog,cat=dog\n")
+    out = tmp_path / "out"
+    result = run(*batch_args([manifest], out, extra=["--dry-run", "--json"]))
+    assert result.exit_code == 1 and "both a tgt and a swap cell" in result.stdout
+    assert_clean_error(run(*batch_args([photo], out, extra=["--src", "a", "--tgt", "b", "--swap", "a=b"])), code=2)

@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import UsageError
 from .app import command, emit, emit_summary, examples, progress_bar, reporter
 from .options import (
     AmplifyOpt,
     AmplifyPromptOpt,
     AttentionOpt,
     BlendOpt,
+    CaptionerOpt,
     CompileOpt,
     CrossOpt,
     CudaGraphsOpt,
@@ -29,6 +31,7 @@ from .options import (
     PreviewOpt,
     SelfOpt,
     SizeOpt,
+    SwapOpt,
     TauOpt,
     WordsOpt,
     parse_amplify_flag,
@@ -63,8 +66,17 @@ def batch(
             "--images", help="Folder that a manifest's image paths are relative to (default: the manifest's folder)."
         ),
     ] = None,
-    src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt for every item without one.")] = None,
+    src: Annotated[
+        Optional[str],
+        typer.Option(
+            "--src",
+            "-s",
+            help="Source prompt for every item without one; 'auto': each photo's caption (as a blank or auto cell).",
+        ),
+    ] = None,
     tgt: Annotated[Optional[str], typer.Option("--tgt", "-t", help="Target prompt for every item without one.")] = None,
+    swap: SwapOpt = None,
+    captioner: CaptionerOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder (created); results.jsonl goes there too.")] = Path(
         "edits"
     ),
@@ -141,7 +153,10 @@ def batch(
     as_json: JsonOpt = False,
 ) -> None:
     from .. import batch as batch_run
+    from ..captions import parse_swap
 
+    if swap and tgt is not None:
+        raise UsageError("--swap and --tgt both give the target prompt", "give --tgt or --swap OLD=NEW, not both")
     amplify_words, amplify_factor = parse_amplify_flag(amplify)
     request = batch_run.BatchRequest(
         inputs=inputs,
@@ -155,9 +170,11 @@ def batch(
         batch_size=batch_size,
         grid=tuple(grid or ()),
         run=run_options(device, dtype, attention, cuda_graphs, compile, preview, offline),
+        captioner=captioner,
         defaults=dict(
             src=src,
             tgt=tgt,
+            swaps=tuple(parse_swap(s) for s in swap or ()),
             preset=preset,
             seed=seed,
             blend=parse_blend_flag(blend),
