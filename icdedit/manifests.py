@@ -314,7 +314,7 @@ def _build_item(
         if not image:
             raise ValueError("image is missing")
         if is_auto(src):
-            raise ValueError(f"the source prompt is 'auto' but {image_path.name} could not be captioned")
+            raise ValueError(f"no caption of {image_path.name} (made when the batch runs, not by --dry-run)")
         if swap_problem is not None:
             raise ValueError(swap_problem)
         if is_blank(src) or is_blank(tgt):

@@ -201,3 +201,16 @@ def test_batch_swap_cell_beside_a_tgt_cell_fails_that_row(tmp_path, photo):
     result = run(*batch_args([manifest], out, extra=["--dry-run", "--json"]))
     assert result.exit_code == 1 and "both a tgt and a swap cell" in result.stdout
     assert_clean_error(run(*batch_args([photo], out, extra=["--src", "a", "--tgt", "b", "--swap", "a=b"])), code=2)
+
+
+def test_the_page_describe_button_fills_the_caption(editor, tmp_path, captioner, photo):
+    from icdedit.captions import CAPTION_SETTINGS
+    from icdedit.errors import ModelError
+    from icdedit.ui import UiSession, page_message
+
+    session = UiSession(editor, tmp_path / "ui", captioner=captioner)
+    assert session.describe(Image.open(photo)) == reference_caption(captioner, photo, CAPTION_SETTINGS)
+    without = UiSession(editor, tmp_path / "ui2")  # the registered captioner, not downloaded (offline tests)
+    with pytest.raises(ModelError) as raised:
+        without.describe(Image.open(photo))
+    assert "icdedit download blip-large" in page_message(raised.value, without.folder)
