@@ -152,11 +152,13 @@ def batch(
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    from .. import batch as batch_run
-    from ..captions import parse_swap
+    from ..captions import parse_swap  # no torch: usage errors stay fast
 
-    if swap and tgt is not None:
+    swaps = tuple(parse_swap(s) for s in swap or ())
+    if swaps and tgt is not None:
         raise UsageError("--swap and --tgt both give the target prompt", "give --tgt or --swap OLD=NEW, not both")
+    from .. import batch as batch_run
+
     amplify_words, amplify_factor = parse_amplify_flag(amplify)
     request = batch_run.BatchRequest(
         inputs=inputs,
@@ -174,7 +176,7 @@ def batch(
         defaults=dict(
             src=src,
             tgt=tgt,
-            swaps=tuple(parse_swap(s) for s in swap or ()),
+            swaps=swaps,
             preset=preset,
             seed=seed,
             blend=parse_blend_flag(blend),

@@ -307,15 +307,19 @@ def edit(
     started = time.perf_counter()
     if (score or pick) and not grid:
         raise UsageError("--score and --pick are for --grid", "add --grid KEY=V1,V2,...")
+    from ..captions import is_auto, parse_swap  # no torch: usage errors stay fast
+
+    swaps = tuple(parse_swap(s) for s in swap or ())
+    if swaps and tgt:
+        raise UsageError("--swap and --tgt both give the target prompt", "give --tgt or --swap OLD=NEW, not both")
     from .. import workflow
-    from ..captions import is_auto, parse_swap
     from ..latents import is_latent_file
 
     amplify_words, amplify_factor = parse_amplify_flag(amplify)
     request = workflow.EditRequest(
         source=source,
         targets=list(tgt or ()),
-        swaps=tuple(parse_swap(s) for s in swap or ()),
+        swaps=swaps,
         captioner=captioner,
         src=src,
         model=model,
