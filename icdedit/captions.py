@@ -56,7 +56,6 @@ class CaptionerModel:
     def ensure(self, reporter=None, offline_flag: bool = False) -> Path:
         """Its folder, fetched first when missing (as the evaluation models are); offline: one
         line naming the download."""
-        from .download import in_units
         from .weights import human_size, offline_reason
 
         if self.present:
@@ -73,7 +72,6 @@ class CaptionerModel:
                 f"fetching captioner {self.name!r} (about {human_size(self.approx_bytes)}) from the Hugging Face hub "
                 f"({self.hub_id})"
             )
-            in_units(reporter.bytes_progress())  # the hub client draws its own bars
         return download_captioner(self)
 
 

@@ -51,15 +51,15 @@ def run_invert(request: InvertRequest, reporter: Reporter | None = None) -> dict
     check_seed(request.seed)
     check_size(request.size)
     image = load_image(request.image)
-    caption = None
-    if is_auto(request.prompt):
-        prompt, caption = caption_photo(image, request.image, request.captioner, request.run, reporter)
-        request = dataclasses.replace(request, prompt=prompt)
     output = request.output or default_output(Path(f"{request.image.stem}.safetensors"), request.overwrite)
     if output.suffix.lower() != ".safetensors":
         raise OutputError(f"latent output {output} must end in .safetensors", "e.g. -o photo.safetensors")
     check_output(output, request.overwrite, inputs=(request.image,))
     spec = resolve_model(request.model)
+    caption = None
+    if is_auto(request.prompt):  # after every check: the captioner is a model
+        prompt, caption = caption_photo(image, request.image, request.captioner, request.run, reporter)
+        request = dataclasses.replace(request, prompt=prompt)
     if request.run.preview:
         reporter.note("note: --preview changes nothing here: an inversion decodes no image")
     editor = load_editor(spec, request.run, reporter)
