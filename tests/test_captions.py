@@ -132,7 +132,7 @@ def test_swap_word_not_in_the_caption_shows_the_caption(tmp_path, captioner, pho
         (["--swap", "cat"], "--swap 'cat' is not OLD=NEW"),
         (["--swap", "cat="], "is not OLD=NEW"),
         (["--swap", "cat=tiger", "--tgt", "a photo of a tiger"], "--swap and --tgt"),
-        ([], "no target prompt"),
+        ([], "Missing option '--tgt'"),
     ],
 )
 def test_bad_swap_flags_are_usage_errors(tmp_path, photo, extra, fragment):

@@ -312,6 +312,8 @@ def edit(
     swaps = tuple(parse_swap(s) for s in swap or ())
     if swaps and tgt:
         raise UsageError("--swap and --tgt both give the target prompt", "give --tgt or --swap OLD=NEW, not both")
+    if not swaps and not tgt:
+        raise UsageError("Missing option '--tgt'", "give --tgt 'a photo of ...', or --swap OLD=NEW (a source word)")
     from .. import workflow
     from ..latents import is_latent_file
 
