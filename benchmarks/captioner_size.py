@@ -4,7 +4,7 @@ saved to a temporary folder; its size on disk, load time, and the time to captio
 photo with icdedit's decoding settings. Random weights decode to arbitrary tokens until the
 length limit, so the caption time is the worst case (30 new tokens, 3 beams).
 
-    python benchmarks/captioner_size.py
+    python -m benchmarks.captioner_size
 """
 
 from __future__ import annotations
