@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import manifests
+from .captions import caption_images, captioner_folder, captioner_record, is_auto
 from .dry_run import describe_item
 from .errors import IcdEditError, UsageError
 from .grid import parse_grid
@@ -47,11 +48,16 @@ class BatchRequest:
     defaults: dict = field(default_factory=dict)
     grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: every item once per cell
     run: RunOptions = field(default_factory=RunOptions)
+    captioner: Path | None = None  # --captioner PATH: for rows whose source prompt is blank or `auto`
 
 
-def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[list[manifests.BatchItem], str | None]:
-    """Every item of the input, before any model: problems of the input as a whole raise
-    ManifestError (all at once); a row's own problem is kept on its item, to be recorded."""
+def batch_items(
+    request: BatchRequest, spec: ModelSpec | None = None, reporter: Reporter | None = None, caption: bool = False
+) -> tuple[list[manifests.BatchItem], str | None]:
+    """Every item of the input, before the diffusion model: problems of the input as a whole
+    raise ManifestError (all at once); a row's own problem is kept on its item, to be recorded.
+    With `caption`, rows without a source prompt (a blank or `auto` cell, --src auto) get their
+    photo's caption first (the captioner loaded once, freed before the diffusion model)."""
     defaults = manifests.BatchDefaults(**request.defaults, model=spec)
     first = Path(request.inputs[0])
     problems = []
@@ -76,9 +82,46 @@ def batch_items(request: BatchRequest, spec: ModelSpec | None = None) -> tuple[l
     problems += manifests.column_problems(rows, defaults)
     if problems:
         raise manifests.ManifestError(problems)
-    items = manifests.build_items(rows, root, request.out, defaults)
+    captioned = {}
+    if caption:
+        rows, captioned = caption_rows(rows, root, request, reporter or Reporter())
+    items = manifests.build_items(rows, root, request.out, defaults, captioned)
     note = manifests.unused_cells_note(rows, items)
     return items, note
+
+
+def needs_caption(row: dict, defaults: dict) -> bool:
+    """A row whose source prompt is its photo's caption: its src cell blank or `auto`, and the
+    command line's --src `auto` where the cell is blank (a manifest with no src column, a folder)."""
+    cell = row.get("src", row.get("old_caption"))
+    if not manifests.is_blank(cell):
+        return is_auto(str(cell))
+    flag = defaults.get("src")
+    return flag is None and "src" in row or is_auto(flag)
+
+
+def caption_rows(rows: list[dict], root: Path, request: BatchRequest, reporter: Reporter) -> tuple[list[dict], dict]:
+    """The rows with each captioned row's src set to its photo's caption, and the captioned rows'
+    numbers with the captioner's record. A photo that cannot be read is left to its row."""
+    wanted = {}
+    for number, row in enumerate(rows, 1):
+        if isinstance(row, dict) and not manifests.is_blank(row.get("image")) and needs_caption(row, request.defaults):
+            path = Path(str(row["image"])).expanduser()
+            wanted[number] = path if path.is_absolute() else root / path
+    images = {}
+    for number, path in wanted.items():
+        try:
+            images[number] = load_image(path)
+        except IcdEditError:
+            pass  # the row fails when it is read (its image problem, said there)
+    if not images:
+        return rows, {}
+    folder = captioner_folder(request.captioner, reporter, request.run.offline)
+    captions = dict(zip(images, caption_images(list(images.values()), folder, request.run.device, reporter)))
+    reporter.note(f"captioned {len(captions)} photo(s) for their source prompts")
+    rows = [{**row, "src": captions[n]} if n in captions else row for n, row in enumerate(rows, 1)]
+    record = captioner_record(request.captioner)
+    return rows, {n: record for n in captions}
 
 
 def _check_request(request: BatchRequest) -> None:
@@ -105,9 +148,9 @@ class BatchPlan:
     decoder: str | None
 
 
-def plan_batch(request: BatchRequest, reporter: Reporter) -> BatchPlan:
-    """Every check and every item of a batch, without loading any model (`run_batch` runs
-    this plan; `--dry-run` prints it)."""
+def plan_batch(request: BatchRequest, reporter: Reporter, caption: bool = False) -> BatchPlan:
+    """Every check and every item of a batch, without loading the diffusion model (`run_batch`
+    runs this plan, captions made first with `caption`; `--dry-run` prints it)."""
     _check_request(request)
     preset = request.defaults.get("preset")
     try:  # a preset's `model` chooses the model when no --model is given, as in `edit`
@@ -123,7 +166,7 @@ def plan_batch(request: BatchRequest, reporter: Reporter) -> BatchPlan:
     check_method_options(spec, settings.method, explicit(flags), amplify, blend)  # the flags' own problem
     grid = parse_grid(request.grid, explicit(flags))
     decoder = request.run.decoder_label(spec)  # a missing preview decoder fails before anything runs
-    items, note = batch_items(request, spec)
+    items, note = batch_items(request, spec, reporter, caption)
     if note:
         reporter.note(note)
     shard = manifests.parse_shard(request.shard) or manifests.distributed_shard()
@@ -139,7 +182,7 @@ def plan_batch(request: BatchRequest, reporter: Reporter) -> BatchPlan:
 
 def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[Summary, Path]:
     reporter = reporter or Reporter()
-    plan = plan_batch(request, reporter)
+    plan = plan_batch(request, reporter, caption=True)
     work = EditWork(plan.spec, request.size, request.side_by_side, plan.decoder, reporter, asked_model=request.model)
     options = request.run.for_shard(plan.shard)
     return run_many(
@@ -224,6 +267,7 @@ class EditWork:
             side_by_side=side if self.side_by_side else None,
             decoder=self.decoder,
             asked_model=self.asked_model,
+            caption=item.caption,
         )
 
     def group_key(self, item, plan: EditPlan, editor) -> tuple[int, int]:

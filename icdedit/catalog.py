@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import download
+from .captions import CAPTIONERS, download_captioner
 from .errors import UsageError
 from .eval_models import EVAL_MODELS, download_eval_model
 from .families import FAMILIES, TINY_MODELS
@@ -53,6 +54,7 @@ def models_report() -> list[dict]:
         )
     report += [_tiny_entry(name, family) for name, family in TINY_MODELS.items()]
     report += [_eval_entry(model) for model in EVAL_MODELS.values()]
+    report += [_one_part_entry(model, "weights", model.hub_id, "captioner") for model in CAPTIONERS.values()]
     return report + [_preview_entry(decoder) for decoder in _preview_decoders().values()]
 
 
@@ -124,6 +126,7 @@ def download_names() -> dict[str, list[str]]:
     return {
         "editing models": [*builtin_specs(), *TINY_MODELS],
         "evaluation models": list(EVAL_MODELS),
+        "captioners": list(CAPTIONERS),
         "preview decoders": list(_preview_decoders()),
     }
 
@@ -146,6 +149,9 @@ def run_download(request: DownloadRequest, reporter: Reporter | None = None) -> 
     check_download_name(request.model)
     if request.model in EVAL_MODELS:
         folder = download_eval_model(EVAL_MODELS[request.model], progress=download.in_units(reporter.bytes_progress()))
+        return {"command": "download", "model": request.model, "placed": [str(folder)]}
+    if request.model in CAPTIONERS:
+        folder = download_captioner(CAPTIONERS[request.model])
         return {"command": "download", "model": request.model, "placed": [str(folder)]}
     if request.model in _preview_decoders():
         from .preview import download_preview_decoder

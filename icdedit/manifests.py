@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .captions import is_auto, parse_swap, swapped_prompt
 from .errors import IcdEditError, OutputError, UsageError, closest_name
 from .files import check_name, inside, slug
 from .grid import Grid, check_grid_method
@@ -34,7 +35,8 @@ from .word_args import is_amplify_words, parse_amplify, parse_blend
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 TEXT_SETTINGS = ("mode", "method", "amplify_prompt", "words")  # settings a cell gives as text
-COLUMNS = {"image", "src", "tgt", "blend", "amplify", "preset", "seed", "output", "mask", *RANGES, *TEXT_SETTINGS}
+PROMPT_COLUMNS = ("src", "tgt", "swap")  # swap: the target is the source prompt with words swapped
+COLUMNS = {"image", *PROMPT_COLUMNS, "blend", "amplify", "preset", "seed", "output", "mask", *RANGES, *TEXT_SETTINGS}
 # Columns of edit words (and the amplify factor) that dataset manifests carry on every row, for
 # Prompt-to-Prompt (PIE-Bench's blended_words): see `checked_cells` for when a method that
 # ignores them fails the row and when it is only noted.
@@ -58,6 +60,7 @@ class BatchItem:
     prepared: PreparedEdit | None = None  # the edit, ready to run (when there is no problem)
     warning: str | None = None  # recorded with the item's outcome
     mask: Path | None = None  # a mask image: where the edit may change the photo (masks.py)
+    caption: dict | None = None  # src is the photo's caption: the captioner and its settings
 
     def describe(self) -> dict:
         """Its line in results.jsonl (batch.Report), besides number, key, status and output."""
@@ -68,6 +71,7 @@ class BatchItem:
             "seed": self.seed,
             "settings": self.settings.as_dict(),
             **({"mask": str(self.mask)} if self.mask is not None else {}),
+            **({"source_prompt_from": "captioner"} if self.caption else {}),
         }
 
     @property
@@ -104,8 +108,10 @@ def column_problems(rows: list[dict], defaults: BatchDefaults) -> list[str]:
     if "image" not in named:
         problems.append("no image column (image or file_name)")
     for column, pie, flag in (("src", "old_caption", "--src"), ("tgt", "edited_caption", "--tgt")):
-        if column not in named and getattr(defaults, column) is None:
-            problems.append(f"no {column} column ({column} or {pie}) and no {flag}")
+        swapped = column == "tgt" and ("swap" in named or defaults.swaps)  # the target made from the source
+        if column not in named and getattr(defaults, column) is None and not swapped:
+            hint = " (--src auto: each photo's caption)" if column == "src" else " or --swap OLD=NEW"
+            problems.append(f"no {column} column ({column} or {pie}) and no {flag}{hint}")
     return problems
 
 
@@ -206,12 +212,16 @@ class BatchDefaults:
     blend: list[tuple[str, str]] | None = None
     amplify: list[tuple[str, float]] | None = None
     bad_blend: str = "fail"  # a blend that cannot be used: "fail" the row, or "ignore" it (no local blend)
+    swaps: tuple[tuple[str, str], ...] = ()  # --swap OLD=NEW: a row's target is its source, words swapped
     model: ModelSpec | None = None  # the model edits are prepared for (None: the default model)
 
 
-def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: BatchDefaults) -> list[BatchItem]:
+def build_items(
+    rows: list[dict], image_root: Path, out_dir: Path, defaults: BatchDefaults, captioned: dict | None = None
+) -> list[BatchItem]:
     """Every row as an item. Problems of the manifest as a whole raise ManifestError, all at
-    once; a problem of one row makes that row an item with its `problem`, to be recorded."""
+    once; a problem of one row makes that row an item with its `problem`, to be recorded.
+    `captioned`: row number -> the captioner's record, for rows whose src is their photo's caption."""
     problems = column_problems(rows, defaults)
     if problems:
         raise ManifestError(problems)
@@ -221,6 +231,7 @@ def build_items(rows: list[dict], image_root: Path, out_dir: Path, defaults: Bat
         _build_item(number, normalise_row(row), image_root, out_dir, defaults, presets)
         for number, row in enumerate(rows, 1)
     ]
+    items = [replace(item, caption=(captioned or {}).get(item.number)) for item in items]
     seen: dict[Path, int] = {}
     for i, item in enumerate(items):
         if item.problem is not None:
@@ -266,6 +277,11 @@ def _build_item(
     image = "" if is_blank(row.get("image")) else str(row["image"])
     src = row.get("src") if not is_blank(row.get("src")) else defaults.src
     tgt = row.get("tgt") if not is_blank(row.get("tgt")) else defaults.tgt
+    swap_problem = None
+    try:
+        tgt = _swapped_target(row, src, tgt, defaults)
+    except (ValueError, IcdEditError) as exc:
+        swap_problem = str(exc)
     image_path = Path(image).expanduser()
     image_path = image_path if image_path.is_absolute() else image_root / image_path
     output = row.get("output")
@@ -297,6 +313,10 @@ def _build_item(
             raise ValueError(extra if isinstance(extra, str) else f"{len(extra)} more cell(s) than the header has")
         if not image:
             raise ValueError("image is missing")
+        if is_auto(src):
+            raise ValueError(f"no caption of {image_path.name} (made when the batch runs, not by --dry-run)")
+        if swap_problem is not None:
+            raise ValueError(swap_problem)
         if is_blank(src) or is_blank(tgt):
             raise ValueError("src and tgt prompts are needed (columns or --src/--tgt)")
         check_prompt(item.src, "src")
@@ -383,6 +403,28 @@ def unused_cells_note(rows: list[dict], items: list[BatchItem]) -> str | None:
         f"note: the blend/amplify cells of row(s) {shown} are not used: their edit method {why} "
         f"(--method {readers(WORD_COLUMNS)[0]}, or a method column, uses them)"
     )
+
+
+def parse_swaps(value, what: str = "swap") -> tuple[tuple[str, str], ...]:
+    """A swap cell: 'cat=tiger', several separated by spaces or commas."""
+    return tuple(parse_swap(part, what) for part in str(value).replace(",", " ").split())
+
+
+def _swapped_target(row: dict, src, tgt, defaults: BatchDefaults):
+    """The row's target: a swap cell (or --swap) applied to its source prompt. A row's own tgt
+    cell beside its swap cell is refused; a row's cell wins over the command line's flag."""
+    cell = row.get("swap")
+    if not is_blank(cell):
+        if not is_blank(row.get("tgt")):
+            raise ValueError("the row has both a tgt and a swap cell: keep one")
+        swaps = parse_swaps(cell)
+    elif is_blank(row.get("tgt")) and defaults.swaps:
+        swaps = defaults.swaps
+    else:
+        return tgt
+    if is_blank(src) or is_auto(src):
+        return tgt  # no source prompt to swap in: the row's problem is said below
+    return swapped_prompt(str(src), swaps)
 
 
 def _prepare(item: BatchItem, defaults: BatchDefaults) -> BatchItem:

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from .captions import caption_from_metadata, caption_metadata, is_auto, swapped_prompt
 from .edit_paths import edit_paths, grid_paths
 from .errors import UsageError
 from .grid import Grid, check_grid_method, parse_grid
 from .images import check_size, contact_sheet, save_image, side_by_side
-from .latents import save_latent
+from .latents import is_latent_file, save_latent
 from .masks import aspect_note, fit_mask, latent_mask, outline, read_mask
 from .methods import edit_method
 from .preparation import (
@@ -70,6 +71,9 @@ class EditRequest:
     pick: str | None = None  # with a grid: write the best cell under this rule as the output
     sliders: dict = field(default_factory=dict)  # the page's: applied where the edit method reads them
     run: RunOptions = field(default_factory=RunOptions)
+    swaps: tuple[tuple[str, str], ...] = ()  # --swap OLD=NEW: the target is the source prompt, words swapped
+    captioner: Path | None = None  # --captioner PATH (for --src auto; captioned before planning)
+    caption: dict | None = None  # set when `src` is a caption: the captioner and its settings (records)
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class EditPlan:
     notes: tuple[str, ...] = ()  # what was derived or inherited, to tell the person
     given: dict = field(default_factory=dict)  # the settings given explicitly (flags, and sliders used)
     asked_model: str | None = None  # the --model as given (a name or a .yaml), for the outputs' records
+    caption: dict | None = None  # the source prompt is a caption: the captioner and its settings
 
     def jobs(self, inversion: Inversion) -> list[EditJob]:
         mask = self.mask.fitted(inversion) if self.mask is not None else None
@@ -179,10 +184,14 @@ def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
     if request.seed is not None:
         check_seed(request.seed)
     check_size(request.size)
+    _check_target_flags(request)
     targets = [check_prompt(t, "tgt") for t in request.targets]
     chosen = load_preset(request.preset) if request.preset else None
     if source is None:
-        source = read_source(request.source, request.src, request.model or (chosen and chosen.model), "src")
+        src = _source_prompt(request)
+        source = read_source(request.source, src, request.model or (chosen and chosen.model), "src")
+    if request.swaps:
+        targets = [check_prompt(swapped_prompt(source.prompt, request.swaps), "tgt")]
     decoder = request.run.decoder_label(source.spec)  # a missing preview decoder fails before anything else
     grid = parse_grid(request.grid, explicit(request.overrides))
     if grid is not None and len(targets) != 1:
@@ -231,8 +240,39 @@ def plan_edit(request: EditRequest, source: Source | None = None) -> EditPlan:
         notes=tuple(notes),
         given={k: v for k, v in overrides.items() if v is not None},
         asked_model=request.model or (chosen and chosen.model),
+        caption=request.caption or _latent_caption(source, request.src),
         **outputs,
     )
+
+
+def _check_target_flags(request: EditRequest) -> None:
+    """A target comes from --tgt or from --swap, never both (the swap would silently lose)."""
+    if request.swaps and request.targets:
+        raise UsageError(
+            "--swap and --tgt both give the target prompt", "give --tgt 'a photo of ...' or --swap OLD=NEW, not both"
+        )
+    if not request.swaps and not request.targets:
+        raise UsageError("no target prompt", "give --tgt 'a photo of ...', or --swap OLD=NEW to swap a source word")
+
+
+def _source_prompt(request: EditRequest) -> str | None:
+    """--src as given; `auto` on a latent file is the file's own prompt (its caption, when it
+    was inverted with `--prompt auto`). A photo's `auto` is captioned before planning."""
+    if not is_auto(request.src):
+        return request.src
+    if is_latent_file(request.source):
+        return None
+    raise UsageError(
+        "--src auto needs the captioner, which runs before planning",
+        "call workflow.run_edit (it captions the photo), or write the source prompt",
+    )
+
+
+def _latent_caption(source: Source, src: str | None) -> dict | None:
+    """A latent file's caption record, when its own prompt is used and it came from a captioner."""
+    if source.latent is None or (src is not None and not is_auto(src)):
+        return None
+    return caption_from_metadata(source.latent.metadata)
 
 
 def _edit_seed(flag: int | None, settings: EditSettings) -> int:
@@ -408,6 +448,7 @@ def _write_latent(plan: EditPlan, inversion: Inversion, result, mask, run: dict)
     meta = latent_metadata(plan.spec, inversion, plan.input if plan.source.image is not None else None)
     meta["targets"] = " | ".join(plan.cells[0].targets)
     meta["rows"] = "source, targets"
+    meta.update(caption_metadata(plan.caption))
     sizes = {"size": list(result.targets[0].size), "processing_size": processing_size(result)}
     record = edit_record(plan, plan.cells[0], 0, run, seed=inversion.seed, image="final latents", **sizes)
     meta["record"] = record_text(record)["icdedit"]

@@ -306,6 +306,7 @@ def shell_line(args: list[str]) -> str:
 def edit_record(plan, cell, index: int, run: dict, **extra) -> dict:
     """The record of target `index` of a prepared edit `cell` of `plan` (plans.EditPlan): a plain
     edit, a grid cell or a batch row alike. `extra`: what only some have (grid_cell, batch_item)."""
+    from .captions import caption_fields
     from .methods import edit_method
     from .preparation import resolve_settings
 
@@ -336,6 +337,7 @@ def edit_record(plan, cell, index: int, run: dict, **extra) -> dict:
         mask={"file": mask.name, "feather": mask.feather} if mask is not None else None,
         size_flag=plan.size,
         steps=plan.spec.plan().num_reverse_steps,
+        **caption_fields(getattr(plan, "caption", None), cell.source),
         **extra,
     )
     if words is not None and "amplify" in differ and record.get("words_given"):

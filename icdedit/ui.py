@@ -81,8 +81,11 @@ class UiSession:
         cache_size: int = 8,
         model: str | None = None,
         run: RunOptions | None = None,
+        captioner: Path | None = None,
     ):
         self.editor = editor
+        self.captioner = captioner  # --captioner PATH; None: the registered blip-large (the describe button)
+        self._captions: dict[str, str] = {}  # photo digest -> caption
         self.model = model  # as given to --model, for the command line it shows
         self.run = run or RunOptions(preview=editor.preview_decoder is not None)  # as the server runs
         self._lock = threading.Lock()  # one edit at a time on the one model, whatever the page queues
@@ -121,6 +124,19 @@ class UiSession:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return inversion, True
+
+    def describe(self, photo: Image.Image, reporter=None) -> str:
+        """The photo's caption (the "describe the photo" button): the captioner loaded, run and
+        freed at each new photo, so that it never holds memory beside the diffusion model."""
+        from .captions import caption_images, captioner_folder
+
+        photo = photo.convert("RGB") if photo.mode != "RGB" else photo
+        key = _digest(photo)
+        with self._lock:
+            if key not in self._captions:
+                folder = captioner_folder(self.captioner, reporter, self.run.offline)
+                self._captions[key] = caption_images([photo], folder, str(self.editor.device))[0]
+            return self._captions[key]
 
     def edit(self, page: PageEdit) -> PageResult:
         with self._lock:
@@ -344,6 +360,7 @@ def build_app(session: UiSession):
                     elem_id="photo",
                 )
                 src = gr.Textbox(label="Source prompt (describes the photo)", elem_id="src")
+                describe = gr.Button("Describe the photo (its caption as the source prompt)", elem_id="describe")
                 tgt = gr.Textbox(label="Target prompt(s), one per line", lines=2, elem_id="tgt")
                 preset = gr.Dropdown(presets, value=session.spec.default_preset, label="Preset", elem_id="preset")
                 guidance = gr.Slider(0, 30, value=defaults.guidance, step=0.5, label="Guidance", elem_id="guidance")
@@ -385,6 +402,17 @@ def build_app(session: UiSession):
             )
 
         preset.change(preset_values, [preset], [guidance, tau, cross, self_, amplify])
+
+        def describe_photo(value):
+            photo, _ = mask_from_editor(value)
+            if photo is None:
+                raise page_error("Upload a photo first, or click one of the examples.")
+            try:
+                return session.describe(photo)
+            except IcdEditError as exc:
+                raise page_error(page_message(exc, session.folder)) from None
+
+        describe.click(describe_photo, [photo], [src], concurrency_id="edit")
     return app
 
 

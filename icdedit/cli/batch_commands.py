@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import UsageError
 from .app import command, emit, emit_summary, examples, progress_bar, reporter
 from .options import (
     AmplifyOpt,
     AmplifyPromptOpt,
     AttentionOpt,
     BlendOpt,
+    CaptionerOpt,
     CompileOpt,
     CrossOpt,
     CudaGraphsOpt,
@@ -29,6 +31,7 @@ from .options import (
     PreviewOpt,
     SelfOpt,
     SizeOpt,
+    SwapOpt,
     TauOpt,
     WordsOpt,
     parse_amplify_flag,
@@ -63,8 +66,17 @@ def batch(
             "--images", help="Folder that a manifest's image paths are relative to (default: the manifest's folder)."
         ),
     ] = None,
-    src: Annotated[Optional[str], typer.Option("--src", "-s", help="Source prompt for every item without one.")] = None,
+    src: Annotated[
+        Optional[str],
+        typer.Option(
+            "--src",
+            "-s",
+            help="Source prompt for every item without one; 'auto': each photo's caption (as a blank or auto cell).",
+        ),
+    ] = None,
     tgt: Annotated[Optional[str], typer.Option("--tgt", "-t", help="Target prompt for every item without one.")] = None,
+    swap: SwapOpt = None,
+    captioner: CaptionerOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder (created); results.jsonl goes there too.")] = Path(
         "edits"
     ),
@@ -140,6 +152,11 @@ def batch(
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
+    from ..captions import parse_swap  # no torch: usage errors stay fast
+
+    swaps = tuple(parse_swap(s) for s in swap or ())
+    if swaps and tgt is not None:
+        raise UsageError("--swap and --tgt both give the target prompt", "give --tgt or --swap OLD=NEW, not both")
     from .. import batch as batch_run
 
     amplify_words, amplify_factor = parse_amplify_flag(amplify)
@@ -155,9 +172,11 @@ def batch(
         batch_size=batch_size,
         grid=tuple(grid or ()),
         run=run_options(device, dtype, attention, cuda_graphs, compile, preview, offline),
+        captioner=captioner,
         defaults=dict(
             src=src,
             tgt=tgt,
+            swaps=swaps,
             preset=preset,
             seed=seed,
             blend=parse_blend_flag(blend),

@@ -52,6 +52,10 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for entry in (e for e in report if e["kind"] == "evaluation"):
         state = "on disk" if entry["ready"] else f"~{_size(entry['download_bytes'])}: {entry['download_command']}"
         stdout.print(f"  {entry['model']} ({', '.join(entry['metrics'])}): {state}", markup=False)
+    stdout.print("captioners (--src auto: the photo's caption as the source prompt):", markup=False)
+    for entry in (e for e in report if e["kind"] == "captioner"):
+        state = "on disk" if entry["ready"] else f"~{_size(entry['download_bytes'])}: {entry['download_command']}"
+        stdout.print(f"  {entry['model']}: {state}", markup=False)
     stdout.print("preview decoders (--preview: fast, approximate images):", markup=False)
     for entry in (e for e in report if e["kind"] == "preview"):
         state = "on disk" if entry["ready"] else f"~{_size(entry['download_bytes'])}: {entry['download_command']}"
@@ -62,7 +66,8 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     help=(
         "Download what a model is missing: the base pipeline from the Hugging Face hub (only the files "
         "icdedit reads) and the iCD teacher and LoRAs from the official release; or an evaluation model "
-        "(`icdedit eval`) or a preview decoder (`--preview`). Interrupted downloads resume when run again."
+        "(`icdedit eval`), the captioner (`--src auto`) or a preview decoder (`--preview`). Interrupted "
+        "downloads resume when run again."
         "\n\nExamples:\n\n" + examples("icdedit download sd15-4step-v1", "icdedit download taesd")
     ),
     no_args_is_help=True,

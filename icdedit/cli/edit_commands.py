@@ -16,6 +16,7 @@ from .options import (
     AmplifyPromptOpt,
     AttentionOpt,
     BlendOpt,
+    CaptionerOpt,
     CompileOpt,
     CrossOpt,
     CudaGraphsOpt,
@@ -37,6 +38,7 @@ from .options import (
     SeedOpt,
     SelfOpt,
     SizeOpt,
+    SwapOpt,
     TauOpt,
     WordsOpt,
     parse_amplify_flag,
@@ -61,7 +63,9 @@ CAT = "examples/chelsea.jpg -s 'a photo of a cat' -t 'a photo of a tiger'"  # th
 def invert(
     ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="Photo to invert (JPEG, PNG, WebP, BMP, TIFF).")],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text describing the photo.")],
+    prompt: Annotated[
+        str, typer.Option("--prompt", "-p", help="Text describing the photo; 'auto': its caption (--captioner).")
+    ],
     model: ModelOpt = None,
     seed: SeedOpt = 0,
     size: SizeOpt = None,
@@ -74,13 +78,14 @@ def invert(
     offline: OfflineOpt = False,
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
+    captioner: CaptionerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     from .. import workflow
 
     started = time.perf_counter()
     run = run_options(device, dtype, attention, cuda_graphs, compile, preview, offline)
-    request = workflow.InvertRequest(image, prompt, model, seed, size, output, overwrite, run)
+    request = workflow.InvertRequest(image, prompt, model, seed, size, output, overwrite, run, captioner)
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_invert(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -106,7 +111,11 @@ def reconstruct(
     ],
     prompt: Annotated[
         Optional[str],
-        typer.Option("--prompt", "-p", help="Text describing the photo (a latent file's own prompt by default)."),
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Text describing the photo (a latent file's own prompt by default); 'auto': its caption.",
+        ),
     ] = None,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
@@ -134,13 +143,16 @@ def reconstruct(
     offline: OfflineOpt = False,
     output: OutOpt = None,
     overwrite: OverwriteOpt = False,
+    captioner: CaptionerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     from .. import workflow
 
     started = time.perf_counter()
     run = run_options(device, dtype, attention, cuda_graphs, compile, preview, offline)
-    request = workflow.ReconstructRequest(source, prompt, model, seed, guidance, tau, size, output, overwrite, run)
+    request = workflow.ReconstructRequest(
+        source, prompt, model, seed, guidance, tau, size, output, overwrite, run, captioner
+    )
     with progress_bar(ctx, not as_json) as progress:
         result = workflow.run_reconstruct(request, reporter(ctx, progress))
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -194,12 +206,22 @@ def edit(
         Path, typer.Argument(metavar="IMAGE|LATENT", help="A photo, or a .safetensors latent from `icdedit invert`.")
     ],
     tgt: Annotated[
-        list[str], typer.Option("--tgt", "-t", help="Target prompt; repeat for several edits of one inversion.")
-    ],
+        Optional[list[str]],
+        typer.Option("--tgt", "-t", help="Target prompt; repeat for several edits of one inversion."),
+    ] = None,
     src: Annotated[
         Optional[str],
-        typer.Option("--src", "-s", help="Source prompt describing the photo (a latent file's own prompt by default)."),
+        typer.Option(
+            "--src",
+            "-s",
+            help=(
+                "Source prompt describing the photo (a latent file's own prompt by default); 'auto': the photo's "
+                "caption, made by the captioner (--captioner)."
+            ),
+        ),
     ] = None,
+    swap: SwapOpt = None,
+    captioner: CaptionerOpt = None,
     model: ModelOpt = None,
     preset: Annotated[
         Optional[str],
@@ -285,12 +307,22 @@ def edit(
     started = time.perf_counter()
     if (score or pick) and not grid:
         raise UsageError("--score and --pick are for --grid", "add --grid KEY=V1,V2,...")
+    from ..captions import is_auto, parse_swap  # no torch: usage errors stay fast
+
+    swaps = tuple(parse_swap(s) for s in swap or ())
+    if swaps and tgt:
+        raise UsageError("--swap and --tgt both give the target prompt", "give --tgt or --swap OLD=NEW, not both")
+    if not swaps and not tgt:
+        raise UsageError("Missing option '--tgt'", "give --tgt 'a photo of ...', or --swap OLD=NEW (a source word)")
     from .. import workflow
+    from ..latents import is_latent_file
 
     amplify_words, amplify_factor = parse_amplify_flag(amplify)
     request = workflow.EditRequest(
         source=source,
-        targets=list(tgt),
+        targets=list(tgt or ()),
+        swaps=swaps,
+        captioner=captioner,
         src=src,
         model=model,
         preset=preset,
@@ -326,6 +358,8 @@ def edit(
         from ..dry_run import describe_plan, dry_run_line
         from ..plans import plan_edit
 
+        if is_auto(src) and not is_latent_file(source):
+            raise UsageError("--dry-run cannot show a caption (it runs no model)", "write the source prompt with --src")
         planned = describe_plan(plan_edit(request))
         emit(planned, as_json, [dry_run_line(item) for item in planned["items"]] + planned["other_outputs"])
         return

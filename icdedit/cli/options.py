@@ -276,6 +276,28 @@ PickOpt = Annotated[Optional[str], typer.Option("--pick", metavar="METRIC[,OTHER
 
 
 # -- the paper's protocol (issue 25): word rules, a plan without a model ---------------------------
+CaptionerOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--captioner",
+        metavar="DIR",
+        help=(
+            "For a source prompt 'auto': the captioning model's folder (BLIP, the hub layout). Default: blip-large in "
+            "the weights folder (icdedit download blip-large; fetched on first use unless --offline)."
+        ),
+    ),
+]
+SwapOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--swap",
+        metavar="OLD=NEW",
+        help=(
+            "The target is the source prompt with the word OLD replaced by NEW (whole words; repeat for more). "
+            "Instead of --tgt: with --src auto no prompt is written at all."
+        ),
+    ),
+]
 WordsOpt = Annotated[
     Optional[str],
     typer.Option(

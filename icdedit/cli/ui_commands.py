@@ -11,6 +11,7 @@ from ..specs import resolve_model
 from .app import command, examples, progress_bar, reporter, stderr
 from .options import (
     AttentionOpt,
+    CaptionerOpt,
     CompileOpt,
     CudaGraphsOpt,
     DeviceOpt,
@@ -62,6 +63,7 @@ def ui(
     compile: CompileOpt = False,
     preview: PreviewOpt = False,
     offline: OfflineOpt = False,
+    captioner: CaptionerOpt = None,
 ) -> None:
     if not 1 <= port <= 65535:
         raise UsageError(f"--port {port} is not a port number", "give one from 1 to 65535, e.g. --port 7860")
@@ -87,7 +89,7 @@ def ui(
     run = run_options(device, dtype, attention, cuda_graphs, compile, preview, offline)
     with progress_bar(ctx, True) as progress:
         editor = load_editor(spec, run, reporter(ctx, progress))
-    session = UiSession(editor, folder, model=model, run=run)
+    session = UiSession(editor, folder, model=model, run=run, captioner=captioner)
     stderr.print(f"icdedit ui: {spec.name} loaded", markup=False)
     say = lambda line: stderr.print(line, markup=False)  # noqa: E731
     serve(session, host, port, max_upload_mb, share=share, open_browser=open_browser, say=say)
