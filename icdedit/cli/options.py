@@ -325,8 +325,11 @@ OptionalSeedOpt = Annotated[
     Optional[int],
     typer.Option(
         "--seed",
+        metavar="INTEGER|random",
+        parser=parse_seed_flag,
         help=(
             "Seed of the inversion's random draws: the start noise, and for SDXL first the VAE posterior sample. "
+            "random: a fresh seed, printed and recorded. "
             "Default: the preset's seed (paper: 30; paper-xl: each row's index), else 0."
         ),
     ),
