@@ -312,7 +312,7 @@ def _wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None
     raise AssertionError(f"icdedit ui did not answer on {url} within {seconds} s")
 
 
-def _serve_in_subprocess(tmp_path, tiny_model, port: int) -> tuple[subprocess.Popen, object]:
+def _serve_in_subprocess(tmp_path, tiny_model, port: int, extra=()) -> tuple[subprocess.Popen, object]:
     """`icdedit ui` on the tiny model in a process of its own, with a temp folder of its own
     ($TMPDIR) to look into; its console goes to tmp_path/server.log."""
     (tmp_path / "tmp").mkdir()
@@ -324,6 +324,7 @@ def _serve_in_subprocess(tmp_path, tiny_model, port: int) -> tuple[subprocess.Po
     }
     log = open(tmp_path / "server.log", "w")
     command = [sys.executable, "-m", "icdedit", "ui", "-m", str(tiny_model), "--port", str(port), "--device", "cpu"]
+    command += [str(arg) for arg in extra]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     return process, log
 
@@ -357,12 +358,18 @@ def test_sigterm_stops_the_page_and_removes_its_folder(tmp_path, tiny_model):
 
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (apt-get install chromium)")
 def test_the_page_edits_a_photo_in_a_real_browser(tmp_path, tiny_model):
-    """Upload and edit; an example click loads its photo and prompts (and edits); a user error is
+    """Upload, describe (the caption fills the source prompt) and edit; an example click loads its
+    photo and prompts (and edits); a user error is
     the page's message, not a traceback on the console; Ctrl-C stops it and removes its folder."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from icdedit.captions import CAPTION_SETTINGS
+
+    from .test_captions import build_tiny_captioner, reference_caption
+
     make_photo(96, 64).save(tmp_path / "photo.png")
+    captioner = build_tiny_captioner(tmp_path / "captioner")
     port = _free_port()
-    process, log = _serve_in_subprocess(tmp_path, tiny_model, port)
+    process, log = _serve_in_subprocess(tmp_path, tiny_model, port, ["--captioner", captioner])
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_for(url, process)
@@ -373,6 +380,11 @@ def test_the_page_edits_a_photo_in_a_real_browser(tmp_path, tiny_model):
             page.wait_for_load_state("networkidle")
             page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "photo.png"))
             page.wait_for_function("() => document.querySelector('#photo canvas') !== null", timeout=60_000)
+            # "Describe the photo" fills the source prompt with the captioner's caption of the upload
+            page.locator("#describe").click()
+            page.wait_for_function("() => document.querySelector('#src textarea').value !== ''", timeout=60_000)
+            caption = reference_caption(captioner, tmp_path / "photo.png", CAPTION_SETTINGS)
+            assert page.locator("#src textarea").input_value() == caption
             page.locator("#src textarea").fill(SRC)
             page.locator("#tgt textarea").fill(TGT)
 
