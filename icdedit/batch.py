@@ -24,7 +24,7 @@ from .masks import read_mask
 from .plans import EditMask, EditPlan, write_edit
 from .preparation import check_method_options, explicit, resolve_settings
 from .presets import check_seed, load_preset, parse_resize
-from .records import run_record
+from .records import run_record, words_record
 from .reporting import Reporter
 from .run_context import RunOptions, load_editor, warn_truncation
 from .runner import Report, Summary, run_many
@@ -295,10 +295,8 @@ class EditWork:
         fields = write_edit(
             plan, [result], plan.source.image, mask, run_record(editor, self.decoder), batch_item=item.number
         )
-        fields["words"] = [
-            {"mode": w.mode, "amplify": dict(w.amplify), "blend": [list(w.blend_source), list(w.blend_target)]}
-            for w in result.words
-        ]
+        # a row's line keeps its format: the words without `derived`
+        fields["words"] = [{k: v for k, v in words_record(w).items() if k != "derived"} for w in result.words]
         fresh = [p for p in plan.prompts if p and p not in self.truncation]
         found = warn_truncation(editor, fresh, self.reporter)  # once per prompt in the run, as `edit` warns
         self.truncation.update({p: found.get(p) for p in fresh})

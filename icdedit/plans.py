@@ -35,7 +35,7 @@ from .preparation import (
     resolve_settings,
 )
 from .presets import EditSettings, check_seed, load_preset
-from .records import edit_record, grid_axes, grid_cell, processing_size, record_text, run_record
+from .records import edit_record, grid_axes, grid_cell, processing_size, record_text, run_record, words_record
 from .reporting import Reporter
 from .run_context import RunOptions, free_device_memory, is_out_of_memory, warn_truncation
 from .sources import Source, inversion_from_latent, latent_metadata, read_source
@@ -394,7 +394,7 @@ def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion
     made_with = run_record(editor, plan.decoder)
     written = write_edit(plan, results, plan.source.image, jobs[0].mask, made_with, seed=inversion.seed)
     if plan.grid is None:
-        report.update(settings=plan.cells[0].settings.as_dict(), words=[_words(w) for w in results[0].words])
+        report.update(settings=plan.cells[0].settings.as_dict(), words=[words_record(w) for w in results[0].words])
     else:
         report["grid"] = [
             {"output": str(p[0]), "settings": c.settings.as_dict()} for p, c in zip(plan.outputs, plan.cells)
@@ -411,15 +411,6 @@ def run_plan(editor, plan: EditPlan, reporter: Reporter | None = None, inversion
         images = [r.targets[0] for r in results]
         report.update(score_cells(editor, plan, images, report["grid"], reporter))
     return {k: v for k, v in {**report, **_decoder(plan)}.items() if v is not None}
-
-
-def _words(w) -> dict:
-    return {
-        "mode": w.mode,
-        "amplify": dict(w.amplify),
-        "blend": [list(w.blend_source), list(w.blend_target)],
-        "derived": w.derived,
-    }
 
 
 def _decoder(plan: EditPlan) -> dict:

@@ -330,7 +330,7 @@ def edit_record(plan, cell, index: int, run: dict, **extra) -> dict:
         targets=list(cell.targets),
         settings=settings,
         non_default=differ,
-        words=_words(words) if words is not None else None,
+        words=words_record(words) if words is not None else None,
         words_given=_words_given(cell),
         amplify_prompt=cell.amplify_prompt if cell.amplify_prompt != cell.source else None,
         source=input_record(plan.input, source),
@@ -345,7 +345,8 @@ def edit_record(plan, cell, index: int, run: dict, **extra) -> dict:
     return record
 
 
-def _words(words) -> dict:
+def words_record(words) -> dict:
+    """An edit's words as recorded (an image's record, edit's --json, a batch row's line)."""
     return {
         "mode": words.mode,
         "amplify": dict(words.amplify),
