@@ -10,6 +10,7 @@ together and a grid's cells of one photo share its inversion.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -24,6 +25,7 @@ from .masks import read_mask
 from .plans import EditMask, EditPlan, write_edit
 from .preparation import check_method_options, explicit, resolve_settings
 from .presets import check_seed, load_preset, parse_resize
+from .ray_engine import EngineOptions, engine_for
 from .records import run_record, words_record
 from .reporting import Reporter
 from .run_context import RunOptions, load_editor, warn_truncation
@@ -49,6 +51,7 @@ class BatchRequest:
     grid: tuple[str, ...] = ()  # --grid KEY=V1,V2,...: every item once per cell
     run: RunOptions = field(default_factory=RunOptions)
     captioner: Path | None = None  # --captioner PATH: for rows whose source prompt is blank or `auto`
+    engine: EngineOptions = field(default_factory=EngineOptions)  # --engine ray: the rows on Ray actors
 
 
 def batch_items(
@@ -152,6 +155,9 @@ def plan_batch(request: BatchRequest, reporter: Reporter, caption: bool = False)
     """Every check and every item of a batch, without loading the diffusion model (`run_batch`
     runs this plan, captions made first with `caption`; `--dry-run` prints it)."""
     _check_request(request)
+    request.engine.check()
+    if request.engine.engine == "ray" and request.shard is not None:  # before any caption is made
+        engine_for(request.engine, manifests.parse_shard(request.shard), request.run.device, reporter)
     preset = request.defaults.get("preset")
     try:  # a preset's `model` chooses the model when no --model is given, as in `edit`
         chosen = load_preset(preset) if preset else None
@@ -183,6 +189,7 @@ def plan_batch(request: BatchRequest, reporter: Reporter, caption: bool = False)
 def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[Summary, Path]:
     reporter = reporter or Reporter()
     plan = plan_batch(request, reporter, caption=True)
+    engine = engine_for(request.engine, plan.shard, request.run.device, reporter)
     work = EditWork(plan.spec, request.size, request.side_by_side, plan.decoder, reporter, asked_model=request.model)
     options = request.run.for_shard(plan.shard)
     return run_many(
@@ -190,7 +197,8 @@ def run_batch(request: BatchRequest, reporter: Reporter | None = None) -> tuple[
         work,
         out=request.out,
         shard=plan.shard,
-        get_editor=lambda: load_editor(plan.spec, options, reporter),
+        get_editor=partial(load_editor, plan.spec, options, reporter),
+        engine=engine,
         reporter=reporter,
         label="editing",
         batch_size=plan.batch_size,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .editor import Editor, Generation
@@ -27,11 +28,12 @@ from .loader import resolve_device, resolve_dtype
 from .manifests import distributed_shard, parse_shard, take_shard
 from .naming import default_output
 from .presets import SEED_MAX, check_number, check_seed
+from .ray_engine import EngineOptions, engine_for
 from .records import dtype_name, image_record, model_record, record_text, run_record
 from .reporting import Reporter
 from .rows import PromptFileError, read_prompts
 from .run_context import RunOptions, load_editor, warn_truncation
-from .runner import Summary, run_many
+from .runner import Report, Summary, run_many
 from .schedule import GENERATION_GUIDANCE, GENERATION_TAU
 from .sources import latent_metadata
 from .specs import ModelSpec, resolve_model
@@ -259,6 +261,7 @@ class GenerateFileRequest(GenerationRun):
     prompts: Path
     out: Path = Path("generated")
     shard: str | None = None
+    engine: EngineOptions = field(default_factory=EngineOptions)  # --engine ray: the prompts on Ray actors
 
 
 def _row_seed(cell, base: int) -> tuple[int, str | None]:
@@ -295,6 +298,7 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
     reporter = reporter or Reporter()
     _check_counts(request.num, request.batch_size, request.seed)
     shard = parse_shard(request.shard) or distributed_shard()
+    engine = engine_for(request.engine, shard, request.run.device, reporter)
     rows = read_prompts(request.prompts)
     if not rows:
         raise PromptFileError(f"{request.prompts}: no prompts in the file")
@@ -308,25 +312,32 @@ def run_generate_file(request: GenerateFileRequest, reporter: Reporter | None = 
         work,
         out=request.out,
         shard=shard,
-        get_editor=lambda: load_editor(spec, options, reporter),
+        get_editor=partial(load_editor, spec, options, reporter),
+        engine=engine,
         reporter=reporter,
         label="generating",
         batch_size=request.batch_size,
         overwrite=request.overwrite,
     )
-    if work.truncated:
+    truncated = truncated_in(path, summary.done)
+    if truncated:
         reporter.note(
-            f"warning: {work.truncated} prompt(s) were longer than the text encoder takes and were truncated "
+            f"warning: {truncated} prompt(s) were longer than the text encoder takes and were truncated "
             f"(each is noted in {path.name})"
         )
     return summary, path
+
+
+def truncated_in(report: Path, done: list[int]) -> int:
+    """How many of this run's done items record a truncated prompt (wherever they ran)."""
+    records = Report(report).records
+    return sum(1 for number in done if records.get(number, {}).get("warning"))
 
 
 class GenerationWork:
     """generate --prompts' part of a run (runner.Work): items of one run share their settings."""
 
     def __init__(self, asked_model: str | None = None):
-        self.truncated = 0  # items whose prompt the text encoder cut short, in this run
         self.asked_model = asked_model  # --model as given, for the images' records
 
     def load(self, item: GenerationItem) -> None:
@@ -344,5 +355,4 @@ class GenerationWork:
         text = item.settings.image_text(item.prompt, item.seed, editor, self.asked_model)
         save_image(generation.image, item.output, text)
         warning = truncation_warning(editor.tokenizer, item.prompt)
-        self.truncated += bool(warning)
         return {"warning": warning} if warning else {}

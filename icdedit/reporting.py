@@ -22,6 +22,11 @@ class Reporter:
         self._note = note
         self._confirm = confirm
 
+    def __reduce__(self):
+        """Sent to another process (a Ray worker), a Reporter is silent there: the person is
+        at the driver, which reports every item's outcome."""
+        return (Reporter, ())
+
     def confirm(self, question: str) -> bool:
         return bool(self._confirm and self._confirm(question))
 

@@ -95,10 +95,10 @@ class Report:
         return output_intact(Path(item.output), record.get("bytes"))
 
     def wrote(self, item) -> bool:
-        """Whether this folder's report says that the item's output file is its own (written by
-        a run of this report), so that a rerun may replace it."""
+        """Whether this folder's report says that the item's output file is its own (written, or
+        started, by a run of this report), so that a rerun may replace it."""
         record = self.records.get(item.number)
-        return bool(record and record.get("status") == "done" and record.get("output") == str(item.output))
+        return bool(record and record.get("status") in ("done", "started") and record.get("output") == str(item.output))
 
     def record(self, item, status: str, **fields) -> dict:
         record = {"item": item.number, "key": item.key, "status": status, **item.describe()}
@@ -139,8 +139,9 @@ class Summary:
     remaining: int = 0  # items neither done, skipped nor failed when the run stopped (Ctrl-C)
 
     def as_dict(self) -> dict:
-        data = asdict(self)
-        data["failed"] = {str(k): v for k, v in self.failed.items()}
+        data = asdict(self)  # items in order, however they finished (Ray workers finish out of order)
+        data["done"], data["skipped"] = sorted(self.done), sorted(self.skipped)
+        data["failed"] = {str(k): self.failed[k] for k in sorted(self.failed)}
         data["seconds_per_item"] = round(sum(self.seconds) / len(self.seconds), 3) if self.seconds else None
         return data
 
@@ -176,142 +177,61 @@ def report_name(shard: tuple[int, int] | None) -> str:
 
 # -- running --------------------------------------------------------------------------------------
 @dataclass
-class Run:
-    """One run over many items: `run_many` drives it; `finish_item` and `fail_item` record."""
+class Outcome:
+    """How one item ended, where it ran (this process or a Ray worker): `done` with the fields
+    its record adds (what the work's `finish` returned, the output's size, a warning), or
+    `failed` with `error`. Plain values, so that a worker can send it back to the driver."""
 
-    report: Report
-    summary: Summary
-    reporter: Reporter
-    step: Callable[..., None]
-
-    def advance(self) -> None:
-        """One more item has its outcome: the display hears the run's counts so far."""
-        summary = self.summary
-        self.step(done=len(summary.done), failed=len(summary.failed), skipped=len(summary.skipped))
-
-    def fail_item(self, item, reason: str, started: float) -> str:
-        self.summary.failed[item.number] = reason
-        warning = getattr(item, "warning", None)
-        extra = {"warning": warning} if warning else {}
-        self.report.record(item, "failed", error=reason, seconds=round(time.perf_counter() - started, 3), **extra)
-        self.reporter.note(f"item {item.number} ({_name(item)}) failed: {reason}")
-        self.advance()
-        return "failed"
-
-    def finish_item(self, work: Work, editor, item, loaded, result, seconds: float) -> str:
-        started = time.perf_counter() - seconds
-        try:
-            fields = work.finish(editor, item, loaded, result)
-        except (OSError, OutputError) as exc:  # a full disk or a vanished folder fails this item, not the run
-            reason = exc.message if isinstance(exc, OutputError) else f"cannot write {item.output}: {exc.strerror}"
-            return self.fail_item(item, reason, started)
-        self.summary.done.append(item.number)
-        self.summary.seconds.append(seconds)
-        warning = getattr(item, "warning", None)
-        if warning and "warning" not in fields:
-            fields["warning"] = warning
-        try:  # the size written: a rerun redoes an output cut short since
-            fields.setdefault("bytes", Path(item.output).stat().st_size)
-        except OSError:
-            pass
-        self.report.record(item, "done", seconds=round(seconds, 3), **fields)
-        self.advance()
-        return "done"
+    number: int
+    status: str  # done | failed
+    seconds: float
+    fields: dict = field(default_factory=dict)
 
 
-def _name(item) -> str:
-    image = getattr(item, "image", None)
-    return image.name if image is not None else Path(item.output).name
+def failed(item, reason: str, started: float) -> Outcome:
+    warning = getattr(item, "warning", None)
+    extra = {"warning": warning} if warning else {}
+    return Outcome(item.number, "failed", time.perf_counter() - started, {"error": reason, **extra})
 
 
-def run_many(
+def execute(
     items: Sequence,
     work: Work,
-    *,
-    out: Path,
-    shard: tuple[int, int] | None,
-    get_editor: Callable[[], object],
-    reporter: Reporter,
-    label: str,
-    batch_size: int = 1,
-    overwrite: bool = False,
-) -> tuple[Summary, Path]:
-    """Run every item not already done; record each outcome as soon as it is known."""
-    make_folder(out, "--out")
-    name = report_name(shard)
-    report_path = out / name
-    if report_path.is_symlink():
-        raise OutputError(
-            f"{report_path} is a symbolic link: icdedit writes its results file only as a plain file in --out",
-            "remove the link (or choose another --out)",
-        )
-    with FolderLock(out / f"{name}.lock", f"--out {out} ({name})"):
-        # this run's stale temp files: in --out and in the folders of its outputs (grid cells)
-        for folder in sorted({out, *(Path(i.output).parent for i in items if inside(i.output, out))}):
-            if folder.is_dir():
-                remove_stale_temp_files(folder)
-        return _run_locked(items, work, report_path, get_editor, reporter, label, batch_size, overwrite)
-
-
-def _run_locked(items, work, report_path, get_editor, reporter, label, batch_size, overwrite) -> tuple[Summary, Path]:
-    report = Report(report_path)
-    if report.damaged:
-        reporter.note(
-            f"note: {report.damaged} damaged line(s) of {report_path} skipped: their items are redone, or, "
-            "where an output of theirs is there, failed as not this run's (--overwrite redoes them)"
-        )
-    run = Run(report, Summary(), reporter, reporter.stage(label, len(items)))
-    editors: list = []
-
-    def editor():  # loaded on first need: a run with nothing to do loads nothing
-        if not editors:
-            editors.append(get_editor())
-        return editors[0]
-
+    editor: Callable[[], object],
+    batch_size: int,
+    emit: Callable[[Outcome], None],
+    starting: Callable[[list], None] | None = None,
+) -> None:
+    """The per-item part of every run, the same in this process and in each Ray worker: read an
+    item's inputs, group items of one key (up to `batch_size`), run each group, write its items;
+    one Outcome per item, emitted as soon as it is known. `starting(items)` hears a group
+    before it runs (the local runner records them as started)."""
     pending: list[tuple[object, object]] = []
     pending_key: list[Hashable] = []
 
     def flush() -> None:
         if pending:
-            _run_group(work, editor(), list(pending), run)
+            if starting is not None:
+                starting([item for item, _ in pending])
+            _run_group(work, editor(), list(pending), emit)
             pending.clear()
 
-    try:
-        for item in items:
-            if not overwrite and report.is_done(item):
-                run.summary.skipped.append(item.number)
-                run.advance()
-                continue
-            started = time.perf_counter()
-            if item.problem is not None:
-                run.fail_item(item, item.problem, started)
-                continue
-            if not overwrite and os.path.lexists(item.output) and not report.wrote(item):
-                run.fail_item(
-                    item, f"output {item.output} exists and is not this run's (--overwrite replaces it)", started
-                )
-                continue
-            try:
-                loaded = work.load(item)
-            except IcdEditError as exc:
-                run.fail_item(item, str(exc), started)
-                continue
-            key = work.group_key(item, loaded, editor())
-            if pending and (key != pending_key[0] or len(pending) >= batch_size):
-                flush()
-            pending.append((item, loaded))
-            pending_key[:] = [key]
-        flush()
-    except KeyboardInterrupt:
-        summary = run.summary
-        summary.interrupted = True
-        summary.remaining = len(items) - len(summary.done) - len(summary.skipped) - len(summary.failed)
-    finally:
-        report.compact(keep={item.number for item in items})
-    return run.summary, report.path
+    for item in items:
+        started = time.perf_counter()
+        try:
+            loaded = work.load(item)
+        except IcdEditError as exc:
+            emit(failed(item, str(exc), started))
+            continue
+        key = work.group_key(item, loaded, editor())
+        if pending and (key != pending_key[0] or len(pending) >= batch_size):
+            flush()
+        pending.append((item, loaded))
+        pending_key[:] = [key]
+    flush()
 
 
-def _run_group(work: Work, editor, group: list[tuple[object, object]], run: Run) -> None:
+def _run_group(work: Work, editor, group: list[tuple[object, object]], emit: Callable[[Outcome], None]) -> None:
     """The group together; when that fails (out of memory, or one item's problem), each item
     alone, so that every item gets its own outcome and a batch too big for memory still runs."""
     if len(group) > 1:
@@ -325,19 +245,182 @@ def _run_group(work: Work, editor, group: list[tuple[object, object]], run: Run)
         else:
             seconds = (time.perf_counter() - started) / len(group)
             for (item, loaded), result in zip(group, results):
-                run.finish_item(work, editor, item, loaded, result, seconds)
+                emit(_finish(work, editor, item, loaded, result, seconds))
             return
     for item, loaded in group:
         started = time.perf_counter()
         try:
             (result,) = work.run(editor, [(item, loaded)])
         except IcdEditError as exc:
-            run.fail_item(item, str(exc), started)
+            emit(failed(item, str(exc), started))
             continue
         except (RuntimeError, MemoryError) as exc:  # out of memory: record, go on; anything else is a bug
             if not is_out_of_memory(exc):
                 raise
             free_device_memory()
-            run.fail_item(item, f"out of memory: {first_line(exc)}", started)
+            emit(failed(item, f"out of memory: {first_line(exc)}", started))
             continue
-        run.finish_item(work, editor, item, loaded, result, time.perf_counter() - started)
+        emit(_finish(work, editor, item, loaded, result, time.perf_counter() - started))
+
+
+def _finish(work: Work, editor, item, loaded, result, seconds: float) -> Outcome:
+    """The item's outputs written (a full disk or a vanished folder fails this item, not the run)."""
+    started = time.perf_counter() - seconds
+    try:
+        fields = work.finish(editor, item, loaded, result)
+    except (OSError, OutputError) as exc:
+        reason = exc.message if isinstance(exc, OutputError) else f"cannot write {item.output}: {exc.strerror}"
+        return failed(item, reason, started)
+    warning = getattr(item, "warning", None)
+    if warning and "warning" not in fields:
+        fields["warning"] = warning
+    try:  # the size written: a rerun redoes an output cut short since
+        fields.setdefault("bytes", Path(item.output).stat().st_size)
+    except OSError:
+        pass
+    return Outcome(item.number, "done", seconds, fields)
+
+
+@dataclass
+class Run:
+    """One run over many items, on the driver: every outcome recorded in the report, counted in
+    the summary, and shown."""
+
+    report: Report
+    summary: Summary
+    reporter: Reporter
+    step: Callable[..., None]
+    items: dict[int, object]  # number -> item
+
+    def record(self, outcome: Outcome) -> None:
+        item = self.items[outcome.number]
+        if outcome.status == "done":
+            self.summary.done.append(item.number)
+            self.summary.seconds.append(outcome.seconds)
+        else:
+            self.summary.failed[item.number] = outcome.fields["error"]
+            self.reporter.note(f"item {item.number} ({_name(item)}) failed: {outcome.fields['error']}")
+        self.report.record(item, outcome.status, seconds=round(outcome.seconds, 3), **outcome.fields)
+        self.advance()
+
+    def started(self, items: list) -> None:
+        """Items about to be written: their outputs are this folder's from now on, so that a run
+        killed before recording them replaces, on resume, what it had half done."""
+        for item in items:
+            self.report.record(item, "started")
+
+    def skip(self, item) -> None:
+        self.summary.skipped.append(item.number)
+        self.advance()
+
+    def advance(self) -> None:
+        """One more item has its outcome: the display hears the run's counts so far."""
+        summary = self.summary
+        self.step(done=len(summary.done), failed=len(summary.failed), skipped=len(summary.skipped))
+
+    def interrupted(self) -> None:
+        summary = self.summary
+        summary.interrupted = True
+        summary.remaining = len(self.items) - len(summary.done) - len(summary.skipped) - len(summary.failed)
+
+    def to_run(self, items: Sequence, overwrite: bool) -> list:
+        """The items that need running: those done are skipped, those with a known problem or an
+        output that is not this folder's are failed, each recorded at once."""
+        todo = []
+        for item in items:
+            if not overwrite and self.report.is_done(item):
+                self.skip(item)
+            elif item.problem is not None:
+                self.record(failed(item, item.problem, time.perf_counter()))
+            elif not overwrite and os.path.lexists(item.output) and not self.report.wrote(item):
+                reason = f"output {item.output} exists and is not this run's (--overwrite replaces it)"
+                self.record(failed(item, reason, time.perf_counter()))
+            else:
+                todo.append(item)
+        return todo
+
+
+def _name(item) -> str:
+    image = getattr(item, "image", None)
+    return image.name if image is not None else Path(item.output).name
+
+
+class Engine(Protocol):
+    """Where the items that need running run (`execute` on each): this process, or Ray workers
+    (`ray_engine.RayEngine`). The driver records every outcome through `run`."""
+
+    def run_items(
+        self, items: list, work: Work, get_editor: Callable[[], object], batch_size: int, run: Run
+    ) -> None: ...
+
+
+class LocalEngine:
+    """This process: the editor loaded on first need (a run with nothing to do loads nothing)."""
+
+    def run_items(self, items: list, work: Work, get_editor: Callable[[], object], batch_size: int, run: Run) -> None:
+        editors: list = []
+
+        def editor():
+            if not editors:
+                editors.append(get_editor())
+            return editors[0]
+
+        execute(items, work, editor, batch_size, run.record, starting=run.started)
+
+
+def run_many(
+    items: Sequence,
+    work: Work,
+    *,
+    out: Path,
+    shard: tuple[int, int] | None,
+    get_editor: Callable[[], object],
+    reporter: Reporter,
+    label: str,
+    batch_size: int = 1,
+    overwrite: bool = False,
+    engine: Engine | None = None,
+) -> tuple[Summary, Path]:
+    """Run every item not already done; record each outcome as soon as it is known."""
+    make_folder(out, "--out")
+    name = report_name(shard)
+    report_path = out / name
+    if report_path.is_symlink():
+        raise OutputError(
+            f"{report_path} is a symbolic link: icdedit writes its results file only as a plain file in --out",
+            "remove the link (or choose another --out)",
+        )
+    with FolderLock(out / f"{name}.lock", f"--out {out} ({name})"):
+        folders = sorted({out, *(Path(i.output).parent for i in items if inside(i.output, out))})
+        _remove_stale(folders)  # this run's stale temp files: in --out and the folders of its outputs (grid cells)
+        try:
+            return _run_locked(items, work, report_path, get_editor, reporter, label, batch_size, overwrite, engine)
+        finally:
+            _remove_stale(folders)  # a worker killed in this run left its own
+
+
+def _remove_stale(folders: list[Path]) -> None:
+    for folder in folders:
+        if folder.is_dir():
+            remove_stale_temp_files(folder)
+
+
+def _run_locked(
+    items, work, report_path, get_editor, reporter, label, batch_size, overwrite, engine
+) -> tuple[Summary, Path]:
+    report = Report(report_path)
+    if report.damaged:
+        reporter.note(
+            f"note: {report.damaged} damaged line(s) of {report_path} skipped: their items are redone, or, "
+            "where an output of theirs is there, failed as not this run's (--overwrite redoes them)"
+        )
+    run = Run(report, Summary(), reporter, reporter.stage(label, len(items)), {item.number: item for item in items})
+    try:
+        todo = run.to_run(items, overwrite)
+        if todo:
+            (engine or LocalEngine()).run_items(todo, work, get_editor, batch_size, run)
+    except KeyboardInterrupt:
+        run.interrupted()
+    finally:
+        report.compact(keep={item.number for item in items})
+    return run.summary, report.path

@@ -43,6 +43,7 @@ NEEDS_OUTSIDE_DATA = {
     "--src auto": "the captioner's weights",
     "--prompt auto": "the captioner's weights",
     "--swap cat=lion": "a latent file made with --prompt auto",
+    "--engine ray": "a Ray cluster (tests/test_ray_engine.py runs both engines on a local Ray)",
 }
 TINY = {"sd15-4step-v1": "tiny", "sdxl-4step-v2": "tiny-xl", "tiny": "tiny", "tiny-xl": "tiny-xl"}
 

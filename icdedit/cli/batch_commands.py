@@ -10,6 +10,7 @@ import typer
 from ..errors import UsageError
 from .app import command, emit, emit_summary, examples, progress_bar, reporter
 from .options import (
+    AddressOpt,
     AmplifyOpt,
     AmplifyPromptOpt,
     AttentionOpt,
@@ -21,6 +22,8 @@ from .options import (
     DeviceOpt,
     DryRunOpt,
     DtypeOpt,
+    EngineOpt,
+    GpusPerWorkerOpt,
     GuidanceOpt,
     JsonOpt,
     MethodOpt,
@@ -34,6 +37,8 @@ from .options import (
     SwapOpt,
     TauOpt,
     WordsOpt,
+    WorkersOpt,
+    engine_options,
     parse_amplify_flag,
     parse_blend_flag,
     run_options,
@@ -50,6 +55,7 @@ from .options import (
         + examples(
             "icdedit batch edits.csv --images photos/ --out edited/",
             "icdedit batch 'photos/*.jpg' --src 'a photo of a cat' --tgt 'a photo of a tiger' --out tigers/",
+            "icdedit batch edits.csv --images photos/ --out edited/ --engine ray --workers 8   # on a Ray cluster",
         )
     ),
     no_args_is_help=True,
@@ -115,6 +121,10 @@ def batch(
             ),
         ),
     ] = None,
+    engine: EngineOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
     side_by_side: Annotated[
         bool, typer.Option("--side-by-side", help="Also write original | edit for each item.")
     ] = False,
@@ -173,6 +183,7 @@ def batch(
         grid=tuple(grid or ()),
         run=run_options(device, dtype, attention, cuda_graphs, compile, preview, offline),
         captioner=captioner,
+        engine=engine_options(engine, address, workers, gpus_per_worker),
         defaults=dict(
             src=src,
             tgt=tgt,

@@ -12,22 +12,34 @@ from ..errors import UsageError
 from ..schedule import GENERATION_GUIDANCE, GENERATION_TAU
 from .app import command, emit, emit_summary, examples, progress_bar, reporter
 from .options import (
+    AddressOpt,
     AttentionOpt,
     CompileOpt,
     CudaGraphsOpt,
     DeviceOpt,
     DtypeOpt,
+    EngineOpt,
+    GpusPerWorkerOpt,
     JsonOpt,
     ModelOpt,
     OfflineOpt,
     PreviewOpt,
+    WorkersOpt,
+    engine_options,
     parse_seed_flag,
     per_family,
     run_options,
 )
 
 ALONE_ONLY = {"output": "-o", "save_latent": "--save-latent", "save_noise": "--save-noise"}
-FILE_ONLY = {"out": "--out", "shard": "--shard"}
+FILE_ONLY = {
+    "out": "--out",
+    "shard": "--shard",
+    "engine": "--engine",
+    "address": "--address",
+    "workers": "--workers",
+    "gpus_per_worker": "--gpus-per-worker",
+}
 
 
 @command(
@@ -40,6 +52,7 @@ FILE_ONLY = {"out": "--out", "shard": "--shard"}
             "icdedit edit fox.safetensors --tgt 'a photo of a red fox in the rain'   # edit it, no inversion",
             "icdedit generate 'a lighthouse at dusk' --num 4 --seed 7                 # seeds 7, 8, 9, 10",
             "icdedit generate --prompts generation_coco.csv --out coco/              # resumable, like batch",
+            "icdedit generate --prompts generation_coco.csv --out coco/ --engine ray # on a Ray cluster's GPUs",
         )
         + "\n\nA prompt file is a text file (one prompt a line) or a CSV/TSV/JSONL with a caption or prompt "
         "column (and optionally seed): the official generation_coco.csv and "
@@ -115,6 +128,10 @@ def generate(
         Optional[str],
         typer.Option("--shard", help="With --prompts: K/N, only the K-th of N parts (automatic under torchrun)."),
     ] = None,
+    engine: EngineOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -144,7 +161,7 @@ def generate(
     wrong = ALONE_ONLY if prompts is not None else FILE_ONLY
     misplaced = [flag for name, flag in wrong.items() if given[name] is not None]
     if misplaced:
-        fix = "with --prompts, images go to --out" if prompts is not None else "--out and --shard are for --prompts"
+        fix = "with --prompts, images go to --out" if prompts is not None else f"{misplaced[0]} is for --prompts"
         raise UsageError(f"{', '.join(misplaced)} cannot be used here", fix)
     from .. import generation  # after the usage checks: a usage error is answered without torch
 
@@ -161,7 +178,10 @@ def generate(
         run=run_options(device, dtype, attention, cuda_graphs, compile, preview, offline),
     )
     if prompts is not None:
-        request = generation.GenerateFileRequest(prompts, out or Path("generated"), shard=shard, **common)
+        engine_flags = engine_options(engine, address, workers, gpus_per_worker)
+        request = generation.GenerateFileRequest(
+            prompts, out or Path("generated"), shard=shard, engine=engine_flags, **common
+        )
         with progress_bar(ctx, not as_json, items=True) as progress:
             summary, report = generation.run_generate_file(request, reporter(ctx, progress))
         emit_summary("generate", summary, report, as_json)

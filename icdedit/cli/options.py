@@ -228,6 +228,50 @@ OfflineOpt = Annotated[
 ]
 
 
+EngineOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--engine",
+        metavar="local|ray",
+        help=(
+            "local (default): this process. ray: every item on Ray Data actors, on this machine or a Ray cluster "
+            "(pip install 'icdedit[ray]'; README 'More than one machine'): the same outputs and results.jsonl."
+        ),
+    ),
+]
+AddressOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--address",
+        help="With --engine ray: the Ray cluster (default: RAY_ADDRESS, else the one running here, else a new "
+        "local Ray); 'local' starts a Ray for this run even when a cluster runs.",
+    ),
+]
+WorkersOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--workers",
+        min=1,
+        help="With --engine ray: actors, each with the model loaded once (default: one per GPU of the cluster, or 1).",
+    ),
+]
+GpusPerWorkerOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--gpus-per-worker",
+        min=0,
+        help="With --engine ray: GPUs each actor takes (default: 1 where the cluster has GPUs, 0 on the CPU).",
+    ),
+]
+
+
+def engine_options(engine: str | None, address: str | None, workers: int | None, gpus_per_worker: float | None):
+    """--engine and the Ray flags as one value (checked when the run is planned)."""
+    from ..ray_engine import EngineOptions
+
+    return EngineOptions(engine or "local", address, workers, gpus_per_worker)
+
+
 def run_options(
     device: str, dtype: str, attention: str, cuda_graphs: bool, compile: bool, preview: bool, offline: bool = False
 ) -> RunOptions:
