@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,66 @@ def test_a_model_the_workers_cannot_load_ends_the_run_with_its_one_line_error(ra
     args = [a if a != "cpu" else "cuda:99" for a in batch_args([folder], out, model=tiny_model, extra=extra)]
     assert_clean_error(run(*args), "--device cuda:99")
     assert [r["status"] for r in records(out)] == ["started", "started"]  # resumable: nothing was made
+
+
+@dataclass(frozen=True)
+class Note:
+    """A runner item with no model: its output is a text file."""
+
+    number: int
+    output: Path
+    problem: str | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.number)
+
+    def describe(self) -> dict:
+        return {}
+
+
+class DiesOnTwo:
+    """A Work whose worker process dies whenever it runs item 2 (a row that is out of memory each time)."""
+
+    def load(self, item):
+        return None
+
+    def group_key(self, item, loaded, editor):
+        return "all"
+
+    def run(self, editor, group):
+        if any(item.number == 2 for item, _ in group):
+            os._exit(3)
+        return [f"made {item.number}" for item, _ in group]
+
+    def finish(self, editor, item, loaded, result) -> dict:
+        item.output.write_text(result)
+        return {}
+
+
+@pytest.mark.ray
+def test_a_row_that_kills_its_worker_every_time_fails_after_the_retries_and_the_rest_are_done(
+    ray_cluster, tmp_path, monkeypatch
+):
+    from ray import cloudpickle
+
+    from icdedit import ray_engine
+    from icdedit.ray_engine import EngineOptions, RayEngine
+    from icdedit.reporting import Reporter
+    from icdedit.runner import run_many
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import the tests
+    monkeypatch.setattr(ray_engine, "RETRIES", 1)  # each retry restarts a worker: seconds
+    out = tmp_path / "out"
+    items = [Note(n, out / f"{n}.txt") for n in range(1, 5)]
+    engine = RayEngine(EngineOptions("ray", workers=2), "cpu", Reporter())
+    summary, report = run_many(
+        items, DiesOnTwo(), out=out, shard=None, get_editor=object, reporter=Reporter(), label="notes", engine=engine
+    )
+    assert sorted(summary.done) == [1, 3, 4]
+    assert list(summary.failed) == [2] and "2 times" in summary.failed[2]
+    assert [(r["item"], r["status"]) for r in records(out)] == [(1, "done"), (2, "failed"), (3, "done"), (4, "done")]
+    assert (out / "3.txt").read_text() == "made 3" and not (out / "2.txt").exists()
 
 
 # -- stops, kills and resumes ----------------------------------------------------------------------
