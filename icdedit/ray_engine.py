@@ -72,6 +72,10 @@ def engine_for(options: EngineOptions, shard: tuple[int, int] | None, device: st
             "--shard (or torchrun's ranks) with --engine ray: Ray schedules every item itself",
             "drop --shard, or use --engine local",
         )
+    if device.startswith("cuda:"):
+        raise UsageError(
+            f"--device {device} with --engine ray: Ray gives each worker its own GPU", "use --device cuda (or auto)"
+        )
     return RayEngine(options, device, reporter)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,11 +159,14 @@ def test_generate_prompts_through_ray_equals_the_local_run(ray_cluster, tmp_path
 
 @pytest.mark.ray
 def test_a_model_the_workers_cannot_load_ends_the_run_with_its_one_line_error(ray_cluster, tmp_path, tiny_model):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model.parent, broken)
+    lora = next(broken.glob("*forward*.safetensors"))
+    lora.write_bytes(b"not a safetensors file")  # read by the workers alone, when they load the model
     folder = photos_folder(tmp_path, 2)
     out = tmp_path / "out"
-    extra = ["-s", "a cat", "-t", "a dog", "--engine", "ray", "--device", "cuda:99", "-q"]  # -q: no ray: notes
-    args = [a if a != "cpu" else "cuda:99" for a in batch_args([folder], out, model=tiny_model, extra=extra)]
-    assert_clean_error(run(*args), "--device cuda:99")
+    extra = ["-s", "a cat", "-t", "a dog", "--engine", "ray", "-q"]  # -q: no `ray:` notes
+    assert_clean_error(run(*batch_args([folder], out, model=broken / "model.yaml", extra=extra)), lora.name)
     assert [r["status"] for r in records(out)] == ["started", "started"]  # resumable: nothing was made
 
 
@@ -370,6 +374,7 @@ def test_without_ray_installed_the_engine_is_one_line_naming_the_extra(tmp_path,
         (["--engine", "spark"], "spark"),
         (["--engine", "ray", "--shard", "1/2"], "--shard"),
         (["--engine", "ray", "--gpus-per-worker", "-1"], "--gpus-per-worker"),
+        (["--engine", "ray", "--device", "cuda:1"], "its own GPU"),
     ],
 )
 def test_engine_flags_that_cannot_work_are_usage_errors(tmp_path, tiny_model, flags, fragment):
