@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-ray test-gpu test-kernels test-sdist bench lint clean
+.PHONY: install test test-gpu test-kernels test-sdist bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,8 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 
-# Everything but the tests that start Ray (marked `ray`: seconds of start-up each, about 2 minutes
-# in all on 2 cores); `make test-ray` runs those, and CI runs both.
 test:
-	$(BIN)/python -m pytest -q -m "not ray"
-
-test-ray:
-	$(BIN)/python -m pytest -q -m ray tests/test_ray_engine.py
+	$(BIN)/python -m pytest -q
 
 # The GPU smoke tests (tests/test_gpu.py, marked `gpu`; a few minutes on one GPU, offline): skipped
 # without a CUDA device, failed instead with ICDEDIT_REQUIRE_GPU=1 (.ci/run-gpu sets it).
@@ -44,12 +39,13 @@ bench:
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # The source distribution's own tests, from its unpacked folder: tests/ must stand alone
-# (benchmarks/ is not shipped; its tests run from the repository with `make test`).
+# (benchmarks/ is not shipped; its tests run from the repository with `make test`). The tests
+# marked `slow` (Ray, compilation, the browser: about 7 minutes on 2 cores) ran in `make test`.
 test-sdist:
 	rm -rf build/sdist
 	$(BIN)/python -m build --sdist --outdir build/sdist .
 	tar -xzf build/sdist/icdedit-*.tar.gz -C build/sdist
-	cd build/sdist/icdedit-*/ && $(abspath $(BIN))/python -m pytest -q -p no:cacheprovider -m "not ray"
+	cd build/sdist/icdedit-*/ && $(abspath $(BIN))/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 # ruff, configured in pyproject.toml: the linter's rules and the formatter's layout (CI checks both)
 LINT_PATHS := icdedit tests benchmarks

@@ -4,9 +4,10 @@ own), with its times split into start-up and rows.
 
     python -m benchmarks.ray_throughput [--rows 48] [--size 256]
 
-For each run: the wall time of the command; `first` = the time to the first recorded item (for
-Ray: starting Ray, starting the actors, each loading the model; locally: loading the model);
-`rows/s` = the items after the first divided by the time after it (the steady rate).
+For each run: the wall time of the command; `ray_up` = the time until Ray is started and
+connected; `first` = the time to the first recorded item (for Ray: Ray, then the actors started,
+each importing torch and loading the model; locally: loading the model); `rows/s` = the items
+after the first divided by the time after it (the steady rate).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ def photos(folder: Path, count: int, size: int) -> None:
 
 
 def timed_run(command: list[str], report: Path) -> dict:
-    """The command's wall time, and when each item's line reached the report (polled)."""
+    """The command's wall time, when Ray was up (its `ray: N node(s)` line), and when each
+    item's line reached the report (polled)."""
     seen: list[float] = []
+    ray_up: list[float] = []
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def watch() -> None:
         while process.poll() is None:
@@ -43,17 +46,26 @@ def timed_run(command: list[str], report: Path) -> dict:
                 seen.extend([time.perf_counter() - started] * (count - len(seen)))
             time.sleep(0.02)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    stdout, _ = process.communicate()
-    watcher.join()
+    def read_stderr() -> None:
+        for line in process.stderr:
+            if line.startswith("ray: ") and "node(s)" in line:
+                ray_up.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=watch), threading.Thread(target=read_stderr)]
+    for thread in threads:
+        thread.start()
+    stdout = process.stdout.read()
+    process.wait()
+    for thread in threads:
+        thread.join()
     wall = time.perf_counter() - started
     summary = json.loads(stdout)
     done = len(summary["done"])
     first = seen[0] if seen else wall
     last = seen[-1] if len(seen) == done else wall
     rate = (done - 1) / (last - first) if done > 1 and last > first else float("nan")
-    return {"wall_s": round(wall, 1), "first_s": round(first, 1), "rows_per_s": round(rate, 2), "done": done}
+    timing = {"wall_s": round(wall, 1), "ray_up_s": round(ray_up[0], 1) if ray_up else None}
+    return {**timing, "first_s": round(first, 1), "rows_per_s": round(rate, 2), "done": done}
 
 
 def main() -> None:

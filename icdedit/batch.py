@@ -281,6 +281,9 @@ class EditWork:
     def group_key(self, item, plan: EditPlan, editor) -> tuple[int, int]:
         return editor.processing_size(plan.source.image.size, self.size)
 
+    def chunk_key(self, item: manifests.BatchItem) -> tuple:
+        return InversionCache.key(item, self.size)  # a photo's cells together: one inversion
+
     def run(self, editor, group: list[tuple[manifests.BatchItem, EditPlan]]) -> list:
         """One inversion per distinct (photo, source prompt, seed), then every row's job as one
         UNet batch; per row (its result, its mask at the processing size)."""

@@ -346,6 +346,9 @@ class GenerationWork:
     def group_key(self, item: GenerationItem, loaded, editor) -> str:
         return "all"
 
+    def chunk_key(self, item: GenerationItem) -> str:
+        return "all"
+
     def run(self, editor: Editor, group: list[tuple[GenerationItem, None]]) -> list[Generation]:
         items = [item for item, _ in group]
         prompts, seeds = [i.prompt for i in items], [i.seed for i in items]

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 from . import errors
 from .errors import IcdEditError, UsageError, first_line
-from .reporting import Reporter
+from .reporting import Reporter, take_worker_notes
 from .runner import Outcome, Run, Work, execute
 
 RETRIES = 3  # a chunk whose worker dies is run again this many times, then failed
@@ -102,7 +103,8 @@ class WorkerJob:
 
 
 class ChunkWorker:
-    """One Ray actor: the model loaded once, then chunks of items run by `runner.execute`."""
+    """One Ray actor: the model loaded once, then chunks of items run by `runner.execute`. What
+    its Reporters note (the model's notes, a prompt's truncation) goes back with each chunk."""
 
     def __init__(self, job):
         import ray
@@ -117,7 +119,13 @@ class ChunkWorker:
     def __call__(self, batch: dict) -> dict:
         chunks = [int(index) for index in batch["chunk"]]
         outcomes = [self.run_chunk(index) for index in chunks] if not self.error else ["[]"] * len(chunks)
-        return {"chunk": chunks, "outcomes": outcomes, "error": [self.error] * len(chunks)}
+        notes = json.dumps(take_worker_notes())
+        return {
+            "chunk": chunks,
+            "outcomes": outcomes,
+            "error": [self.error] * len(chunks),
+            "notes": [notes] * len(chunks),
+        }
 
     def run_chunk(self, index: int) -> str:
         items, outcomes = self.job.chunks[index], []
@@ -130,6 +138,27 @@ class ChunkWorker:
         return json.dumps([asdict(outcome) for outcome in outcomes], default=str)
 
 
+def chunked(items: list, work: Work, batch_size: int) -> list[list]:
+    """Chunks of at most `batch_size` consecutive items, each run on one actor. Items of one
+    `work.chunk_key` (a photo's grid cells) stay in one chunk where they fit, so that they share
+    its inversion there; other items fill a chunk up (photos of one UNet batch)."""
+    runs: list[list] = []
+    last = object()
+    for item in items:
+        key = work.chunk_key(item)
+        if not runs or key != last:
+            runs.append([])
+        runs[-1].append(item)
+        last = key
+    chunks: list[list] = []
+    for run in runs:
+        if chunks and len(chunks[-1]) + len(run) <= batch_size:
+            chunks[-1].extend(run)
+        else:
+            chunks += [run[i : i + batch_size] for i in range(0, len(run), batch_size)]
+    return chunks
+
+
 class RayEngine:
     """Runs a run's items on Ray Data actors (runner.Engine)."""
 
@@ -137,22 +166,35 @@ class RayEngine:
         self.options, self.device, self.reporter = options, device, reporter
 
     def run_items(self, items: list, work: Work, get_editor: Callable[[], object], batch_size: int, run: Run) -> None:
-        chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-        run.started(items)
+        chunks = chunked(items, work, batch_size)
         with _others_to_stderr():
             returned = self._run_chunks(chunks, work, get_editor, batch_size, run)
-        lost = [item for index, chunk in enumerate(chunks) if index not in returned for item in chunk]
-        for item in lost:
-            reason = f"its Ray worker stopped while running it, {RETRIES + 1} times (a lost node, or out of memory)"
-            run.record(Outcome(item.number, "failed", 0.0, {"error": reason}))
+        for index, chunk in enumerate(chunks):
+            if index not in returned:
+                reason = (
+                    f"its Ray worker stopped while running it (tried {RETRIES + 1} times: a lost node, or out of "
+                    "memory); run the same command to try again"
+                )
+                for item in chunk:
+                    run.record(Outcome(item.number, "failed", 0.0, {"error": reason}))
 
     def _run_chunks(self, chunks, work, get_editor, batch_size, run: Run) -> set[int]:
         """Every chunk through the actors, each outcome recorded as it comes; the chunks returned."""
-        ray, started_here = self._connect()
+        ray, connected_here = self._connect()
         returned: set[int] = set()
+        noted: set[str] = set()
+        rows = None
+        logger = logging.getLogger("ray.data")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)  # its lines (start, end, stop): icdedit's progress and errors say it all
         try:
-            stream = self._dataset(ray, WorkerJob(work, get_editor, chunks, batch_size), len(chunks))
-            for row in stream.iter_rows():
+            run.started([item for chunk in chunks for item in chunk])  # connected: now they may be written
+            rows = iter(self._dataset(ray, WorkerJob(work, get_editor, chunks, batch_size), len(chunks)).iter_rows())
+            for row in rows:
+                for note in json.loads(row["notes"]):  # each worker's notes, each said once
+                    if note not in noted:
+                        noted.add(note)
+                        self.reporter.note(note)
                 if row["error"]:  # the model did not load: nothing can run
                     raise _worker_error(json.loads(row["error"]))
                 returned.add(int(row["chunk"]))
@@ -163,58 +205,67 @@ class RayEngine:
         except Exception as exc:
             raise _driver_error(exc) from None
         finally:
-            if started_here:
-                ray.shutdown()  # a local Ray of this run: its actors end with it (also on Ctrl-C)
+            if hasattr(rows, "close"):
+                rows.close()  # stops the streaming execution (Ctrl-C, an error)
+            logger.setLevel(level)
+            if connected_here:
+                ray.shutdown()  # this run's connection: its actors end with it (also on Ctrl-C)
         return returned
 
     def _connect(self):
-        """Ray, connected: the cluster at --address, else Ray's own choice (RAY_ADDRESS, a running
-        cluster), else a Ray started here. (ray, whether this run connected it)."""
+        """Ray, connected as `ray.init` connects by default (RAY_ADDRESS, else the cluster that
+        `ray start` started here, else a Ray started for this run), or to --address. (ray,
+        whether this run connected it)."""
         ray = require_ray()
-        if ray.is_initialized():  # the caller's own Ray (a library user, the tests)
-            return ray, False
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notices, not for this terminal
-        quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         address = self.options.address
-        with _stderr_silenced():  # Ray's C++ start-up line ("Set ray log level ...")
-            if address in (None, "auto") and not os.environ.get("RAY_ADDRESS"):
-                try:
-                    ray.init(address="auto", **quiet)
-                except ConnectionError:
-                    if address == "auto":
-                        raise UsageError(
-                            "--address auto: no Ray cluster is running on this machine", "start one: ray start --head"
-                        ) from None
-                    ray.init(**quiet)  # none running: a Ray of this run's own
-            else:
+        if ray.is_initialized():  # the caller's own Ray (a library user, the tests)
+            if address:
+                self.reporter.note(f"note: --address {address} ignored: this process is already connected to Ray")
+            return ray, False
+        quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        with _ray_backend_quiet():
+            try:
                 ray.init(address=address, **quiet)
+            except (ConnectionError, ValueError) as exc:  # ValueError: an address Ray cannot parse
+                if address is None and isinstance(exc, ValueError):
+                    raise
+                if address is not None:
+                    hint = "start one: ray start --head" if address == "auto" else "check --address (ray status)"
+                    message = f"--address {address}: cannot connect to a Ray cluster ({first_line(exc)})"
+                    raise UsageError(message, hint) from None
+                ray.init(address="local", **quiet)  # a stale cluster file of a Ray that is gone: start one
         self.reporter.note(f"ray: {_resources_line(ray)}")
         return ray, True
 
     def _dataset(self, ray, job: WorkerJob, count: int):
+        """The chunks as a dataset mapped by the actor pool. The settings are the dataset's own
+        copy of Ray Data's context: the caller's context is left as it was."""
         import ray.data
 
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # icdedit's own progress, one line per run
-        context.max_errored_blocks = -1  # a chunk whose retries ran out: recorded failed by the driver
-        context.max_consecutive_actor_init_deaths = 2  # a model that does not load: say so, not loop
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-        gpus = self._gpus_per_worker(ray)
-        workers = self._workers(ray, gpus)
-        self.reporter.note(f"ray: {workers} worker(s), {gpus:g} GPU(s) each, {count} chunk(s)")
-        rows = ray.data.from_items([{"chunk": index} for index in range(count)], override_num_blocks=count)
-        with warnings.catch_warnings():  # Ray 2.60 takes the retry bound only as a "remote arg" (deprecated)
-            warnings.simplefilter("ignore")
-            return rows.map_batches(
-                ChunkWorker,
-                batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                fn_constructor_kwargs={"job": ray.put(job)},
-                num_gpus=gpus,
-                num_cpus=1,
-                max_restarts=-1,  # a lost actor comes back (on another node, if its node is gone)
-                max_task_retries=RETRIES,
-            )
+        saved = {key: getattr(context, key) for key in DATA_SETTINGS}
+        for key, value in DATA_SETTINGS.items():
+            setattr(context, key, value)
+        try:
+            gpus = self._gpus_per_worker(ray)
+            workers = self._workers(ray, gpus)
+            self.reporter.note(f"ray: {workers} worker(s), {gpus:g} GPU(s) each, {count} chunk(s)")
+            rows = ray.data.from_items([{"chunk": index} for index in range(count)], override_num_blocks=count)
+            with warnings.catch_warnings():  # Ray 2.60 takes the retry bounds only as "remote args" (deprecated)
+                warnings.simplefilter("ignore")
+                return rows.map_batches(
+                    ChunkWorker,
+                    batch_size=1,
+                    compute=ray.data.ActorPoolStrategy(size=workers),
+                    fn_constructor_kwargs={"job": ray.put(job)},
+                    num_gpus=gpus,
+                    num_cpus=1,
+                    max_restarts=RETRIES * workers,  # lost actors come back (elsewhere, if a node is gone), not forever
+                    max_task_retries=RETRIES,
+                )
+        finally:
+            for key, value in saved.items():
+                setattr(context, key, value)
 
     def _gpus_per_worker(self, ray) -> float:
         if self.options.gpus_per_worker is not None:
@@ -226,6 +277,13 @@ class RayEngine:
         if self.options.workers is not None:
             return self.options.workers
         return max(1, int(ray.cluster_resources().get("GPU", 0) // gpus)) if gpus else 1
+
+
+DATA_SETTINGS = {
+    "enable_progress_bars": False,  # icdedit's own progress, one display per run
+    "max_errored_blocks": -1,  # a chunk whose retries ran out is dropped, and recorded failed by the driver
+    "max_consecutive_actor_init_deaths": 2,  # actors that die loading the model: say so, not loop
+}
 
 
 class _MainThreadStdout:
@@ -260,18 +318,30 @@ def _others_to_stderr():
 
 
 @contextmanager
-def _stderr_silenced():
-    """File descriptor 2 pointed at /dev/null for a moment: what Ray's C++ core prints there
-    cannot be turned off from Python. Python's own errors are exceptions, and still raised."""
+def _ray_backend_quiet():
+    """Ray's C++ core started without its notices on this terminal: RAY_BACKEND_LOG_LEVEL for
+    the start (unless the person set it), and its one start-up line ("Set ray log level ..."),
+    which it prints on file descriptor 2 whatever the level, caught in a file and shown only if
+    the start fails."""
+    chosen = "RAY_BACKEND_LOG_LEVEL" in os.environ
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     sys.stderr.flush()
     saved = os.dup(2)
+    caught = tempfile.TemporaryFile()
+    failed = True
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+        os.dup2(caught.fileno(), 2)
         yield
+        failed = False
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+        if failed:
+            caught.seek(0)
+            sys.stderr.write(caught.read().decode(errors="replace"))
+        caught.close()
+        if not chosen:
+            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
 
 
 def _resources_line(ray) -> str:

@@ -23,9 +23,9 @@ class Reporter:
         self._confirm = confirm
 
     def __reduce__(self):
-        """Sent to another process (a Ray worker), a Reporter is silent there: the person is
-        at the driver, which reports every item's outcome."""
-        return (Reporter, ())
+        """Sent to another process (a Ray worker), a Reporter shows no progress there and keeps
+        its notes for the driver to print (`take_worker_notes`): the person is at the driver."""
+        return (_worker_reporter, ())
 
     def confirm(self, question: str) -> bool:
         return bool(self._confirm and self._confirm(question))
@@ -54,3 +54,17 @@ class Reporter:
             return lambda **counts: None
         task = self.progress.add_task(description, total=total)
         return lambda **counts: self.progress.update(task, advance=1, **counts)
+
+
+_WORKER_NOTES: list[str] = []  # notes made by Reporters sent to this process, not yet taken
+
+
+def _worker_reporter() -> Reporter:
+    return Reporter(note=_WORKER_NOTES.append)
+
+
+def take_worker_notes() -> list[str]:
+    """The notes made in this worker process since the last call (ray_engine sends them back)."""
+    notes = list(_WORKER_NOTES)
+    del _WORKER_NOTES[: len(notes)]
+    return notes

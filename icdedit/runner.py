@@ -12,8 +12,11 @@ grouping (consecutive items with one group key, up to `batch_size`), the fallbac
 fails (each item alone, so every item gets its own outcome; out of memory recognised by type),
 the summary and its exit code, and Ctrl-C (the report is compacted and resumable).
 
-`results.jsonl` gets one line appended per finished item (a later line for the same item wins)
-and is compacted, atomically, to one line per item when the run ends. A run stopped at any
+`results.jsonl` gets one line appended per item as it starts (`started`: its outputs are this
+folder's from then on) and one as it finishes (a later line for the same item wins), and is
+compacted, atomically, to one line per item when the run ends (a `started` line whose output
+was never written dropped). A failed item whose run had started keeps the claim (`claimed`), so a
+rerun replaces what it may have half written. A run stopped at any
 moment leaves at worst one cut-off last line, which the next run ignores (it redoes that item);
 the next run skips what is recorded as done and still on disk. Appending keeps a 30,000-image
 run linear: rewriting the whole report after every item would be quadratic.
@@ -58,6 +61,10 @@ class Work(Protocol):
     def group_key(self, item, loaded, editor) -> Hashable:
         """Items with equal keys may run as one group (e.g. photos of one processing size)."""
 
+    def chunk_key(self, item) -> Hashable:
+        """Consecutive items with equal keys go to one Ray worker together (a photo's grid cells:
+        one inversion); read before any input is, on the driver."""
+
     def run(self, editor, group: list[tuple[object, object]]) -> list[object]:
         """One result per (item, loaded) of the group, made together."""
 
@@ -98,9 +105,13 @@ class Report:
         """Whether this folder's report says that the item's output file is its own (written, or
         started, by a run of this report), so that a rerun may replace it."""
         record = self.records.get(item.number)
-        return bool(record and record.get("status") in ("done", "started") and record.get("output") == str(item.output))
+        if not record or record.get("output") != str(item.output):
+            return False
+        return record.get("status") in ("done", "started") or bool(record.get("claimed"))
 
     def record(self, item, status: str, **fields) -> dict:
+        if status == "failed" and self.wrote(item):  # it may have written its output before failing
+            fields.setdefault("claimed", True)
         record = {"item": item.number, "key": item.key, "status": status, **item.describe()}
         record.update(output=str(item.output), **fields)
         self.records[item.number] = record
@@ -124,6 +135,13 @@ class Report:
         (a rerun with another grid or file: records of items it no longer has are dropped)."""
         if keep is not None:
             self.records = {k: v for k, v in self.records.items() if k in keep}
+        for number, record in list(self.records.items()):  # a claim on an output never written: dropped
+            if record.get("status") == "started" or record.get("claimed"):
+                if not os.path.lexists(record.get("output", "")):
+                    if record["status"] == "started":
+                        del self.records[number]
+                    else:
+                        record.pop("claimed")
         lines = "".join(json.dumps(self.records[k], default=str) + "\n" for k in sorted(self.records))
         write_atomically(self.path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
         self._cut_off = False
@@ -140,7 +158,9 @@ class Summary:
 
     def as_dict(self) -> dict:
         data = asdict(self)  # items in order, however they finished (Ray workers finish out of order)
-        data["done"], data["skipped"] = sorted(self.done), sorted(self.skipped)
+        done = sorted(zip(self.done, self.seconds))
+        data["done"], data["seconds"] = [n for n, _ in done], [s for _, s in done]
+        data["skipped"] = sorted(self.skipped)
         data["failed"] = {str(k): self.failed[k] for k in sorted(self.failed)}
         data["seconds_per_item"] = round(sum(self.seconds) / len(self.seconds), 3) if self.seconds else None
         return data

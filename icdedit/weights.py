@@ -9,6 +9,7 @@ fetch: one error naming every missing file and the command that fetches them.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -220,15 +221,51 @@ def ensure_weights(spec: ModelSpec, variant: str = "fp32", *, offline_flag: bool
     from .reporting import Reporter
 
     reporter = reporter or Reporter()
-    icd = [] if spec.random_weights else missing_icd_files(spec)
-    base = [] if spec.random_weights else missing_base_files(spec, variant)
-    preview = preview_needed(decoder)
-    missing = [*icd, *base, *preview]
-    if not missing:
+    icd, base, preview = _missing(spec, variant, decoder)
+    if not [*icd, *base, *preview]:
         return []
     why = offline_reason(offline_flag)
-    if why or any(n.source is None for n in missing):
-        raise missing_error(spec, missing, why)
+    if why or any(n.source is None for n in [*icd, *base, *preview]):
+        raise missing_error(spec, [*icd, *base, *preview], why)
+    with _one_fetch_at_a_time():  # several workers of one machine (Ray, torchrun) fetch once
+        icd, base, preview = _missing(spec, variant, decoder)  # another process may have fetched them
+        missing = [*icd, *base, *preview]
+        if missing:
+            _fetch(spec, variant, decoder, icd, base, preview, reporter)
+    return missing
+
+
+def _missing(spec: ModelSpec, variant: str, decoder) -> tuple[list, list, list]:
+    icd = [] if spec.random_weights else missing_icd_files(spec)
+    base = [] if spec.random_weights else missing_base_files(spec, variant)
+    return icd, base, preview_needed(decoder)
+
+
+@contextmanager
+def _one_fetch_at_a_time():
+    """A lock (flock, blocking) on the weights folder: the processes of one machine wait for
+    each other's fetch instead of appending to the same partial file."""
+    from .paths import weights_home
+
+    home = weights_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        handle = open(home / ".fetch.lock", "a")
+    except OSError:  # a read-only home: the fetch itself will say what is wrong
+        yield
+        return
+    with handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no flock here: fetch unlocked
+            pass
+        yield
+
+
+def _fetch(spec: ModelSpec, variant: str, decoder, icd, base, preview, reporter) -> None:
+    missing = [*icd, *base, *preview]
     announce(spec, missing, reporter)
     started = time.monotonic()
     if icd:
@@ -242,4 +279,3 @@ def ensure_weights(spec: ModelSpec, variant: str = "fp32", *, offline_flag: bool
 
         download_preview_decoder(decoder)
     reporter.note(f"fetched {len(missing)} file(s) for model {spec.name!r} in {time.monotonic() - started:.0f} s")
-    return missing

@@ -33,6 +33,10 @@ from icdedit.loader import load_model
 
 from .tolerance import Float32Error, assert_near_exact
 
+# minutes of compilation in all (the batch test alone about 2.5 min on 2 cores): `make test` runs them,
+# the source distribution's run leaves them out (it proves tests/ stands alone)
+pytestmark = pytest.mark.slow
+
 
 class CountingBackend:
     """A torch.compile backend that runs the traced graphs as they are and counts their calls."""

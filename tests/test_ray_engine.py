@@ -5,9 +5,10 @@ pixel, every record, the summary and the exit code. On the CPU, float32 results 
 thread count (a reduction split in two rounds differently), so the local runs here use the
 actors' one thread (`one_thread`): the same code, inputs, device and threads give the same bits.
 
-The tests that start Ray are marked `ray` (`make test-ray`; CI runs them once, beside `make test`):
-one Ray for the in-process tests, and one per subprocess for the tests that stop a driver or kill
-a worker, each of which then runs the command again to see every row done exactly once.
+The tests that start Ray (about 3 minutes in all on 2 cores) are marked `slow`: `make test` runs
+them, the source distribution's run leaves them out. One Ray serves the in-process tests; the
+tests that stop a driver or kill a worker run the command in a process (and a Ray) of its own,
+then run it again to see every row done exactly once.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def run_both(tmp_path, args: list[str], ray_flags=("--engine", "ray", "--workers
 
 
 # -- the same outputs ------------------------------------------------------------------------------
-@pytest.mark.ray
+@pytest.mark.slow
 def test_a_manifest_with_bad_rows_through_ray_equals_the_local_run(ray_cluster, tmp_path, tiny_model):
     folder = photos_folder(tmp_path, 3)
     rows = [
@@ -137,7 +138,7 @@ def test_a_manifest_with_bad_rows_through_ray_equals_the_local_run(ray_cluster, 
     assert_same_runs(local, remote)
 
 
-@pytest.mark.ray
+@pytest.mark.slow
 def test_a_grid_through_ray_equals_the_local_run(ray_cluster, tmp_path, tiny_model):
     folder = photos_folder(tmp_path, 2)
     grid = ["--grid", "guidance=7,19", "--grid", "cross_replace=0.2,0.6"]
@@ -147,7 +148,7 @@ def test_a_grid_through_ray_equals_the_local_run(ray_cluster, tmp_path, tiny_mod
     assert_same_runs(local, remote)
 
 
-@pytest.mark.ray
+@pytest.mark.slow
 def test_generate_prompts_through_ray_equals_the_local_run(ray_cluster, tmp_path, tiny_model):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a photo of a red fox\na lighthouse at dusk\n\na bowl of fruit\n")
@@ -157,7 +158,7 @@ def test_generate_prompts_through_ray_equals_the_local_run(ray_cluster, tmp_path
     assert_same_runs(local, remote)
 
 
-@pytest.mark.ray
+@pytest.mark.slow
 def test_a_model_the_workers_cannot_load_ends_the_run_with_its_one_line_error(ray_cluster, tmp_path, tiny_model):
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_model.parent, broken)
@@ -167,7 +168,7 @@ def test_a_model_the_workers_cannot_load_ends_the_run_with_its_one_line_error(ra
     out = tmp_path / "out"
     extra = ["-s", "a cat", "-t", "a dog", "--engine", "ray", "-q"]  # -q: no `ray:` notes
     assert_clean_error(run(*batch_args([folder], out, model=broken / "model.yaml", extra=extra)), lora.name)
-    assert [r["status"] for r in records(out)] == ["started", "started"]  # resumable: nothing was made
+    assert records(out) == []  # nothing made, nothing claimed: the same command starts afresh
 
 
 @dataclass(frozen=True)
@@ -186,17 +187,24 @@ class Note:
         return {}
 
 
+@dataclass
 class DiesOnTwo:
-    """A Work whose worker process dies whenever it runs item 2 (a row that is out of memory each time)."""
+    """A Work whose worker process dies whenever it runs item 2 (a row that is out of memory each
+    time), each item a group of its own; `healthy` runs item 2 like the others."""
+
+    healthy: bool = False
 
     def load(self, item):
         return None
 
     def group_key(self, item, loaded, editor):
+        return item.number
+
+    def chunk_key(self, item):
         return "all"
 
     def run(self, editor, group):
-        if any(item.number == 2 for item, _ in group):
+        if not self.healthy and any(item.number == 2 for item, _ in group):
             os._exit(3)
         return [f"made {item.number}" for item, _ in group]
 
@@ -205,7 +213,7 @@ class DiesOnTwo:
         return {}
 
 
-@pytest.mark.ray
+@pytest.mark.slow
 def test_a_row_that_kills_its_worker_every_time_fails_after_the_retries_and_the_rest_are_done(
     ray_cluster, tmp_path, monkeypatch
 ):
@@ -221,23 +229,36 @@ def test_a_row_that_kills_its_worker_every_time_fails_after_the_retries_and_the_
     out = tmp_path / "out"
     items = [Note(n, out / f"{n}.txt") for n in range(1, 5)]
     engine = RayEngine(EngineOptions("ray", workers=2), "cpu", Reporter())
-    summary, report = run_many(
-        items, DiesOnTwo(), out=out, shard=None, get_editor=object, reporter=Reporter(), label="notes", engine=engine
-    )
-    assert sorted(summary.done) == [1, 3, 4]
-    assert list(summary.failed) == [2] and "2 times" in summary.failed[2]
-    assert [(r["item"], r["status"]) for r in records(out)] == [(1, "done"), (2, "failed"), (3, "done"), (4, "done")]
-    assert (out / "3.txt").read_text() == "made 3" and not (out / "2.txt").exists()
+    common = dict(out=out, shard=None, get_editor=object, reporter=Reporter(), label="notes", batch_size=2)
+    summary, _ = run_many(items, DiesOnTwo(), engine=engine, **common)
+    # chunks [1, 2] and [3, 4]: item 1 was written before item 2 killed the worker, twice
+    assert sorted(summary.done) == [3, 4] and sorted(summary.failed) == [1, 2]
+    assert "tried 2 times" in summary.failed[2]
+    assert [(r["item"], r["status"]) for r in records(out)] == [(1, "failed"), (2, "failed"), (3, "done"), (4, "done")]
+    assert (out / "1.txt").read_text() == "made 1" and not (out / "2.txt").exists()
+    # the same run again: item 1's file is this folder's own (it had started), so it is redone, not refused
+    summary, _ = run_many(items, DiesOnTwo(healthy=True), **common)
+    assert sorted(summary.done) == [1, 2] and sorted(summary.skipped) == [3, 4] and not summary.failed
+    assert [r["status"] for r in records(out)] == ["done"] * 4
 
 
 # -- stops, kills and resumes ----------------------------------------------------------------------
-def ray_command(tmp_path: Path, tiny_model, rows: int) -> tuple[list[str], Path]:
-    """A batch of `rows` photos through a Ray of its own (--address local), as a user runs it."""
-    folder = photos_folder(tmp_path, rows)
+ROWS = 30  # enough that a fast machine is still mid-run when the test's signal lands
+
+
+def batch_of(tmp_path: Path, tiny_model, out: Path) -> list[str]:
+    """`batch` of ROWS photos (made once) into `out`, as the local engine runs it."""
+    folder = tmp_path / "photos"
+    if not folder.is_dir():
+        photos_folder(tmp_path, ROWS)
+    return batch_args([folder], out, model=tiny_model, extra=["-s", "a photo of a cat", "-t", "a photo of a dog"])
+
+
+def ray_command(tmp_path: Path, tiny_model) -> tuple[list[str], Path]:
+    """The batch through a Ray of its own (--address local), in a process of its own, as a user runs it."""
     out = tmp_path / "out"
-    args = batch_args([folder], out, model=tiny_model, extra=["-s", "a photo of a cat", "-t", "a photo of a dog"])
     flags = ["--engine", "ray", "--workers", "2", "--address", "local", "--json"]
-    return [sys.executable, "-m", "icdedit", *args, *flags], out
+    return [sys.executable, "-m", "icdedit", *batch_of(tmp_path, tiny_model, out), *flags], out
 
 
 def started(command: list[str], cwd: Path) -> subprocess.Popen:
@@ -275,10 +296,10 @@ def assert_every_row_done_once(out: Path, rows: int) -> None:
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and "lock" not in p.name]
 
 
-@pytest.mark.ray
+@pytest.mark.slow
 def test_a_driver_stopped_by_ctrl_c_then_killed_resumes_every_row_exactly_once(tmp_path, tiny_model):
-    rows = 10
-    command, out = ray_command(tmp_path, tiny_model, rows)
+    rows = ROWS
+    command, out = ray_command(tmp_path, tiny_model)
     first = started(command, tmp_path)
     assert wait_for_done(first, out, 2) >= 2
     first.send_signal(signal.SIGINT)
@@ -326,10 +347,10 @@ def descendants(pid: int) -> list[tuple[int, str]]:
     return found
 
 
-@pytest.mark.ray
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_nothing_and_does_nothing_twice(tmp_path, tiny_model):
-    rows = 10
-    command, out = ray_command(tmp_path, tiny_model, rows)
+    rows = ROWS
+    command, out = ray_command(tmp_path, tiny_model)
     process = started(command, tmp_path)
     assert wait_for_done(process, out, 1) >= 1
     workers = [pid for pid, line in descendants(process.pid) if "ChunkWorker" in line]
@@ -342,11 +363,9 @@ def test_a_worker_killed_mid_run_loses_nothing_and_does_nothing_twice(tmp_path, 
     summary = json.loads(stdout)
     assert sorted(summary["done"]) == list(range(1, rows + 1)) and not summary["failed"]
     assert_every_row_done_once(out, rows)
+    local = tmp_path / "local"
     with one_thread():  # and each image is the one the local engine makes
-        local = tmp_path / "local"
-        one_json_object(
-            run(*command[3 + command[3:].index("batch") : command.index("--engine")], "--out", local, "--json")
-        )
+        one_json_object(run(*batch_of(tmp_path, tiny_model, local), "--json"))
     for record, mine in zip(records(out), records(local)):
         assert np.array_equal(pixels(record["output"]), pixels(mine["output"]))
 
@@ -385,3 +404,17 @@ def test_engine_flags_that_cannot_work_are_usage_errors(tmp_path, tiny_model, fl
 
 def test_the_ray_flags_belong_to_a_prompt_file(tiny_model):
     assert_clean_error(run(*generate_args("a fox", model=tiny_model, extra=["--engine", "ray"])), "--engine", code=2)
+
+
+def test_chunks_keep_a_photos_cells_together_and_fill_up_to_the_batch_size():
+    from icdedit.ray_engine import chunked
+
+    class ByPhoto:
+        def chunk_key(self, item):
+            return item[0]
+
+    a1, a2, b1, c1, c2, c3, d1 = items = ["a1", "a2", "b1", "c1", "c2", "c3", "d1"]
+    assert chunked(items, ByPhoto(), 1) == [[item] for item in items]
+    assert chunked(items, ByPhoto(), 2) == [[a1, a2], [b1], [c1, c2], [c3, d1]]
+    assert chunked(items, ByPhoto(), 3) == [[a1, a2, b1], [c1, c2, c3], [d1]]
+    assert chunked(items, ByPhoto(), 8) == [items]

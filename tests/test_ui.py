@@ -356,6 +356,7 @@ def test_sigterm_stops_the_page_and_removes_its_folder(tmp_path, tiny_model):
         log.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (apt-get install chromium)")
 def test_the_page_edits_a_photo_in_a_real_browser(tmp_path, tiny_model):
     """Upload, describe (the caption fills the source prompt) and edit; an example click loads its
