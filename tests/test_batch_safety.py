@@ -240,3 +240,61 @@ def test_a_damaged_results_line_is_skipped_with_a_note(photos, tmp_path, tiny_mo
     redone = batch([photos], out, tiny_model, *args, "--overwrite")
     assert redone.exit_code == 0 and sorted(json.loads(redone.stdout)["done"]) == [1, 2]
     assert sorted(records(out)) == [1, 2]
+
+
+# -- claims: an output path is this folder's from the moment its item starts ------------------------
+class _Note:
+    """A runner item with no model: its output is a text file."""
+
+    def __init__(self, number: int, output: Path):
+        self.number, self.output, self.problem = number, output, None
+
+    key = property(lambda self: str(self.number))
+
+    def describe(self) -> dict:
+        return {}
+
+
+class _HalfWrites:
+    """Writes item 1's output, then fails it (a second file that cannot be written), unless `healthy`."""
+
+    def __init__(self, healthy: bool):
+        self.healthy = healthy
+
+    def load(self, item):
+        return None
+
+    def group_key(self, item, loaded, editor):
+        return item.number
+
+    def chunk_key(self, item):
+        return item.number
+
+    def run(self, editor, group):
+        return [f"made {item.number}" for item, _ in group]
+
+    def finish(self, editor, item, loaded, result) -> dict:
+        item.output.write_text(result)
+        if item.number == 1 and not self.healthy:
+            raise OSError(28, "No space left on device")
+        return {}
+
+
+def test_an_item_that_failed_after_writing_is_redone_on_resume_and_a_foreign_file_is_still_refused(tmp_path):
+    from icdedit.reporting import Reporter
+    from icdedit.runner import run_many
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "3.txt").write_text("someone else's")
+    items = [_Note(n, out / f"{n}.txt") for n in (1, 2, 3)]
+    common = dict(out=out, shard=None, get_editor=object, reporter=Reporter(), label="notes")
+    summary, _ = run_many(items, _HalfWrites(healthy=False), **common)
+    assert summary.done == [2] and sorted(summary.failed) == [1, 3]
+    assert "No space left" in summary.failed[1] and "not this run's" in summary.failed[3]
+    first = records(out)
+    assert first[1]["status"] == "failed" and first[1]["claimed"] and "claimed" not in first[3]
+    summary, _ = run_many(items, _HalfWrites(healthy=True), **common)
+    assert summary.done == [1] and summary.skipped == [2] and list(summary.failed) == [3]
+    assert (out / "1.txt").read_text() == "made 1" and (out / "3.txt").read_text() == "someone else's"
+    assert [r["status"] for r in records(out).values()] == ["done", "done", "failed"]
