@@ -25,7 +25,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 
 from . import errors
@@ -208,8 +208,9 @@ class RayEngine:
             if hasattr(rows, "close"):
                 rows.close()  # stops the streaming execution (Ctrl-C, an error)
             logger.setLevel(level)
-            if connected_here:
-                ray.shutdown()  # this run's connection: its actors end with it (also on Ctrl-C)
+            if connected_here:  # this run's connection: its actors end with it (also on Ctrl-C)
+                with redirect_stdout(sys.stderr):  # Ray prints its held-back notices to stdout as it stops
+                    ray.shutdown()
         return returned
 
     def _connect(self):
@@ -256,7 +257,8 @@ class RayEngine:
                 return rows.map_batches(
                     ChunkWorker,
                     batch_size=1,
-                    compute=ray.data.ActorPoolStrategy(size=workers),
+                    # one chunk at a time: a worker that dies takes only its own chunk's retries with it
+                    compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
                     fn_constructor_kwargs={"job": ray.put(job)},
                     num_gpus=gpus,
                     num_cpus=1,
