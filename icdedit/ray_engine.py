@@ -169,14 +169,12 @@ class RayEngine:
         chunks = chunked(items, work, batch_size)
         with _others_to_stderr():
             returned = self._run_chunks(chunks, work, get_editor, batch_size, run)
-        for index, chunk in enumerate(chunks):
-            if index not in returned:
-                reason = (
-                    f"its Ray worker stopped while running it (tried {RETRIES + 1} times: a lost node, or out of "
-                    "memory); run the same command to try again"
-                )
-                for item in chunk:
-                    run.record(Outcome(item.number, "failed", 0.0, {"error": reason}))
+        reason = (
+            f"its Ray worker stopped while running it (tried {RETRIES + 1} times: a lost node, or out of memory); "
+            "run the same command to try again"
+        )
+        for item in (item for index, chunk in enumerate(chunks) if index not in returned for item in chunk):
+            run.record(Outcome(item.number, "failed", 0.0, {"error": reason}))
 
     def _run_chunks(self, chunks, work, get_editor, batch_size, run: Run) -> set[int]:
         """Every chunk through the actors, each outcome recorded as it comes; the chunks returned."""
@@ -234,7 +232,7 @@ class RayEngine:
                     hint = "start one: ray start --head" if address == "auto" else "check --address (ray status)"
                     message = f"--address {address}: cannot connect to a Ray cluster ({first_line(exc)})"
                     raise UsageError(message, hint) from None
-                ray.init(address="local", **quiet)  # a stale cluster file of a Ray that is gone: start one
+                ray.init(address=LOCAL, **quiet)  # a stale cluster file of a Ray that is gone: start one
         self.reporter.note(f"ray: {_resources_line(ray)}")
         return ray, True
 

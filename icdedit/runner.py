@@ -136,12 +136,13 @@ class Report:
         if keep is not None:
             self.records = {k: v for k, v in self.records.items() if k in keep}
         for number, record in list(self.records.items()):  # a claim on an output never written: dropped
-            if record.get("status") == "started" or record.get("claimed"):
-                if not os.path.lexists(record.get("output", "")):
-                    if record["status"] == "started":
-                        del self.records[number]
-                    else:
-                        record.pop("claimed")
+            claims = record.get("status") == "started" or record.get("claimed")
+            if not claims or os.path.lexists(record.get("output", "")):
+                continue
+            if record["status"] == "started":
+                del self.records[number]
+            else:
+                record.pop("claimed")
         lines = "".join(json.dumps(self.records[k], default=str) + "\n" for k in sorted(self.records))
         write_atomically(self.path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
         self._cut_off = False

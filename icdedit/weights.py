@@ -222,11 +222,12 @@ def ensure_weights(spec: ModelSpec, variant: str = "fp32", *, offline_flag: bool
 
     reporter = reporter or Reporter()
     icd, base, preview = _missing(spec, variant, decoder)
-    if not [*icd, *base, *preview]:
+    missing = [*icd, *base, *preview]
+    if not missing:
         return []
     why = offline_reason(offline_flag)
-    if why or any(n.source is None for n in [*icd, *base, *preview]):
-        raise missing_error(spec, [*icd, *base, *preview], why)
+    if why or any(n.source is None for n in missing):
+        raise missing_error(spec, missing, why)
     with _one_fetch_at_a_time():  # several workers of one machine (Ray, torchrun) fetch once
         icd, base, preview = _missing(spec, variant, decoder)  # another process may have fetched them
         missing = [*icd, *base, *preview]
